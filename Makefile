@@ -1,0 +1,32 @@
+# webchat: make run (the whole stack on this machine) and make test.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PACKAGES := -e lib/webchat_common -e services/auth -e services/files -e services/chat
+SYSTEM_PACKAGES := redis-server nginx
+
+.PHONY: help run test test-unit test-integration system-deps venv clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+run: system-deps venv ## run Redis, the services and nginx locally (GATEWAY_PORT=8080, CHAT_REPLICAS=2)
+	$(PY) -m localstack
+
+test: system-deps venv ## unit tests of each package, then integration tests through the gateway
+	$(PY) -m pytest lib/webchat_common/tests services/auth/tests services/files/tests services/chat/tests
+	$(PY) -m pytest tests
+
+system-deps: ## install redis-server and nginx from the system packages when missing (needs root)
+	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+venv: $(VENV)/.installed ## the virtualenv with pinned dependencies
+
+$(VENV)/.installed: constraints.txt requirements-dev.txt lib/webchat_common/pyproject.toml services/*/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -r requirements-dev.txt $(PACKAGES)
+	touch $@
+
+clean: ## remove the virtualenv and local state
+	rm -rf $(VENV) var

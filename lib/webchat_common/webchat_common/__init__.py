@@ -1,0 +1,30 @@
+"""Shared library of the webchat services: see :mod:`.sessions` for the session contract,
+:mod:`.web` for the request plumbing and :mod:`.keys` for every Redis key the system uses."""
+from .config import Config, TestConfig, as_mapping, load_config
+from .redis_store import get_redis
+from .web import (
+    csrf_exempt,
+    csrf_token,
+    current_user,
+    error_response,
+    init_app,
+    login_required,
+    new_login,
+    wants_json,
+)
+
+__all__ = [
+    "Config",
+    "TestConfig",
+    "as_mapping",
+    "csrf_exempt",
+    "csrf_token",
+    "current_user",
+    "error_response",
+    "get_redis",
+    "init_app",
+    "load_config",
+    "login_required",
+    "new_login",
+    "wants_json",
+]

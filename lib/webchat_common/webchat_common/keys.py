@@ -1,0 +1,27 @@
+"""Every Redis key the system uses, in one place.  The README's key table mirrors this.
+
+| key                              | type   | TTL                 | written by | read by      |
+|----------------------------------|--------|---------------------|------------|--------------|
+| session:<sha256(sid)>            | string | idle, capped by abs | all        | all          |
+| sessions:ended (pub/sub)         | channel| -                   | all        | chat         |
+| user:<lower(name)>               | hash   | none                | auth       | auth, files, chat |
+| users                            | zset   | none                | auth       | chat (contacts) |
+| throttle:login:user:<lower(name)>| string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
+| throttle:login:ip:<ip>           | string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
+"""
+
+
+def user(name):
+    """Hash: ``name`` (as registered), ``password`` (KDF hash), ``created`` (unix s), ``avatar``."""
+    return "user:" + name.lower()
+
+
+USERS = "users"  # zset of registered names, scored by registration time
+
+
+def login_throttle_user(name):
+    return "throttle:login:user:" + name.lower()
+
+
+def login_throttle_ip(ip):
+    return "throttle:login:ip:" + ip

@@ -1,0 +1,185 @@
+"""Request plumbing every service installs with :func:`init_app`.
+
+- the Redis session interface and the Redis pool;
+- a request id (the gateway's ``X-Request-ID``, or a new one) logged and returned;
+- one JSON access-log line per request;
+- CSRF: every unsafe request needs the session's token (form field ``csrf_token`` or header
+  ``X-CSRF-Token``);
+- error pages: HTML for browsers, JSON for everything else, never a stack trace; Redis
+  unreachable is a 503, and the service recovers by itself when Redis is back;
+- ``/healthz`` (liveness, no Redis) and ``/readyz`` (Redis answers);
+- the shared Jinja2 layout, form macros and the ``csrf_token()``/``current_user()`` globals.
+"""
+import functools
+import hmac
+import logging
+import re
+import secrets
+import time
+import uuid
+from urllib.parse import quote
+
+from flask import Blueprint, abort, g, jsonify, make_response, redirect, render_template, request, session
+from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .logs import setup_logging
+from .redis_store import get_redis, init_redis
+from .sessions import RedisSessionInterface, UnavailableSession
+
+access_log = logging.getLogger("webchat.access")
+log = logging.getLogger(__name__)
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+REDIS_DOWN = "The service is temporarily unavailable (its data store cannot be reached). Try again shortly."
+
+
+def wants_json():
+    """API paths always get JSON; otherwise HTML only when the client names text/html."""
+    if request.path.startswith("/api/"):
+        return True
+    return "text/html" not in request.accept_mimetypes.values()
+
+
+def current_user():
+    """The logged-in user's name, from the shared session, or None."""
+    user = session.get("user")
+    return user if isinstance(user, str) else None
+
+
+def csrf_token():
+    """The session's CSRF token, made on first use (this starts a session for a visitor)."""
+    token = session.get("csrf")
+    if not isinstance(token, str):
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def new_login(username):
+    """Turn the current session into a fresh, logged-in one with a new id and CSRF token."""
+    session.clear()
+    session.regenerate()
+    session["user"] = username
+    session["login_at"] = int(time.time())
+    session["csrf"] = secrets.token_urlsafe(32)
+
+
+def login_required(view):
+    """Refuse a visitor: a browser page goes to ``/login?next=<here>``, anything else gets 401 JSON."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if current_user() is None:
+            if wants_json():
+                return jsonify(error="login required"), 401
+            here = request.full_path if request.query_string else request.path
+            return redirect("/login?next=" + quote(here, safe="/"))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def csrf_exempt(view):
+    view.csrf_exempt = True
+    return view
+
+
+def error_response(code, message, headers=()):
+    if wants_json():
+        resp = make_response(jsonify(error=message), code)
+    else:
+        resp = make_response(render_template("error.html", code=code, message=message), code)
+    resp.headers.extend(headers)
+    return resp
+
+
+def _check_csrf():
+    token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
+    expected = session.get("csrf")
+    if not isinstance(expected, str) or not hmac.compare_digest(token.encode(), expected.encode()):
+        abort(400, description="The form has expired or is missing its security token. Reload the page and try again.")
+
+
+def _wrap_errors(app):
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return error_response(exc.code, exc.description, headers)
+
+    @app.errorhandler(RedisError)
+    def redis_error(exc):
+        log.warning("redis error: %s", exc.__class__.__name__)
+        return error_response(503, REDIS_DOWN)
+
+    @app.errorhandler(InternalServerError)
+    def server_error(exc):
+        if isinstance(exc.original_exception, RedisError):
+            return redis_error(exc.original_exception)
+        return error_response(500, "Something went wrong on our side. It has been logged.")
+
+
+common = Blueprint("common", __name__, template_folder="templates", static_folder="static")
+
+
+@common.get("/healthz")
+@csrf_exempt
+def healthz():
+    """Liveness: the process answers.  Never touches Redis."""
+    return jsonify(status="ok")
+
+
+@common.get("/readyz")
+def readyz():
+    """Readiness: Redis answers within the socket timeout."""
+    try:
+        get_redis().ping()
+    except RedisError:
+        return jsonify(status="unavailable", redis="down"), 503
+    return jsonify(status="ok", redis="up")
+
+
+def init_app(app, service, static_url_path):
+    """Install the shared plumbing on ``app``; ``static_url_path`` is where this service's
+    gateway prefix puts the shared static files (``/static``, ``/media/static``, ...)."""
+    app.config.setdefault("SERVICE_NAME", service)
+    setup_logging(service, app.config["LOG_LEVEL"])
+    if app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
+    init_redis(app)
+    app.session_interface = RedisSessionInterface()
+    app.register_blueprint(common, static_url_path=static_url_path)
+    app.add_template_global(csrf_token)
+    app.add_template_global(current_user)
+    _wrap_errors(app)
+
+    @app.before_request
+    def begin():
+        g.start = time.perf_counter()
+        rid = request.headers.get("X-Request-ID", "")
+        g.request_id = rid if _REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
+        if request.endpoint in ("common.healthz", "common.static"):
+            return None
+        if isinstance(session, UnavailableSession):
+            raise ServiceUnavailable(REDIS_DOWN)
+        if request.method in UNSAFE_METHODS:
+            view = app.view_functions.get(request.endpoint)
+            if not getattr(view, "csrf_exempt", False):
+                _check_csrf()
+        return None
+
+    @app.after_request
+    def finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - g.get("start", time.perf_counter())) * 1000, 2),
+                "user": current_user(),
+            },
+        )
+        return response

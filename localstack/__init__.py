@@ -1,0 +1,158 @@
+"""The whole stack as local processes: Redis, the three services under gunicorn, nginx.
+
+``make run`` runs this with ``python -m localstack``; the integration tests start the same
+:class:`Stack` on free ports.  Each process writes its output to ``<state_dir>/logs/<name>.log``.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from webchat_common.testing import RedisServer, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "gateway"))
+from render import render  # noqa: E402  (gateway/render.py is a script, not a package)
+
+NGINX_MIME_TYPES = "/etc/nginx/mime.types"
+
+
+@dataclass
+class Service:
+    name: str
+    app: str
+    port: int
+    worker_class: str = "gthread"
+    workers: int = 2
+    replicas: int = 1
+    procs: list = field(default_factory=list)
+
+
+class Stack:
+    def __init__(self, state_dir, gateway_port=None, chat_replicas=2, env=None):
+        self.state_dir = Path(state_dir)
+        self.gateway_port = gateway_port or free_port()
+        self.env = dict(env or {})
+        self.redis = RedisServer(data_dir=str(self.state_dir / "redis"))
+        self.services = {
+            "auth": Service("auth", "auth_service:create_app()", free_port()),
+            "files": Service("files", "files_service:create_app()", free_port()),
+            "chat": Service("chat", "chat_service:create_app()", free_port(), worker_class="gevent",
+                            workers=1, replicas=chat_replicas),
+        }
+        self.nginx = None
+        self.log_dir = self.state_dir / "logs"
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def service_env(self, name):
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=self.redis.url,
+            SERVICE_NAME=name,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.env)
+        return env
+
+    def _spawn(self, name, args, env=None):
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_dir / f"{name}.log", "ab")
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+
+    def start_service(self, svc, replica):
+        args = [sys.executable, "-m", "gunicorn", "-c", "python:webchat_common.gunicorn_conf",
+                "-b", f"127.0.0.1:{svc.port}", "-k", svc.worker_class, "-w", str(svc.workers),
+                "-n", f"{svc.name}-{replica}", svc.app]
+        if svc.replicas > 1:
+            args.insert(-1, "--reuse-port")  # replicas share one address, as behind a k8s Service
+        proc = self._spawn(f"{svc.name}-{replica}", args, self.service_env(svc.name))
+        svc.procs.append(proc)
+        return proc
+
+    def wait_service(self, svc):
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{svc.port}/healthz", timeout=1).ok,
+                   timeout=30, what=f"{svc.name} on port {svc.port}")
+
+    def render_gateway(self):
+        ngx = self.state_dir / "nginx"
+        ngx.mkdir(parents=True, exist_ok=True)
+        shutil.copy(NGINX_MIME_TYPES, ngx / "mime.types")
+        conf = render({
+            "GATEWAY_PORT": self.gateway_port,
+            "AUTH_ADDR": f"127.0.0.1:{self.services['auth'].port}",
+            "FILES_ADDR": f"127.0.0.1:{self.services['files'].port}",
+            "CHAT_ADDR": f"127.0.0.1:{self.services['chat'].port}",
+            "NGINX_STATE_DIR": str(ngx),
+            **{k: v for k, v in self.env.items() if k.isupper()},
+        })
+        path = ngx / "nginx.conf"
+        path.write_text(conf)
+        return path
+
+    def nginx_args(self, conf, *extra):
+        return [nginx_binary(), "-p", str(conf.parent), "-c", str(conf), *extra]
+
+    def start(self):
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.redis.start()
+            for svc in self.services.values():
+                for i in range(svc.replicas):
+                    self.start_service(svc, i)
+            for svc in self.services.values():
+                self.wait_service(svc)
+            conf = self.render_gateway()
+            subprocess.run(self.nginx_args(conf, "-t", "-q"), check=True, capture_output=True)
+            self.nginx = self._spawn("gateway", self.nginx_args(conf, "-g", "daemon off;"))
+            wait_until(lambda: requests.get(self.url + "/gateway/healthz", timeout=1).ok,
+                       what="the gateway")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def processes(self):
+        procs = [self.nginx] if self.nginx else []
+        for svc in self.services.values():
+            procs.extend(svc.procs)
+        return [p for p in procs if p is not None]
+
+    def stop(self, timeout=25):
+        procs = self.processes()
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM if p is not self.nginx else signal.SIGQUIT)
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.nginx = None
+        for svc in self.services.values():
+            svc.procs.clear()
+        self.redis.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def nginx_binary():
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not found:
+        raise RuntimeError("nginx is not installed (Debian/Ubuntu: apt-get install nginx)")
+    return found

@@ -1,0 +1,84 @@
+"""Users in Redis (see ``webchat_common.keys``): register, check a password, look one up."""
+import re
+import time
+
+from flask import current_app
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webchat_common import get_redis, keys
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+
+
+class UsernameTaken(Exception):
+    pass
+
+
+def username_error(name):
+    if not name:
+        return "Enter a username."
+    if len(name) > 32:
+        return "A username has at most 32 characters."
+    if not USERNAME_RE.match(name):
+        return "Use only letters, digits, '_' and '-'."
+    return None
+
+
+def password_error(password):
+    if not password:
+        return "Enter a password."
+    if len(password) < PASSWORD_MIN:
+        return f"A password has at least {PASSWORD_MIN} characters."
+    if len(password) > PASSWORD_MAX:
+        return f"A password has at most {PASSWORD_MAX} characters."
+    return None
+
+
+# Check-and-create in one atomic step, so two registrations of one name cannot both win and
+# a crash cannot leave half a user behind.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'password', ARGV[2], 'created', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+def create_user(name, password):
+    """Store a new user; raise UsernameTaken if the name (in any letter case) exists."""
+    pw_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
+    created = get_redis().eval(_CREATE, 2, keys.user(name), keys.USERS, name, pw_hash, int(time.time()))
+    if not created:
+        raise UsernameTaken(name)
+
+
+def get_user(name):
+    """The user's fields (without the password hash), or None."""
+    data = get_redis().hgetall(keys.user(name))
+    if not data or "password" not in data:
+        return None
+    data.pop("password")
+    return data
+
+
+def _dummy_hash():
+    app = current_app
+    if "dummy_hash" not in app.extensions:
+        app.extensions["dummy_hash"] = generate_password_hash("x" * 16, method=app.config["PASSWORD_HASH_METHOD"])
+    return app.extensions["dummy_hash"]
+
+
+def authenticate(name, password):
+    """The registered name if the password is right, else None.  An unknown user costs the
+    same hash as a known one, so timing does not tell which names exist."""
+    stored = get_redis().hmget(keys.user(name), "name", "password") if USERNAME_RE.match(name) else [None, None]
+    registered, pw_hash = stored
+    if pw_hash is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    return registered if check_password_hash(pw_hash, password) else None
+
+
+def list_users(offset, limit):
+    return get_redis().zrange(keys.USERS, offset, offset + limit - 1)

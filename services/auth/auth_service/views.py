@@ -1,0 +1,146 @@
+"""Pages and API of the auth service: /login, /register, /logout, /, /profile, /api/..."""
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, jsonify, redirect, render_template, request, session
+from flask.views import MethodView
+
+from webchat_common import csrf_token, current_user, login_required, new_login
+
+from . import throttle, users
+
+bp = Blueprint("auth", __name__)
+
+GENERIC_LOGIN_ERROR = "Wrong username or password."
+
+
+def safe_next(target):
+    """``target`` if it is a path on this site, else ``/``: never an open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+@bp.app_template_filter()
+def datetimeformat(ts):
+    """Unix seconds as a UTC date for pages."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+
+
+def _field_errors(username, password, check_rules):
+    errors = {}
+    if check_rules:
+        errors["username"] = users.username_error(username)
+        errors["password"] = users.password_error(password)
+    else:  # login: only presence and size, the rest is "wrong username or password"
+        if not username:
+            errors["username"] = "Enter your username."
+        elif len(username) > 32:
+            errors["username"] = "A username has at most 32 characters."
+        if not password:
+            errors["password"] = "Enter your password."
+        elif len(password) > users.PASSWORD_MAX:
+            errors["password"] = f"A password has at most {users.PASSWORD_MAX} characters."
+    return {k: v for k, v in errors.items() if v}
+
+
+class LoginView(MethodView):
+    """The tutorial's class-based login view."""
+
+    def get(self):
+        if current_user():
+            return redirect(safe_next(request.args.get("next")))
+        return render_template("login.html", next=safe_next(request.args.get("next")), errors={})
+
+    def post(self):
+        username = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        nxt = safe_next(request.form.get("next"))
+        errors = _field_errors(username, password, check_rules=False)
+        if errors:
+            return render_template("login.html", next=nxt, username=username[:32], errors=errors), 400
+        ip = request.remote_addr or "unknown"
+        wait = throttle.retry_after(username, ip)
+        if wait:
+            message = f"Too many failed logins. Try again in {(wait + 59) // 60} minute(s)."
+            body = render_template("login.html", next=nxt, username=username, errors={}, message=message)
+            return body, 429, {"Retry-After": str(wait)}
+        name = users.authenticate(username, password)
+        if name is None:
+            throttle.record_failure(username, ip)
+            body = render_template("login.html", next=nxt, username=username, errors={}, message=GENERIC_LOGIN_ERROR)
+            return body, 401
+        throttle.record_success(name)
+        new_login(name)
+        return redirect(nxt)
+
+
+bp.add_url_rule("/login", view_func=LoginView.as_view("login"))
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    if request.method == "GET":
+        return render_template("register.html", errors={})
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    errors = _field_errors(username, password, check_rules=True)
+    if errors:
+        return render_template("register.html", username=username[:32], errors=errors), 400
+    try:
+        users.create_user(username, password)
+    except users.UsernameTaken:
+        errors = {"username": "That username is taken."}
+        return render_template("register.html", username=username, errors=errors), 409
+    new_login(username)
+    return redirect("/", code=303)
+
+
+@bp.post("/logout")
+def logout():
+    session.destroy()
+    return redirect("/login", code=303)
+
+
+@bp.get("/", endpoint="home")
+@login_required
+def home():
+    return render_template("index.html", user=users.get_user(current_user()))
+
+
+@bp.get("/profile")
+@login_required
+def profile():
+    return render_template("profile.html", user=users.get_user(current_user()))
+
+
+@bp.get("/api/me")
+@login_required
+def me():
+    user = users.get_user(current_user()) or abort(401)
+    return jsonify(
+        user=user["name"],
+        created=int(user["created"]),
+        login_at=session.get("login_at"),
+        csrf_token=csrf_token(),
+    )
+
+
+@bp.get("/api/users", defaults={"page": 1})
+@bp.get("/api/users/page/<int:page>")
+@login_required
+def user_list(page):
+    """Registered users, 50 a page (the tutorial's ``defaults`` and ``<int:...>`` routing)."""
+    if page < 1:
+        abort(404)
+    per_page = 50
+    return jsonify(page=page, users=users.list_users((page - 1) * per_page, per_page))
+
+
+# The tutorial's redirect_to: old links to /index land on the home page.
+bp.add_url_rule("/index", endpoint="index", redirect_to="/")
