@@ -19,6 +19,7 @@ it is never unpickled.
 """
 import hashlib
 import json
+import math
 import logging
 import re
 import secrets
@@ -122,7 +123,7 @@ class RedisSessionInterface(SessionInterface):
 
     def _ttl(self, app, session):
         left = app.config["SESSION_ABSOLUTE_TIMEOUT"] - (time.time() - session.created)
-        return max(1, int(min(app.config["SESSION_IDLE_TIMEOUT"], left)))
+        return max(1, math.ceil(min(app.config["SESSION_IDLE_TIMEOUT"], left)))
 
     def save_session(self, app, session, response):
         if isinstance(session, UnavailableSession):

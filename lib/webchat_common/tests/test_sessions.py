@@ -1,0 +1,244 @@
+"""The session contract against a real Redis, through a tiny app that uses the shared plumbing."""
+import json
+import pickle
+import time
+
+import pytest
+import redis
+from flask import Flask, jsonify, request, session
+
+import webchat_common
+from webchat_common import Config, TestConfig, as_mapping, new_login
+from webchat_common.sessions import ENDED_CHANNEL, session_key, session_key_hash
+
+COOKIE = "webchat_session"
+
+
+def make_app(redis_url, **settings):
+    app = Flask(__name__)
+    webchat_common.load_config(app, Config, as_mapping(TestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0, **settings))
+    webchat_common.init_app(app, "test", static_url_path="/static")
+
+    @app.post("/login/<name>")
+    @webchat_common.csrf_exempt
+    def login(name):
+        new_login(name)
+        return "ok"
+
+    @app.get("/whoami")
+    def whoami():
+        return jsonify(user=webchat_common.current_user())
+
+    @app.post("/logout")
+    @webchat_common.csrf_exempt
+    def logout():
+        session.destroy()
+        return "bye"
+
+    @app.get("/token")
+    def token():
+        return jsonify(token=webchat_common.csrf_token())
+
+    @app.post("/change")
+    def change():
+        return "changed"
+
+    return app
+
+
+@pytest.fixture
+def r(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(redis_url):
+    return make_app(redis_url)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def sid_of(client):
+    cookie = client.get_cookie(COOKIE)
+    return cookie.value if cookie else None
+
+
+def test_cookie_is_a_random_id_and_the_value_is_json(client, r):
+    client.post("/login/alice")
+    sid = sid_of(client)
+    assert len(sid) == 43  # 32 random bytes, url-safe base64
+    raw = r.get(session_key(sid))
+    record = json.loads(raw)
+    assert record["data"]["user"] == "alice"
+    assert r.get("session:" + sid) is None, "the key is a hash of the cookie, not the cookie"
+
+
+def test_cookie_flags(client):
+    resp = client.post("/login/alice")
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+
+
+def test_secure_cookie_when_configured(redis_url):
+    client = make_app(redis_url, SESSION_COOKIE_SECURE=True).test_client()
+    assert "Secure" in client.post("/login/alice").headers["Set-Cookie"]
+
+
+def test_login_gives_a_new_id_and_the_old_one_dies(client, r):
+    client.get("/token")  # a visitor's session (holds the CSRF token)
+    before = sid_of(client)
+    assert r.exists(session_key(before))
+    client.post("/login/alice")
+    after = sid_of(client)
+    assert after != before
+    assert not r.exists(session_key(before))
+
+
+def test_regenerate_works_on_an_empty_session(client):
+    client.post("/login/alice")  # no session before: still a fresh id, and it is stored
+    assert client.get("/whoami").json == {"user": "alice"}
+
+
+def test_visitor_without_session_writes_nothing(client, r):
+    client.get("/whoami")
+    assert sid_of(client) is None
+    assert r.dbsize() == 0
+
+
+def test_logout_deletes_and_announces(client, r):
+    client.post("/login/alice")
+    sid = sid_of(client)
+    pubsub = r.pubsub()
+    pubsub.subscribe(ENDED_CHANNEL)
+    pubsub.get_message(timeout=1)
+    client.post("/logout")
+    assert not r.exists(session_key(sid))
+    msg = pubsub.get_message(timeout=2)
+    assert msg["data"].decode() == session_key_hash(sid)
+    copied = client.application.test_client()
+    copied.set_cookie(COOKIE, sid)
+    assert copied.get("/whoami").json == {"user": None}
+
+
+def test_a_request_in_flight_during_logout_cannot_revive_the_session(app, r):
+    client = app.test_client()
+    client.post("/login/alice")
+    sid = sid_of(client)
+    with app.test_request_context("/", headers={"Cookie": f"{COOKIE}={sid}"}):
+        sess = app.session_interface.open_session(app, request)
+        r.delete(session_key(sid))  # logout happens meanwhile
+        sess["late"] = 1
+        resp = app.response_class()
+        app.session_interface.save_session(app, sess, resp)
+    assert not r.exists(session_key(sid))
+
+
+def test_idle_timeout_slides(redis_url, r):
+    client = make_app(redis_url, SESSION_IDLE_TIMEOUT=2, SESSION_ABSOLUTE_TIMEOUT=60).test_client()
+    client.post("/login/alice")
+    for _ in range(3):  # 3 s of activity, each request within the idle window
+        time.sleep(1)
+        assert client.get("/whoami").json == {"user": "alice"}
+    time.sleep(2.5)
+    assert client.get("/whoami").json == {"user": None}
+
+
+def test_absolute_timeout_ends_a_busy_session(redis_url):
+    client = make_app(redis_url, SESSION_IDLE_TIMEOUT=60, SESSION_ABSOLUTE_TIMEOUT=2).test_client()
+    client.post("/login/alice")
+    assert client.get("/whoami").json == {"user": "alice"}
+    time.sleep(1.2)
+    assert client.get("/whoami").json == {"user": "alice"}
+    time.sleep(1.2)
+    assert client.get("/whoami").json == {"user": None}
+
+
+def test_absolute_timeout_is_checked_on_read_not_only_by_ttl(client, r):
+    client.post("/login/alice")
+    key = session_key(sid_of(client))
+    record = json.loads(r.get(key))
+    record["created"] = time.time() - 10**6
+    r.set(key, json.dumps(record), ex=600)
+    assert client.get("/whoami").json == {"user": None}
+    assert not r.exists(key)
+
+
+class Exploit:
+    """Unpickling this would create a file: the proof that pickle ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_planted_pickle_is_refused_logged_and_never_run(client, r, tmp_path, caplog):
+    client.post("/login/alice")
+    sid = sid_of(client)
+    marker = tmp_path / "pwned"
+    r.set(session_key(sid), pickle.dumps({"user": "mallory", "x": Exploit(str(marker))}))
+    with caplog.at_level("ERROR"):
+        assert client.get("/whoami").json == {"user": None}
+    assert not marker.exists()
+    assert any("refused a session value" in rec.getMessage() for rec in caplog.records)
+    assert not r.exists(session_key(sid))
+
+
+@pytest.mark.parametrize("value", ["not json", "[1, 2]", '{"created": 1}', '{"created": "x", "data": {}}',
+                                   '{"created": 1, "data": []}'])
+def test_values_outside_the_contract_are_refused(client, r, value):
+    client.post("/login/alice")
+    sid = sid_of(client)
+    r.set(session_key(sid), value)
+    assert client.get("/whoami").json == {"user": None}
+
+
+@pytest.mark.parametrize("cookie", ["short", "x" * 43 + "y", "../../etc/passwd-xxxxxxxxxxxxxxxxxxxxxxxxxx", "a" * 42 + "!"])
+def test_malformed_cookies_never_reach_redis(client, cookie):
+    client.set_cookie(COOKIE, cookie)
+    assert client.get("/whoami").json == {"user": None}
+
+
+def test_csrf_required_on_unsafe_methods(client):
+    client.post("/login/alice")
+    missing = client.post("/change")
+    assert missing.status_code == 400 and "security token" in missing.json["error"]
+    wrong = client.post("/change", headers={"X-CSRF-Token": "nope"})
+    assert wrong.status_code == 400
+    token = client.get("/token").json["token"]
+    assert client.post("/change", headers={"X-CSRF-Token": token}).status_code == 200
+    assert client.post("/change", data={"csrf_token": token}).status_code == 200
+
+
+def test_request_id_is_kept_when_plain_and_replaced_otherwise(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-1"}).headers["X-Request-ID"] == "abc-1"
+    made = client.get("/healthz", headers={"X-Request-ID": "a b;c<x>"}).headers["X-Request-ID"]
+    assert made and made != "a b;c<x>" and len(made) == 32
+
+
+def test_redis_down_is_a_503_not_a_trace(redis_url):
+    app = make_app("redis://127.0.0.1:1/0", REDIS_SOCKET_TIMEOUT=0.5)
+    client = app.test_client()
+    client.set_cookie(COOKIE, "a" * 43)
+    resp = client.get("/whoami", headers={"Accept": "text/html"})
+    assert resp.status_code == 503
+    assert b"temporarily unavailable" in resp.data and b"Traceback" not in resp.data
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 503
+
+
+def test_load_config_reads_typed_environment(redis_url):
+    app = Flask(__name__)
+    env = {"REDIS_URL": redis_url, "SESSION_COOKIE_SECURE": "true", "SESSION_IDLE_TIMEOUT": "90", "UNRELATED": "x"}
+    webchat_common.load_config(app, Config, environ=env)
+    assert app.config["SESSION_COOKIE_SECURE"] is True and app.config["SESSION_IDLE_TIMEOUT"] == 90
+    with pytest.raises(ValueError, match="SESSION_COOKIE_SECURE"):
+        webchat_common.load_config(Flask(__name__), Config, environ={**env, "SESSION_COOKIE_SECURE": "maybe"})
+    with pytest.raises(RuntimeError, match="REDIS_URL"):
+        webchat_common.load_config(Flask(__name__), Config, environ={})
