@@ -2,9 +2,26 @@
 
 Command-line flags override these (the worker class of chat, the local stack's bind address).
 Environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, default 2),
-``SERVICE_NAME`` (the ``service`` field of gunicorn's own JSON log lines).
+``SERVICE_NAME`` (the ``service`` field of gunicorn's own JSON log lines),
+``PROMETHEUS_MULTIPROC_DIR`` (metrics of all workers, see :mod:`webchat_common.metrics`; one
+directory per gunicorn master, wiped when it starts), ``SHUTDOWN_DRAIN_SECONDS`` (default 5).
+
+Shutdown (SIGTERM to the master, what ``docker stop`` and Kubernetes send):
+
+1. the master sets the shared "draining" flag: ``/readyz`` answers 503 in every worker, while
+   every other request is still served normally;
+2. ``SHUTDOWN_DRAIN_SECONDS`` later (time for readiness probes and load balancers to stop
+   sending new work), gunicorn's own graceful stop begins: listeners closed, workers finish
+   what they are doing within ``graceful_timeout`` (20 s), then are killed.
+
+Keep ``SHUTDOWN_DRAIN_SECONDS + graceful_timeout`` below the orchestrator's kill timeout
+(Kubernetes ``terminationGracePeriodSeconds``, 30 s by default; compose ``stop_grace_period``).
+SIGINT and SIGQUIT still stop at once, also during the drain.
 """
 import os
+import time
+
+from webchat_common import lifecycle, metrics
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -23,3 +40,50 @@ logconfig_dict = {
         "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },
 }
+
+#: Seconds between SIGTERM (readiness turns false) and the start of gunicorn's graceful stop.
+shutdown_drain_seconds = float(os.environ.get("SHUTDOWN_DRAIN_SECONDS", "5"))
+
+
+def on_starting(server):
+    """Master, before any worker exists: wipe the metrics directory, and make SIGTERM drain
+    first (see the module docstring)."""
+    metrics.wipe_multiproc_dir()
+    lifecycle.reset()
+    _drain_before_stopping(server, shutdown_drain_seconds)
+
+
+def child_exit(server, worker):
+    """Master, after a worker exited: its live gauges (open sockets...) stop counting."""
+    metrics.mark_process_dead(worker.pid)
+
+
+def _drain_before_stopping(arbiter, seconds):
+    """Replace the arbiter's SIGTERM handling: set the draining flag now, and stop gracefully
+    ``seconds`` later.
+
+    gunicorn's master loop calls ``handle_term`` for a queued SIGTERM; the original raises
+    StopIteration, and the loop answers that with ``halt()`` (graceful stop).  Ours only records
+    a deadline; the loop wakes at least once a second and calls ``manage_workers``, which raises
+    the StopIteration once the deadline passed.  The loop keeps reaping and replacing workers
+    and handling other signals meanwhile (SIGINT/SIGQUIT still stop at once).
+    """
+    deadline = []
+    manage_workers = arbiter.manage_workers
+
+    def handle_term():
+        if not deadline:
+            lifecycle.start_draining()
+            arbiter.log.info("SIGTERM: readiness is now false; stopping gracefully in %.1f s", seconds)
+            deadline.append(time.monotonic() + seconds)
+        if seconds <= 0:
+            raise StopIteration
+
+    def managed():
+        if deadline and time.monotonic() >= deadline[0]:
+            arbiter.log.info("drain period over: stopping workers gracefully")
+            raise StopIteration
+        return manage_workers()
+
+    arbiter.handle_term = handle_term
+    arbiter.manage_workers = managed

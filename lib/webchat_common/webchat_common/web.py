@@ -7,7 +7,10 @@
   ``X-CSRF-Token``);
 - error pages: HTML for browsers, JSON for everything else, never a stack trace; Redis
   unreachable is a 503, and the service recovers by itself when Redis is back;
-- ``/healthz`` (liveness, no Redis) and ``/readyz`` (Redis answers);
+- ``/healthz`` (liveness, no Redis), ``/readyz`` (Redis answers and the process is not shutting
+  down, see :mod:`.lifecycle`) and ``/metrics`` (Prometheus, see :mod:`.metrics`);
+- request count and latency metrics, and an ``X-User`` response header naming the logged-in
+  user, which the gateway logs and strips;
 - the shared Jinja2 layout, form macros and the ``csrf_token()``/``current_user()`` globals.
 """
 import functools
@@ -19,13 +22,14 @@ import time
 import uuid
 from urllib.parse import quote
 
-from flask import Blueprint, abort, g, jsonify, make_response, redirect, render_template, request, session
+from flask import Blueprint, abort, current_app, g, jsonify, make_response, redirect, render_template, request, session
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import lifecycle, metrics
 from .logs import setup_logging
-from .redis_store import get_redis, init_redis
+from .redis_store import get_redis, init_redis, make_client
 from .sessions import RedisSessionInterface, UnavailableSession
 
 access_log = logging.getLogger("webchat.access")
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Seconds /readyz waits for Redis (to connect, and for the PING) before answering 503.
+READY_TIMEOUT = 1.0
 REDIS_DOWN = "The service is temporarily unavailable (its data store cannot be reached). Try again shortly."
 
 
@@ -132,12 +138,26 @@ def healthz():
 
 @common.get("/readyz")
 def readyz():
-    """Readiness: Redis answers within the socket timeout."""
+    """Readiness: the process is not shutting down, and Redis answers a PING within
+    ``READY_TIMEOUT`` seconds.  Once the gunicorn master got SIGTERM this is 503 while
+    requests are still served (see :mod:`.lifecycle`)."""
+    if lifecycle.draining():
+        return jsonify(status="shutting down"), 503
+    app = current_app._get_current_object()
+    client = app.extensions.get("redis_ready")
+    if client is None:
+        # Its own tiny pool: a probe must not queue behind a busy request pool, and must be
+        # answered within READY_TIMEOUT whatever Redis does.
+        client = app.extensions["redis_ready"] = make_client(
+            app.config["REDIS_URL"], max_connections=2, pool_timeout=READY_TIMEOUT, socket_timeout=READY_TIMEOUT)
     try:
-        get_redis().ping()
+        client.ping()
     except RedisError:
         return jsonify(status="unavailable", redis="down"), 503
     return jsonify(status="ok", redis="up")
+
+
+common.add_url_rule("/metrics", "metrics", csrf_exempt(metrics.metrics_view))
 
 
 def init_app(app, service, static_url_path):
@@ -159,7 +179,7 @@ def init_app(app, service, static_url_path):
         g.start = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if _REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
-        if request.endpoint in ("common.healthz", "common.static"):
+        if request.endpoint in ("common.healthz", "common.static", "common.metrics"):
             return None
         if isinstance(session, UnavailableSession):
             raise ServiceUnavailable(REDIS_DOWN)
@@ -172,6 +192,10 @@ def init_app(app, service, static_url_path):
     @app.after_request
     def finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        metrics.record_request(response)
+        user = current_user()
+        if user:
+            response.headers["X-User"] = user  # for the gateway's access log; it strips it
         access_log.info(
             "request",
             extra={
