@@ -107,3 +107,43 @@ def test_rendered_gateway_config_passes_nginx_t(stack):
     conf = stack.state_dir / "nginx" / "nginx.conf"
     assert "${" not in conf.read_text()
     subprocess.run(stack.nginx_args(conf, "-t", "-q"), check=True)
+
+
+def test_login_failures_look_the_same_through_the_gateway(browser, username):
+    browser.register(username)
+    browser.logout()
+    wrong = browser.login(username, "wrong password")
+    unknown = browser.login("nobody-" + username, "wrong password")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong username or password." in wrong.text and "Wrong username or password." in unknown.text
+
+
+def test_bad_fields_get_400_with_per_field_errors(browser):
+    token = browser.token("/register")
+    missing = browser.post("/register", data={"csrf_token": token})
+    assert missing.status_code == 400
+    assert 'id="e-username"' in missing.text and 'id="e-password"' in missing.text
+    oversized = browser.post("/register", data={"username": "x" * 40, "password": "p" * 2000, "csrf_token": token})
+    assert oversized.status_code == 400
+    assert "at most 32 characters" in oversized.text and "at most 1024 characters" in oversized.text
+    login = browser.post("/login", data={"username": "", "password": "", "csrf_token": browser.token()})
+    assert login.status_code == 400 and 'id="e-username"' in login.text
+
+
+def test_missing_csrf_is_400_through_the_gateway(browser, username):
+    browser.get("/login")
+    resp = browser.post("/login", data={"username": username, "password": "correct horse"})
+    assert resp.status_code == 400 and "security token" in resp.text
+    browser.register(username)
+    assert browser.post("/logout").status_code == 400
+    assert browser.me()["user"] == username, "a logout without the token changes nothing"
+
+
+def test_login_next_is_never_off_site(browser, username):
+    browser.register(username)
+    browser.logout()
+    for target in ("//evil.example", "https://evil.example", "/\\evil.example"):
+        resp = browser.login(username, next=target)
+        assert resp.status_code == 302 and resp.headers["Location"] == "/", target
+        browser.logout()
+    assert browser.login(username, next="/media/").headers["Location"] == "/media/"

@@ -242,3 +242,21 @@ def test_load_config_reads_typed_environment(redis_url):
         webchat_common.load_config(Flask(__name__), Config, environ={**env, "SESSION_COOKIE_SECURE": "maybe"})
     with pytest.raises(RuntimeError, match="REDIS_URL"):
         webchat_common.load_config(Flask(__name__), Config, environ={})
+
+
+def test_unexpected_errors_are_a_500_page_without_a_trace(redis_url):
+    app = make_app(redis_url, PROPAGATE_EXCEPTIONS=False)
+
+    @app.get("/boom")
+    @app.get("/api/boom")
+    def boom():
+        raise ZeroDivisionError("secret detail")
+
+    client = app.test_client()
+    page = client.get("/boom", headers={"Accept": "text/html"})
+    assert page.status_code == 500 and b"<h1>500</h1>" in page.data
+    assert b"secret detail" not in page.data and b"Traceback" not in page.data
+    api = client.get("/api/boom")
+    assert api.status_code == 500 and api.json == {"error": "Something went wrong on our side. It has been logged."}
+    assert client.post("/healthz").status_code == 405
+    assert client.post("/healthz").headers["Allow"]
