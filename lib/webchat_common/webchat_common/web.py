@@ -126,7 +126,7 @@ def _wrap_errors(app):
         return error_response(500, "Something went wrong on our side. It has been logged.")
 
 
-common = Blueprint("common", __name__, template_folder="templates", static_folder="static")
+common = Blueprint("common", __name__, template_folder="templates")
 
 
 @common.get("/healthz")
@@ -161,15 +161,18 @@ common.add_url_rule("/metrics", "metrics", csrf_exempt(metrics.metrics_view))
 
 
 def init_app(app, service, static_url_path):
-    """Install the shared plumbing on ``app``; ``static_url_path`` is where this service's
-    gateway prefix puts the shared static files (``/static``, ``/media/static``, ...)."""
+    """Install the shared plumbing on ``app``; ``static_url_path`` is the service's static path
+    under its gateway prefix (``/static``, ``/media/static``, ...): the shared files (the
+    stylesheet) are served from ``<static_url_path>/common/``."""
     app.config.setdefault("SERVICE_NAME", service)
     setup_logging(service, app.config["LOG_LEVEL"])
     if app.config["TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
     init_redis(app)
     app.session_interface = RedisSessionInterface()
-    app.register_blueprint(common, static_url_path=static_url_path)
+    app.register_blueprint(common)
+    assets = Blueprint("assets", __name__, static_folder="static", static_url_path=static_url_path + "/common")
+    app.register_blueprint(assets)
     app.add_template_global(csrf_token)
     app.add_template_global(current_user)
     _wrap_errors(app)
@@ -179,11 +182,11 @@ def init_app(app, service, static_url_path):
         g.start = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
         g.request_id = rid if _REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
-        if request.endpoint in ("common.healthz", "common.static", "common.metrics"):
+        if request.endpoint in ("common.healthz", "assets.static", "common.metrics"):
             return None
         if isinstance(session, UnavailableSession):
             raise ServiceUnavailable(REDIS_DOWN)
-        if request.method in UNSAFE_METHODS:
+        if request.method in UNSAFE_METHODS and request.routing_exception is None:  # 404/405 first
             view = app.view_functions.get(request.endpoint)
             if not getattr(view, "csrf_exempt", False):
                 _check_csrf()
