@@ -1,0 +1,587 @@
+"""Chat benchmark: authenticated WebSockets through a gateway, private messages between users on
+different chat processes, side by side against Flask-SocketIO and an in-memory flask-sock.
+
+    python bench/chat_load.py                          # N = 100 and 1000, every variant, then max sockets
+    python bench/chat_load.py --sockets 100 --variants webchat,inmem --duration 10
+    python bench/chat_load.py --max-sockets --max-variants webchat,inmem
+
+For each N and variant: start the server fresh (its own Redis), create N users with a session each,
+open N sockets through the gateway (client processes separate from the server, each socket from one
+of several 127.77.0.x source addresses), read each socket's ``hello`` frame to learn which chat
+process it is on, pair users across processes, then run a closed loop for a fixed time: each socket
+keeps ``--window`` private messages in flight to its partner and sends the next one when the partner
+has received one.  Printed: delivered messages/s, p50/p99 end-to-end latency (send -> receipt at
+the receiver, timestamps from one clock since both ends of a pair live in one client process),
+RSS per socket of the processes holding the sockets ((RSS after opening - RSS before) / N), and
+CPU used by the server side and by the load generator during the measured window.
+
+Everything is bounded: N sockets, a fixed duration, traffic to 127.0.0.0/8 only; servers stopped at the end.
+"""
+import argparse
+import asyncio
+import collections
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import resource
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import chat_servers  # noqa: E402
+from chat_servers import cpu_seconds, nofile_limit, rss_kib  # noqa: E402
+
+SOURCE_NET = "127.77.0."  # client sockets come from 127.77.0.2 .. 127.77.0.33
+SOURCES = [SOURCE_NET + str(i) for i in range(2, 34)]
+PASSWORD = "bench-password-1"
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+# --------------------------------------------------------------------------------------------
+# users and sessions
+
+def seed_users(redis_url, names, ttl=3600):
+    """Create users and a logged-in session for each straight in Redis, by the contract of
+    ``webchat_common.sessions`` and ``webchat_common.keys`` (logging in 19,000 users through
+    auth would take an hour of scrypt and trip its throttles).  Returns {name: session id}."""
+    import redis
+    from werkzeug.security import generate_password_hash
+
+    r = redis.Redis.from_url(redis_url)
+    pw_hash = generate_password_hash(PASSWORD, method="scrypt:32768:8:1")
+    sids = {}
+    now = time.time()
+    pipe = r.pipeline(transaction=False)
+    for i, name in enumerate(names):
+        sid = secrets.token_urlsafe(32)
+        sids[name] = sid
+        pipe.hset("user:" + name.lower(), mapping={"name": name, "password": pw_hash, "created": int(now)})
+        pipe.zadd("users", {name: now})
+        value = json.dumps({"created": now, "data": {"user": name, "login_at": int(now), "csrf": secrets.token_urlsafe(32)}})
+        pipe.set("session:" + hashlib.sha256(sid.encode()).hexdigest(), value, ex=ttl)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    r.close()
+    return sids
+
+
+def real_login(base, name, source="127.77.1.2"):
+    """Register and log in one user through the gateway, as a browser does; the session id.
+    Checks that the seeded sessions follow the same contract as real ones."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class Source(HTTPAdapter):
+        def init_poolmanager(self, *a, **kw):
+            kw["source_address"] = (source, 0)
+            super().init_poolmanager(*a, **kw)
+
+    s = requests.Session()
+    s.mount("http://", Source())
+    s.headers["Accept"] = "text/html"
+
+    def token(path):
+        return re.search(r'name="csrf_token" value="([^"]+)"', s.get(base + path, timeout=10).text).group(1)
+
+    s.post(base + "/register", data={"username": name, "password": PASSWORD, "csrf_token": token("/register")},
+           allow_redirects=False, timeout=30)
+    resp = s.post(base + "/login", data={"username": name, "password": PASSWORD, "csrf_token": token("/login")},
+                  allow_redirects=False, timeout=30)
+    sid = s.cookies.get("webchat_session")
+    if resp.status_code not in (302, 303) or not sid:
+        raise RuntimeError(f"real login of {name} failed: {resp.status_code} {resp.text[:200]}")
+    return sid
+
+
+# --------------------------------------------------------------------------------------------
+# wire protocols (client side)
+
+class WebchatProto:
+    """The chat service's frames (and the in-memory baseline's, which copies them)."""
+
+    name = "webchat"
+
+    @staticmethod
+    def path(user):
+        return f"/chat/{user}"
+
+    @staticmethod
+    async def after_open(ws):
+        pass
+
+    @staticmethod
+    def encode(receiver, data, cid):
+        return json.dumps({"receiver": receiver, "data": data, "cid": cid})
+
+    @staticmethod
+    def parse(frame):
+        """(kind, payload dict or None)."""
+        try:
+            msg = json.loads(frame)
+        except ValueError:
+            return "garbage", None
+        if not isinstance(msg, dict):
+            return "garbage", None
+        return msg.get("type") or "untyped", msg
+
+
+class SocketIOProto:
+    """Socket.IO v5 over Engine.IO v4, websocket transport only (what python-socketio's client
+    sends with ``transports=['websocket']``), written out so every variant has the same client cost."""
+
+    name = "socketio"
+
+    @staticmethod
+    def path(user):
+        return "/socket.io/?EIO=4&transport=websocket"
+
+    @staticmethod
+    async def after_open(ws):
+        opening = await ws.recv()
+        if not opening.startswith("0"):
+            raise RuntimeError(f"no engine.io open packet: {opening[:80]!r}")
+        await ws.send("40")  # connect to the default namespace
+
+    @staticmethod
+    def encode(receiver, data, cid):
+        return "42" + json.dumps(["message", {"receiver": receiver, "data": data, "cid": cid}])
+
+    @staticmethod
+    def parse(frame):
+        if frame == "2":
+            return "ping", None
+        if frame.startswith("42"):
+            try:
+                event, payload = json.loads(frame[2:])[:2]
+            except ValueError:
+                return "garbage", None
+            return event, payload
+        if frame.startswith("40"):
+            return "connected", None
+        if frame.startswith("44"):
+            return "connect_error", {"error": frame[2:]}
+        return "engineio", None
+
+
+PROTOCOLS = {"webchat": WebchatProto, "socketio": SocketIOProto}
+
+
+# --------------------------------------------------------------------------------------------
+# one client process
+
+class Slot:
+    __slots__ = ("user", "sid", "ws", "node", "hello", "partner", "seq", "error")
+
+    def __init__(self, user, sid):
+        self.user, self.sid = user, sid
+        self.ws = None
+        self.node = None
+        self.hello = None
+        self.partner = None
+        self.seq = 0
+        self.error = None
+
+
+class Client:
+    def __init__(self, cfg, conn):
+        self.cfg = cfg
+        self.conn = conn
+        self.proto = PROTOCOLS[cfg["protocol"]]
+        self.slots = [Slot(u, s) for u, s in cfg["users"]]
+        self.sending = False
+        self.measuring = False
+        self.latencies = []
+        self.received_window = 0
+        self.received = 0
+        self.sent = 0
+        self.kinds = collections.Counter()
+        self.samples = {}
+        self.pad = "x" * max(0, cfg["size"] - 24)
+
+    async def command(self):
+        return await asyncio.get_running_loop().run_in_executor(None, self.conn.recv)
+
+    async def open(self, i, slot, gate):
+        import websockets
+
+        proto = self.proto
+        async with gate:
+            try:
+                slot.hello = asyncio.get_running_loop().create_future()
+                slot.ws = await websockets.connect(
+                    self.cfg["ws_base"] + proto.path(slot.user), origin=self.cfg["origin"],
+                    additional_headers={"Cookie": f"webchat_session={slot.sid}"}, compression=None,
+                    open_timeout=60, ping_interval=None, close_timeout=2, max_size=1 << 20, max_queue=64,
+                    local_addr=(SOURCES[(self.cfg["offset"] + i) % len(SOURCES)], 0))
+                await proto.after_open(slot.ws)
+                asyncio.get_running_loop().create_task(self.reader(slot))
+                slot.node = await asyncio.wait_for(slot.hello, 30)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                slot.error = f"{type(exc).__name__}: {exc}"[:200]
+                if slot.ws is not None:
+                    await slot.ws.close()
+                    slot.ws = None
+
+    async def reader(self, slot):
+        proto, ws = self.proto, slot.ws
+        perf = time.perf_counter
+        try:
+            async for frame in ws:
+                kind, payload = proto.parse(frame)
+                if kind == "message":
+                    now = perf()
+                    self.received += 1
+                    data = payload.get("data", "") if payload else ""
+                    try:
+                        t0 = float(data[:data.index(" ")])
+                    except (ValueError, AttributeError):
+                        self.kinds["message-unparsed"] += 1
+                        continue
+                    if self.measuring:
+                        self.received_window += 1
+                        self.latencies.append(now - t0)
+                    if self.sending:
+                        # the message came from our partner: the partner sends its next one
+                        await self.send(slot.partner)
+                    continue
+                self.kinds[kind] += 1
+                if kind == "ping":
+                    await ws.send("3")
+                elif kind == "hello" and not slot.hello.done():
+                    slot.hello.set_result(str(payload.get("node") or payload.get("process") or "?"))
+                elif kind in ("connect_error", "error", "system", "garbage", "untyped") and kind not in self.samples:
+                    self.samples[kind] = str(payload)[:300]
+        except Exception as exc:  # noqa: BLE001 - a socket dropped: counted
+            self.kinds["reader-" + type(exc).__name__] += 1
+            if slot.hello is not None and not slot.hello.done():
+                slot.hello.set_exception(exc)
+
+    async def send(self, slot):
+        slot.seq += 1
+        self.sent += 1
+        data = f"{time.perf_counter():.7f} {self.pad}"
+        try:
+            await slot.ws.send(self.proto.encode(slot.partner.user, data, f"{slot.user}.{slot.seq}"))
+        except Exception as exc:  # noqa: BLE001
+            self.kinds["send-" + type(exc).__name__] += 1
+
+    def pair(self):
+        """Pair users on different chat processes where possible: both directions, one partner each."""
+        groups = collections.defaultdict(list)
+        for s in self.slots:
+            if s.ws is not None:
+                groups[s.node].append(s)
+        pairs, same = [], 0
+        while True:
+            live = sorted((g for g in groups.values() if g), key=len, reverse=True)
+            if len(live) >= 2:
+                pairs.append((live[0].pop(), live[1].pop()))
+            elif live and len(live[0]) >= 2:
+                pairs.append((live[0].pop(), live[0].pop()))
+                same += 1
+            else:
+                break
+        for a, b in pairs:
+            a.partner, b.partner = b, a
+        return pairs, same
+
+    async def run(self):
+        cfg = self.cfg
+        gate = asyncio.Semaphore(cfg["connect_concurrency"])
+        t = time.monotonic()
+        await asyncio.gather(*(self.open(i, s, gate) for i, s in enumerate(self.slots)))
+        pairs, same = self.pair()
+        errors = collections.Counter(s.error.split(":")[0] for s in self.slots if s.error)
+        first_error = next((s.error for s in self.slots if s.error), None)
+        self.conn.send({"connected": sum(1 for s in self.slots if s.ws is not None), "failed": sum(errors.values()),
+                        "errors": dict(errors), "first_error": first_error,
+                        "nodes": dict(collections.Counter(s.node for s in self.slots if s.ws is not None)),
+                        "pairs": len(pairs), "same_node_pairs": same, "connect_s": time.monotonic() - t})
+        cmd = await self.command()
+        if cmd[0] == "go":
+            _, warmup, duration, active = cmd
+            senders = pairs if active is None else pairs[:active]
+            self.sending = True
+            ru0 = None
+            for a, b in senders:
+                for _ in range(cfg["window"]):
+                    await self.send(a)
+                    await self.send(b)
+            await asyncio.sleep(warmup)
+            self.measuring = True
+            ru0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.perf_counter()
+            await asyncio.sleep(duration)
+            self.measuring = False
+            elapsed = time.perf_counter() - t0
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            self.sending = False
+            await asyncio.sleep(1.0)  # drain what is in flight
+            self.conn.send({"received_window": self.received_window, "elapsed": elapsed,
+                            "latencies": self.latencies, "sent": self.sent, "received": self.received,
+                            "active_pairs": len(senders),
+                            "client_cpu": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
+                            "kinds": dict(self.kinds), "samples": self.samples})
+            cmd = await self.command()
+        await asyncio.gather(*(s.ws.close() for s in self.slots if s.ws is not None), return_exceptions=True)
+        self.conn.send({"closed": True})
+
+
+def client_process(cfg, conn):
+    raise_nofile()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(Client(cfg, conn).run())
+
+
+# --------------------------------------------------------------------------------------------
+# one measurement
+
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def measure(variant_name, n, args, max_mode=False, active=None):
+    """Start a variant, open n sockets, run the closed loop, stop everything; a result dict."""
+    state = Path(tempfile.mkdtemp(prefix=f"chatbench-{variant_name}-"))
+    kw = {}
+    if max_mode:
+        kw = {"replicas": 1, "worker_connections": n + 1000, "max_mode": True}
+    elif variant_name == "webchat" and args.worker_connections:
+        kw = {"worker_connections": args.worker_connections}
+    variant = chat_servers.make_variant(variant_name, state, **kw)
+    result = {"variant": variant_name, "n": n, "mode": "max" if max_mode else "load"}
+    variant.start()
+    procs = []
+    try:
+        names = [f"b{i:05d}" for i in range(n)]
+        sids = seed_users(variant.redis_url, names)
+        if variant_name == "webchat" and n >= 2:
+            # the first pair logs in for real, through auth and the gateway
+            for k, name in enumerate(names[:2]):
+                sids[name] = real_login(variant.url, name + "r", source=f"127.77.1.{k + 2}")
+            names[0], names[1] = names[0] + "r", names[1] + "r"
+            sids[names[0]], sids[names[1]] = sids.pop("b00000"), sids.pop("b00001")
+        time.sleep(0.5)
+        workers = variant.workers()
+        result["worker_nofile"] = [nofile_limit(p) for p in workers]
+        rss_before = sum(rss_kib(p) for p in workers)
+        clients = args.clients if not max_mode else max(args.clients, math.ceil(n / 7000))
+        clients = max(1, min(clients, n // 2))
+        per = math.ceil(n / clients / 2) * 2  # even: pairs stay inside one client process
+        conns = []
+        for c in range(clients):
+            chunk = names[c * per:(c + 1) * per]
+            if not chunk:
+                break
+            parent, child = mp.Pipe()
+            cfg = {"users": [(u, sids[u]) for u in chunk], "protocol": variant.protocol, "ws_base": variant.ws_base,
+                   "origin": variant.url, "offset": c * per, "window": args.window, "size": args.size,
+                   "connect_concurrency": args.connect_concurrency}
+            p = mp.Process(target=client_process, args=(cfg, child), daemon=True)
+            p.start()
+            procs.append(p)
+            conns.append(parent)
+        hellos = [c.recv() for c in conns]
+        time.sleep(1.0)  # let the server settle after the handshakes before reading its memory
+        rss_after = sum(rss_kib(p) for p in workers)
+        connected = sum(h["connected"] for h in hellos)
+        nodes = collections.Counter()
+        for h in hellos:
+            nodes.update(h["nodes"])
+        result.update(
+            connected=connected, failed=sum(h["failed"] for h in hellos),
+            connect_errors=dict(sum((collections.Counter(h["errors"]) for h in hellos), collections.Counter())),
+            first_error=next((h["first_error"] for h in hellos if h["first_error"]), None),
+            nodes=dict(nodes), pairs=sum(h["pairs"] for h in hellos),
+            same_node_pairs=sum(h["same_node_pairs"] for h in hellos),
+            connect_s=max(h["connect_s"] for h in hellos),
+            rss_before_kib=rss_before, rss_after_kib=rss_after, workers=len(workers),
+            rss_per_socket_kib=(rss_after - rss_before) / connected if connected else float("nan"),
+        )
+        if connected < 2:
+            raise RuntimeError(f"{variant_name}: no sockets opened ({result['first_error']})")
+        server_pids = workers + variant.other_pids()
+        per_client_active = None if active is None else max(1, math.ceil(active / len(conns)))
+        for c in conns:
+            c.send(("go", args.warmup, args.duration, per_client_active))
+        time.sleep(args.warmup)
+        cpu0 = {p: cpu_seconds(p) for p in server_pids}
+        t0 = time.monotonic()
+        time.sleep(args.duration)
+        cpu1 = {p: cpu_seconds(p) for p in server_pids}
+        wall = time.monotonic() - t0
+        outs = [c.recv() for c in conns]
+        lat = sorted(x for o in outs for x in o["latencies"])
+        elapsed = statistics.mean(o["elapsed"] for o in outs)
+        kinds = sum((collections.Counter(o["kinds"]) for o in outs), collections.Counter())
+        samples = {}
+        for o in outs:
+            samples.update(o["samples"])
+        result.update(
+            msgs_per_s=sum(o["received_window"] for o in outs) / elapsed,
+            p50_ms=percentile(lat, 50) * 1000, p99_ms=percentile(lat, 99) * 1000,
+            max_ms=(lat[-1] * 1000) if lat else float("nan"),
+            sent=sum(o["sent"] for o in outs), received=sum(o["received"] for o in outs),
+            active_pairs=sum(o["active_pairs"] for o in outs),
+            client_cpu_pct=100 * sum(o["client_cpu"] for o in outs) / elapsed,
+            worker_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in workers) / wall,
+            other_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in variant.other_pids()) / wall,
+            kinds=dict(kinds), samples=samples, rss_end_kib=sum(rss_kib(p) for p in workers),
+        )
+        for c in conns:
+            c.send(("close",))
+        for c in conns:
+            if c.poll(30):
+                c.recv()
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.terminate()
+        variant.stop()
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+COLS = [("variant", "{:<13}"), ("n", "{:>6}"), ("connected", "{:>6}"), ("pairs", "{:>5}"), ("msgs_per_s", "{:>8.0f}"),
+        ("p50_ms", "{:>7.1f}"), ("p99_ms", "{:>7.1f}"), ("rss_per_socket_kib", "{:>7.1f}"),
+        ("worker_cpu_pct", "{:>6.0f}"), ("other_cpu_pct", "{:>6.0f}"), ("client_cpu_pct", "{:>6.0f}")]
+HEAD = ["variant", "N", "open", "pairs", "msgs/s", "p50 ms", "p99 ms", "KiB/sk", "srv%", "ngx+r%", "cli%"]
+
+
+def table(results):
+    widths = [len(f.format(0 if "d" in f or "f" in f else "x")) for _, f in COLS]
+    lines = [" ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(HEAD, widths)))]
+    for r in results:
+        cells = []
+        for key, fmt in COLS:
+            v = r.get(key)
+            cells.append(fmt.format(v) if v is not None else "-".rjust(len(fmt.format(0)) if "f" in fmt else 1))
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def ratios(results):
+    out = []
+    by = collections.defaultdict(dict)
+    for r in results:
+        if r.get("mode") == "load" and "msgs_per_s" in r:
+            by[r["n"]][r["variant"]] = r
+    for n, vs in sorted(by.items()):
+        ours = vs.get("webchat")
+        if not ours:
+            continue
+        for base in ("fsio-history", "fsio"):
+            b = vs.get(base)
+            if b:
+                ok = ours["msgs_per_s"] >= 2.5 * b["msgs_per_s"] and ours["p99_ms"] <= b["p99_ms"]
+                out.append(f"N={n}: webchat/{base} = {ours['msgs_per_s'] / b['msgs_per_s']:.2f}x msgs/s "
+                           f"(target >= 2.5x), p99 {ours['p99_ms']:.0f} vs {b['p99_ms']:.0f} ms "
+                           f"(target <=) -> {'MET' if ok else 'MISSED'}")
+        b = vs.get("inmem")
+        if b:
+            x = ours["msgs_per_s"] / b["msgs_per_s"]
+            out.append(f"N={n}: webchat/inmem = {x:.2f}x msgs/s (target >= 0.5x) -> {'MET' if x >= 0.5 else 'MISSED'}")
+    for r in results:
+        if r.get("mode") == "max":
+            out.append(f"max sockets, {r['variant']}: {r['connected']} of {r['n']} opened to one process "
+                       f"(its fd limit {r.get('worker_nofile')}), {r['rss_per_socket_kib']:.1f} KiB RSS per socket"
+                       + (f" (target <= 40 KiB, >= 19,000 sockets)" if r["variant"] == "webchat" else ""))
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sockets", default="100,1000", help="comma-separated N for the load runs (default 100,1000); 0 skips them")
+    ap.add_argument("--variants", default="webchat,fsio,fsio-history,inmem", help=f"from {','.join(chat_servers.VARIANTS)}")
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (default 10)")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
+    ap.add_argument("--window", type=int, default=1, help="messages each socket keeps in flight (default 1)")
+    ap.add_argument("--size", type=int, default=64, help="bytes of message data (default 64)")
+    ap.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
+    ap.add_argument("--connect-concurrency", type=int, default=200, help="handshakes in flight per client process")
+    ap.add_argument("--worker-connections", type=int, default=0,
+                    help="run webchat's chat processes with this gunicorn --worker-connections (default: as configured)")
+    ap.add_argument("--max-sockets", action="store_true", help="also run the max-sockets mode (one process)")
+    ap.add_argument("--max-only", action="store_true", help="run only the max-sockets mode")
+    ap.add_argument("--max-n", type=int, default=0, help="sockets to try in max mode (default: fd limit - 1000)")
+    ap.add_argument("--max-variants", default="webchat,inmem", help="variants for the max-sockets mode")
+    ap.add_argument("--max-active", type=int, default=100, help="pairs that send during the max-sockets run (default 100)")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+
+    soft, hard = raise_nofile()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; "
+          f"nofile {soft}/{hard}; window {args.window}, {args.size} B messages, {args.duration:.0f}+{args.warmup:.0f} s per run",
+          flush=True)
+    results = []
+    ns = [] if args.max_only else [int(x) for x in args.sockets.split(",") if int(x) > 0]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for n in ns:
+        for v in variants:
+            t = time.monotonic()
+            try:
+                r = measure(v, n, args)
+            except Exception as exc:  # noqa: BLE001 - one failed variant does not hide the others
+                r = {"variant": v, "n": n, "mode": "load", "error": f"{type(exc).__name__}: {exc}"}
+            r["run_s"] = time.monotonic() - t
+            results.append(r)
+            print(summary(r), flush=True)
+    if args.max_sockets or args.max_only:
+        n = args.max_n or (hard - 1000)
+        for v in [v.strip() for v in args.max_variants.split(",") if v.strip()]:
+            t = time.monotonic()
+            try:
+                r = measure(v, n, args, max_mode=True, active=args.max_active)
+            except Exception as exc:  # noqa: BLE001
+                r = {"variant": v, "n": n, "mode": "max", "error": f"{type(exc).__name__}: {exc}"}
+            r["run_s"] = time.monotonic() - t
+            results.append(r)
+            print(summary(r), flush=True)
+    print()
+    print(table([r for r in results if "msgs_per_s" in r]))
+    print()
+    print(ratios(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def summary(r):
+    if "error" in r:
+        return f"{r['variant']:<13} N={r['n']:<6} {r['mode']}: FAILED {r['error']}"
+    return (f"{r['variant']:<13} N={r['n']:<6} {r['mode']}: {r['connected']} open ({r['failed']} failed"
+            f"{', ' + str(r['connect_errors']) if r['connect_errors'] else ''}) in {r['connect_s']:.1f}s on nodes "
+            f"{sorted(r['nodes'].values())}, {r['pairs']} pairs ({r['same_node_pairs']} same-node, {r['active_pairs']} active); "
+            f"{r['msgs_per_s']:.0f} msgs/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms; "
+            f"RSS {r['rss_before_kib']}->{r['rss_after_kib']} KiB = {r['rss_per_socket_kib']:.1f} KiB/socket; "
+            f"CPU workers {r['worker_cpu_pct']:.0f}% nginx+redis {r['other_cpu_pct']:.0f}% client {r['client_cpu_pct']:.0f}%; "
+            f"frames {r['kinds']}" + (f"; samples {r['samples']}" if r["samples"] else "") + f" [{r['run_s']:.0f}s]")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
