@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PACKAGES := -e lib/webchat_common -e services/auth -e services/files -e services/chat
 SYSTEM_PACKAGES := redis-server nginx
+UNIT_TESTS = $(wildcard lib/*/tests services/*/tests)
 
-.PHONY: help run test test-unit test-integration system-deps venv clean
+.PHONY: help run test test-unit test-integration system-deps venv clean bench-chat
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -14,7 +15,7 @@ run: system-deps venv ## run Redis, the services and nginx locally (GATEWAY_PORT
 	$(PY) -m localstack
 
 test: system-deps venv ## unit tests of each package, then integration tests through the gateway
-	$(PY) -m pytest lib/webchat_common/tests services/auth/tests services/files/tests services/chat/tests
+	$(PY) -m pytest $(UNIT_TESTS)
 	$(PY) -m pytest tests
 
 system-deps: ## install redis-server and nginx from the system packages when missing (needs root)
@@ -30,3 +31,7 @@ $(VENV)/.installed: constraints.txt requirements-dev.txt lib/webchat_common/pypr
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) var
+
+bench-chat: system-deps venv ## chat benchmark: webchat vs Flask-SocketIO vs in-memory flask-sock, N=100,1000 and max sockets (BENCH_ARGS=...)
+	$(PY) -m pip install -q -c constraints.txt -r bench/requirements.txt
+	$(PY) bench/chat_load.py --max-sockets $(BENCH_ARGS)
