@@ -280,6 +280,31 @@ class Client:
         except Exception as exc:  # noqa: BLE001
             self.kinds["send-" + type(exc).__name__] += 1
 
+    async def rebalance(self, gate):
+        """The kernel spreads --reuse-port connections by a hash of the source port: reopen sockets
+        of the fullest process until every process has its share (bounded), so that pairs can cross."""
+        reopened = 0
+        index = {id(s): i for i, s in enumerate(self.slots)}
+        for _ in range(50):
+            groups = collections.defaultdict(list)
+            for s in self.slots:
+                if s.ws is not None:
+                    groups[s.node].append(s)
+            open_count = sum(len(g) for g in groups.values())
+            share = open_count // self.cfg["nodes"]
+            if len(groups) >= self.cfg["nodes"] and max(len(g) for g in groups.values()) <= share + 1:
+                break
+            extra = [s for g in groups.values() for s in g[share + 1:]] if len(groups) >= self.cfg["nodes"] \
+                else max(groups.values(), key=len)[share:]
+            if not extra:
+                break
+            await asyncio.gather(*(s.ws.close() for s in extra), return_exceptions=True)
+            for s in extra:
+                s.ws = None
+            await asyncio.gather(*(self.open(index[id(s)], s, gate) for s in extra))
+            reopened += len(extra)
+        return reopened
+
     def pair(self):
         """Pair users on different chat processes where possible: both directions, one partner each."""
         groups = collections.defaultdict(list)
@@ -305,13 +330,14 @@ class Client:
         gate = asyncio.Semaphore(cfg["connect_concurrency"])
         t = time.monotonic()
         await asyncio.gather(*(self.open(i, s, gate) for i, s in enumerate(self.slots)))
+        reopened = await self.rebalance(gate) if cfg["nodes"] >= 2 else 0
         pairs, same = self.pair()
         errors = collections.Counter(s.error.split(":")[0] for s in self.slots if s.error)
         first_error = next((s.error for s in self.slots if s.error), None)
         self.conn.send({"connected": sum(1 for s in self.slots if s.ws is not None), "failed": sum(errors.values()),
                         "errors": dict(errors), "first_error": first_error,
                         "nodes": dict(collections.Counter(s.node for s in self.slots if s.ws is not None)),
-                        "pairs": len(pairs), "same_node_pairs": same, "connect_s": time.monotonic() - t})
+                        "pairs": len(pairs), "same_node_pairs": same, "reopened": reopened, "connect_s": time.monotonic() - t})
         cmd = await self.command()
         if cmd[0] == "go":
             _, warmup, duration, active = cmd
@@ -397,7 +423,7 @@ def measure(variant_name, n, args, max_mode=False, active=None):
                 break
             parent, child = mp.Pipe()
             cfg = {"users": [(u, sids[u]) for u in chunk], "protocol": variant.protocol, "ws_base": variant.ws_base,
-                   "origin": variant.url, "offset": c * per, "window": args.window, "size": args.size,
+                   "origin": variant.url, "offset": c * per, "nodes": variant.node_count, "window": args.window, "size": args.size,
                    "connect_concurrency": args.connect_concurrency}
             p = mp.Process(target=client_process, args=(cfg, child), daemon=True)
             p.start()
@@ -415,7 +441,7 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             connect_errors=dict(sum((collections.Counter(h["errors"]) for h in hellos), collections.Counter())),
             first_error=next((h["first_error"] for h in hellos if h["first_error"]), None),
             nodes=dict(nodes), pairs=sum(h["pairs"] for h in hellos),
-            same_node_pairs=sum(h["same_node_pairs"] for h in hellos),
+            same_node_pairs=sum(h["same_node_pairs"] for h in hellos), reopened=sum(h["reopened"] for h in hellos),
             connect_s=max(h["connect_s"] for h in hellos),
             rss_before_kib=rss_before, rss_after_kib=rss_after, workers=len(workers),
             rss_per_socket_kib=(rss_after - rss_before) / connected if connected else float("nan"),
@@ -576,7 +602,7 @@ def summary(r):
         return f"{r['variant']:<13} N={r['n']:<6} {r['mode']}: FAILED {r['error']}"
     return (f"{r['variant']:<13} N={r['n']:<6} {r['mode']}: {r['connected']} open ({r['failed']} failed"
             f"{', ' + str(r['connect_errors']) if r['connect_errors'] else ''}) in {r['connect_s']:.1f}s on nodes "
-            f"{sorted(r['nodes'].values())}, {r['pairs']} pairs ({r['same_node_pairs']} same-node, {r['active_pairs']} active); "
+            f"{sorted(r['nodes'].values())}, {r['pairs']} pairs ({r['reopened']} sockets reopened to balance, {r['same_node_pairs']} same-node, {r['active_pairs']} active); "
             f"{r['msgs_per_s']:.0f} msgs/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms; "
             f"RSS {r['rss_before_kib']}->{r['rss_after_kib']} KiB = {r['rss_per_socket_kib']:.1f} KiB/socket; "
             f"CPU workers {r['worker_cpu_pct']:.0f}% nginx+redis {r['other_cpu_pct']:.0f}% client {r['client_cpu_pct']:.0f}%; "
