@@ -18,7 +18,9 @@ Keep ``SHUTDOWN_DRAIN_SECONDS + graceful_timeout`` below the orchestrator's kill
 (Kubernetes ``terminationGracePeriodSeconds``, 30 s by default; compose ``stop_grace_period``).
 SIGINT and SIGQUIT still stop at once, also during the drain.
 """
+import logging
 import os
+import sys
 import time
 
 from webchat_common import lifecycle, metrics
@@ -28,6 +30,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = 4
 graceful_timeout = 20
 accesslog = None  # each request is logged once, by the app, as JSON with its request id
+# gunicorn 25+ opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl):
+# several masters on one host (the local stack, chat replicas) would take it from each other,
+# and nothing here uses gunicornc.
+control_socket_disable = True
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -51,6 +57,21 @@ def on_starting(server):
     metrics.wipe_multiproc_dir()
     lifecycle.reset()
     _drain_before_stopping(server, shutdown_drain_seconds)
+
+
+def post_worker_init(worker):
+    """Worker, app loaded: a crashed greenlet's traceback goes to the JSON log, not to stderr
+    as plain text (gevent prints it itself otherwise)."""
+    if "gevent" in sys.modules and type(worker).__module__.endswith("ggevent"):
+        import gevent
+
+        hub = gevent.get_hub()
+        log = logging.getLogger("webchat.uncaught")
+
+        def print_exception(context, exc_type, value, tb):
+            log.error("uncaught exception in greenlet %r", context, exc_info=(exc_type, value, tb))
+
+        hub.print_exception = print_exception
 
 
 def child_exit(server, worker):

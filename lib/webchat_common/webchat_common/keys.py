@@ -8,6 +8,7 @@
 | users                            | zset   | none                | auth       | chat (contacts) |
 | throttle:login:user:<lower(name)>| string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
 | throttle:login:ip:<ip>           | string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
+| sessions:active                  | zset   | none (members pruned at scrape) | auth | auth (metrics: session key hash -> predicted expiry, ms) |
 """
 
 
@@ -17,6 +18,7 @@ def user(name):
 
 
 USERS = "users"  # zset of registered names, scored by registration time
+ACTIVE_SESSIONS = "sessions:active"  # zset: logged-in session key hashes -> predicted expiry (ms)
 
 
 def login_throttle_user(name):

@@ -199,14 +199,16 @@ def init_app(app, service, static_url_path):
         user = current_user()
         if user:
             response.headers["X-User"] = user  # for the gateway's access log; it strips it
-        access_log.info(
+        status = response.status_code
+        access_log.log(
+            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO,
             "request",
             extra={
                 "method": request.method,
                 "path": request.path,
-                "status": response.status_code,
+                "status": status,
                 "duration_ms": round((time.perf_counter() - g.get("start", time.perf_counter())) * 1000, 2),
-                "user": current_user(),
+                "user": user,
             },
         )
         return response

@@ -12,8 +12,9 @@ def create_app(config=None):
     webchat_common.load_config(app, AuthConfig, config)
     webchat_common.init_app(app, "auth", static_url_path="/static")
 
-    from . import cli, views
+    from . import cli, metrics, views
 
+    metrics.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(cli.cli)
     return app

@@ -2,12 +2,12 @@
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, jsonify, redirect, render_template, request, session
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, session
 from flask.views import MethodView
 
 from webchat_common import csrf_token, current_user, login_required, new_login
 
-from . import throttle, users
+from . import metrics, throttle, users
 
 bp = Blueprint("auth", __name__)
 
@@ -67,15 +67,18 @@ class LoginView(MethodView):
         ip = request.remote_addr or "unknown"
         wait = throttle.retry_after(username, ip)
         if wait:
+            metrics.login_throttled()
             message = f"Too many failed logins. Try again in {(wait + 59) // 60} minute(s)."
             body = render_template("login.html", next=nxt, username=username, errors={}, message=message)
             return body, 429, {"Retry-After": str(wait)}
         name = users.authenticate(username, password)
         if name is None:
+            metrics.login_failed()
             throttle.record_failure(username, ip)
             body = render_template("login.html", next=nxt, username=username, errors={}, message=GENERIC_LOGIN_ERROR)
             return body, 401
         throttle.record_success(name)
+        metrics.login_succeeded(current_app._get_current_object())
         new_login(name)
         return redirect(nxt)
 
@@ -97,12 +100,14 @@ def register():
     except users.UsernameTaken:
         errors = {"username": "That username is taken."}
         return render_template("register.html", username=username, errors=errors), 409
+    metrics.track_new_session(current_app._get_current_object())
     new_login(username)
     return redirect("/", code=303)
 
 
 @bp.post("/logout")
 def logout():
+    metrics.session_ended()
     session.destroy()
     return redirect("/login", code=303)
 
