@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
-VARIABLES = ("GATEWAY_PORT", "AUTH_ADDR", "FILES_ADDR", "CHAT_ADDR", "NGINX_STATE_DIR")
+VARIABLES = ("GATEWAY_PORT", "AUTH_ADDR", "FILES_ADDR", "CHAT_ADDR", "NGINX_STATE_DIR", "MEDIA_ROOT",
+             "MEDIA_URL_SECRET")
 _REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 

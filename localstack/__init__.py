@@ -4,6 +4,7 @@
 :class:`Stack` on free ports.  Each process writes its output to ``<state_dir>/logs/<name>.log``.
 """
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,10 @@ class Stack:
         }
         self.nginx = None
         self.log_dir = self.state_dir / "logs"
+        # Media: one directory read by the files service and nginx; a fresh link-signing
+        # secret per run (never stored in the repository).
+        self.media_root = self.state_dir / "media"
+        self.media_url_secret = secrets.token_urlsafe(32)
 
     @property
     def url(self):
@@ -60,6 +65,8 @@ class Stack:
             SERVICE_NAME=name,
             PYTHONUNBUFFERED="1",
         )
+        if name == "files":
+            env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="1", MEDIA_URL_SECRET=self.media_url_secret)
         env.update(self.env)
         return env
 
@@ -93,6 +100,8 @@ class Stack:
             "FILES_ADDR": f"127.0.0.1:{self.services['files'].port}",
             "CHAT_ADDR": f"127.0.0.1:{self.services['chat'].port}",
             "NGINX_STATE_DIR": str(ngx),
+            "MEDIA_ROOT": str(self.media_root),
+            "MEDIA_URL_SECRET": self.media_url_secret,
             **{k: v for k, v in self.env.items() if k.isupper()},
         })
         path = ngx / "nginx.conf"
@@ -105,6 +114,7 @@ class Stack:
     def start(self):
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.media_root.mkdir(parents=True, exist_ok=True)
             self.redis.start()
             for svc in self.services.values():
                 for i in range(svc.replicas):
@@ -113,7 +123,7 @@ class Stack:
                 self.wait_service(svc)
             conf = self.render_gateway()
             subprocess.run(self.nginx_args(conf, "-t", "-q"), check=True, capture_output=True)
-            self.nginx = self._spawn("gateway", self.nginx_args(conf, "-g", "daemon off;"))
+            self.nginx = self._spawn("gateway", self.nginx_args(conf, "-g", "daemon off;" + nginx_user()))
             wait_until(lambda: requests.get(self.url + "/gateway/healthz", timeout=1).ok,
                        what="the gateway")
         except BaseException:
@@ -149,6 +159,13 @@ class Stack:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def nginx_user():
+    """Started as root, nginx's workers would drop to ``nobody``, who cannot read the media under
+    a private state directory: keep them as the user running the stack (local runs only; the
+    containers run nginx unprivileged)."""
+    return " user root;" if os.geteuid() == 0 else ""
 
 
 def nginx_binary():

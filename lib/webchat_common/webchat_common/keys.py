@@ -8,6 +8,9 @@
 | users                            | zset   | none                | auth       | chat (contacts) |
 | throttle:login:user:<lower(name)>| string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
 | throttle:login:ip:<ip>           | string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
+| media:<name>                     | hash   | none                | files      | files        |
+| media:<name>:readers             | set    | none                | files, chat | files       |
+| media:owner:<lower(name)>        | zset   | none                | files      | files        |
 | sessions:active                  | zset   | none (members pruned at scrape) | auth | auth (metrics: session key hash -> predicted expiry, ms) |
 """
 
@@ -27,3 +30,21 @@ def login_throttle_user(name):
 
 def login_throttle_ip(ip):
     return "throttle:login:ip:" + ip
+
+
+def media(name):
+    """Hash: ``name``, ``owner``, ``original_name``, ``type`` (Content-Type), ``size`` (bytes),
+    ``uploaded_at`` (unix s), ``kind`` (``upload`` or ``avatar``).  Its existence is what makes
+    the file ``MEDIA_ROOT/<name>`` servable."""
+    return "media:" + name
+
+
+def media_readers(name):
+    """Set of lower-cased user names who may read ``name`` besides its owner: chat adds the
+    people of the conversation a file is shared in (``SADD``); avatars need no entry."""
+    return "media:" + name + ":readers"
+
+
+def media_by_owner(user):
+    """Zset of the media names ``user`` uploaded, scored by upload time (``GET /media/``)."""
+    return "media:owner:" + user.lower()
