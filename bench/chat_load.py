@@ -388,6 +388,36 @@ def percentile(sorted_values, q):
     return sorted_values[k]
 
 
+def redis_calls(url):
+    """{command: calls} from Redis' INFO commandstats (for Redis commands per delivered message)."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    try:
+        stats = r.info("commandstats")
+    finally:
+        r.close()
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+
+
+def start_profiles(pids, args, tag):
+    """py-spy record (sampling, --nonblocking so the process is not paused) on each pid for the window."""
+    import subprocess
+
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for pid in pids:
+        for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
+            procs.append(subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--rate", "200",
+                 "-d", str(int(args.duration)), "-p", str(pid), "-f", fmt, "-o", str(out / f"{tag}-{pid}.{ext}")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if not args.profile_svg:
+                break
+    return procs
+
+
 def measure(variant_name, n, args, max_mode=False, active=None):
     """Start a variant, open n sockets, run the closed loop, stop everything; a result dict."""
     state = Path(tempfile.mkdtemp(prefix=f"chatbench-{variant_name}-"))
@@ -396,6 +426,8 @@ def measure(variant_name, n, args, max_mode=False, active=None):
         kw = {"replicas": 1, "worker_connections": n + 1000, "max_mode": True}
     elif variant_name == "webchat" and args.worker_connections:
         kw = {"worker_connections": args.worker_connections}
+    if variant_name == "webchat":
+        kw["env"] = dict(kv.split("=", 1) for kv in args.chat_env)
     variant = chat_servers.make_variant(variant_name, state, **kw)
     result = {"variant": variant_name, "n": n, "mode": "max" if max_mode else "load"}
     variant.start()
@@ -453,11 +485,16 @@ def measure(variant_name, n, args, max_mode=False, active=None):
         for c in conns:
             c.send(("go", args.warmup, args.duration, per_client_active))
         time.sleep(args.warmup)
+        profilers = start_profiles(workers, args, f"{variant_name}-{n}") if args.profile else []
+        calls0 = redis_calls(variant.redis_url)
         cpu0 = {p: cpu_seconds(p) for p in server_pids}
         t0 = time.monotonic()
         time.sleep(args.duration)
         cpu1 = {p: cpu_seconds(p) for p in server_pids}
+        calls1 = redis_calls(variant.redis_url)
         wall = time.monotonic() - t0
+        for p in profilers:
+            p.wait(30)
         outs = [c.recv() for c in conns]
         lat = sorted(x for o in outs for x in o["latencies"])
         elapsed = statistics.mean(o["elapsed"] for o in outs)
@@ -465,8 +502,11 @@ def measure(variant_name, n, args, max_mode=False, active=None):
         samples = {}
         for o in outs:
             samples.update(o["samples"])
+        delivered = sum(o["received_window"] for o in outs)
+        calls = {k: v - calls0.get(k, 0) for k, v in calls1.items() if v - calls0.get(k, 0) > 0 and k not in ("info", "hello")}
         result.update(
-            msgs_per_s=sum(o["received_window"] for o in outs) / elapsed,
+            redis_calls_per_msg={k: round(v / delivered, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])} if delivered else {},
+            msgs_per_s=delivered / elapsed,
             p50_ms=percentile(lat, 50) * 1000, p99_ms=percentile(lat, 99) * 1000,
             max_ms=(lat[-1] * 1000) if lat else float("nan"),
             sent=sum(o["sent"] for o in outs), received=sum(o["received"] for o in outs),
@@ -557,12 +597,17 @@ def main(argv=None):
     ap.add_argument("--max-n", type=int, default=0, help="sockets to try in max mode (default: fd limit - 1000)")
     ap.add_argument("--max-variants", default="webchat,inmem", help="variants for the max-sockets mode")
     ap.add_argument("--max-active", type=int, default=100, help="pairs that send during the max-sockets run (default 100)")
+    ap.add_argument("--chat-env", action="append", default=["CHAT_RATE_LIMIT=100000", "CHAT_RATE_BURST=100000"],
+                    metavar="KEY=VALUE", help="environment for webchat's services (default: per-socket rate limit "
+                    "raised out of the way, since the baselines have none)")
+    ap.add_argument("--profile", metavar="DIR", help="py-spy record every chat worker during each measured window (raw stacks)")
+    ap.add_argument("--profile-svg", action="store_true", help="with --profile: flame graphs too")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
 
     soft, hard = raise_nofile()
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; "
-          f"nofile {soft}/{hard}; window {args.window}, {args.size} B messages, {args.duration:.0f}+{args.warmup:.0f} s per run",
+          f"nofile {soft}/{hard}; webchat env {args.chat_env}; window {args.window}, {args.size} B messages, {args.duration:.0f}+{args.warmup:.0f} s per run",
           flush=True)
     results = []
     ns = [] if args.max_only else [int(x) for x in args.sockets.split(",") if int(x) > 0]
@@ -606,7 +651,7 @@ def summary(r):
             f"{r['msgs_per_s']:.0f} msgs/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms; "
             f"RSS {r['rss_before_kib']}->{r['rss_after_kib']} KiB = {r['rss_per_socket_kib']:.1f} KiB/socket; "
             f"CPU workers {r['worker_cpu_pct']:.0f}% nginx+redis {r['other_cpu_pct']:.0f}% client {r['client_cpu_pct']:.0f}%; "
-            f"frames {r['kinds']}" + (f"; samples {r['samples']}" if r["samples"] else "") + f" [{r['run_s']:.0f}s]")
+            f"frames {r['kinds']}; Redis calls per message {r['redis_calls_per_msg']}" + (f"; samples {r['samples']}" if r["samples"] else "") + f" [{r['run_s']:.0f}s]")
 
 
 if __name__ == "__main__":

@@ -114,8 +114,9 @@ class Variant:
     protocol = "webchat"
     node_count = 2
 
-    def __init__(self, state_dir, replicas=2, worker_connections=None, max_mode=False):
+    def __init__(self, state_dir, replicas=2, worker_connections=None, max_mode=False, env=None):
         self.state_dir = Path(state_dir)
+        self.env = dict(env or {})  # extra environment for the chat processes (webchat only)
         self.replicas = replicas
         self.worker_connections = worker_connections
         self.max_mode = max_mode  # one process holding as many sockets as it can: raise the gateway cap
@@ -146,7 +147,7 @@ class WebchatVariant(Variant):
     protocol = "webchat"
 
     def start(self):
-        env = {}
+        env = dict(self.env)
         if self.worker_connections:
             # gunicorn's gevent worker serves at most worker_connections (default 1000) at once;
             # GUNICORN_CMD_ARGS is read by every gunicorn, after the config file.
