@@ -551,6 +551,23 @@ def table(results):
     return "\n".join(lines)
 
 
+def medians(results):
+    """One row per (mode, N, variant): the median of each figure over the rounds."""
+    groups = collections.defaultdict(list)
+    for r in results:
+        if "msgs_per_s" in r:
+            groups[(r["mode"], r["n"], r["variant"])].append(r)
+    out = []
+    for (mode, n, v), rs in groups.items():
+        row = dict(rs[0])
+        for key, _ in COLS:
+            if isinstance(rs[0].get(key), float):
+                row[key] = statistics.median(r[key] for r in rs)
+        row["rounds"] = len(rs)
+        out.append(row)
+    return out
+
+
 def ratios(results):
     out = []
     by = collections.defaultdict(dict)
@@ -584,6 +601,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sockets", default="100,1000", help="comma-separated N for the load runs (default 100,1000); 0 skips them")
     ap.add_argument("--variants", default="webchat,fsio,fsio-history,inmem", help=f"from {','.join(chat_servers.VARIANTS)}")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat every load run this many times; ratios use medians")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (default 10)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
     ap.add_argument("--window", type=int, default=1, help="messages each socket keeps in flight (default 1)")
@@ -612,16 +630,19 @@ def main(argv=None):
     results = []
     ns = [] if args.max_only else [int(x) for x in args.sockets.split(",") if int(x) > 0]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for n in ns:
-        for v in variants:
-            t = time.monotonic()
-            try:
-                r = measure(v, n, args)
-            except Exception as exc:  # noqa: BLE001 - one failed variant does not hide the others
-                r = {"variant": v, "n": n, "mode": "load", "error": f"{type(exc).__name__}: {exc}"}
-            r["run_s"] = time.monotonic() - t
-            results.append(r)
-            print(summary(r), flush=True)
+    for rnd in range(args.rounds):
+        for n in ns:
+            # rotate the order each round, so that no variant always runs first (or after the same one)
+            for v in variants[rnd % len(variants):] + variants[:rnd % len(variants)]:
+                t = time.monotonic()
+                try:
+                    r = measure(v, n, args)
+                except Exception as exc:  # noqa: BLE001 - one failed variant does not hide the others
+                    r = {"variant": v, "n": n, "mode": "load", "error": f"{type(exc).__name__}: {exc}"}
+                r["run_s"] = time.monotonic() - t
+                r["round"] = rnd + 1
+                results.append(r)
+                print(summary(r), flush=True)
     if args.max_sockets or args.max_only:
         n = args.max_n or (hard - 1000)
         for v in [v.strip() for v in args.max_variants.split(",") if v.strip()]:
@@ -635,8 +656,12 @@ def main(argv=None):
             print(summary(r), flush=True)
     print()
     print(table([r for r in results if "msgs_per_s" in r]))
+    med = medians(results)
+    if args.rounds > 1:
+        print(f"\nmedians of {args.rounds} rounds:")
+        print(table(med))
     print()
-    print(ratios(results))
+    print(ratios(med))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
