@@ -25,6 +25,7 @@ def create_app(config=None):
     if app.config["MEDIA_GATEWAY"] and not app.config["MEDIA_URL_SECRET"]:
         raise RuntimeError("MEDIA_GATEWAY needs MEDIA_URL_SECRET (the gateway's secure_link secret)")
     app.request_class = MediaRequest
+    app.url_map.merge_slashes = False  # "/media//etc/passwd" is refused, not redirected
     webchat_common.init_app(app, "files", static_url_path="/media/static")
     store.prepare(app.config["MEDIA_ROOT"])
 

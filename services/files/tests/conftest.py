@@ -1,0 +1,83 @@
+"""Fixtures for the files service run alone: a real Redis, a media directory of its own, and
+people logged in by writing sessions that follow the shared contract (auth is not imported:
+services never import each other)."""
+import hashlib
+import json
+import secrets
+import time
+
+import pytest
+import redis
+
+from files_service import FilesTestConfig, create_app
+from webchat_common import as_mapping, keys
+
+# Tiny but real files of each type (their signatures are what detection reads).
+SAMPLES = {
+    "photo.jpg": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8, "image/jpeg"),
+    "pic.png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, "image/png"),
+    "anim.gif": (b"GIF89a\x01\x00\x01\x00" + bytes(range(256)) * 4, "image/gif"),
+    "img.webp": (b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(range(256)) * 4, "image/webp"),
+    "song.mp3": (b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" + bytes(1000), "audio/mpeg"),
+    "voice.ogg": (b"OggS\x00\x02" + bytes(range(256)) * 4, "audio/ogg"),
+    "clip.mp4": (b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4, "video/mp4"),
+    "clip.webm": (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm" + bytes(range(256)) * 4, "video/webm"),
+    "doc.pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n" * 20, "application/pdf"),
+    "notes.txt": ("plain words, ünïcode\n".encode() * 50, "text/plain"),
+    "page.html": (b"<!doctype html><html><body><script>alert(document.cookie)</script></body></html>", "text/html"),
+    "logo.svg": (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "image/svg+xml"),
+    "tool.exe": (b"MZ\x90\x00\x03\x00\x00\x00" + bytes(range(256)) * 4, "application/octet-stream"),
+}
+INLINE = {"photo.jpg", "pic.png", "anim.gif", "img.webp", "song.mp3", "voice.ogg", "clip.mp4", "clip.webm",
+          "doc.pdf", "notes.txt"}
+
+
+@pytest.fixture
+def media_root(tmp_path):
+    return tmp_path / "media"
+
+
+@pytest.fixture
+def app(redis_url, media_root):
+    return create_app(as_mapping(FilesTestConfig, REDIS_URL=redis_url, MEDIA_ROOT=str(media_root)))
+
+
+@pytest.fixture
+def gateway_app(redis_url, media_root):
+    """The service configured as behind the gateway (signed links, X-Accel-Redirect)."""
+    return create_app(as_mapping(FilesTestConfig, REDIS_URL=redis_url, MEDIA_ROOT=str(media_root),
+                                 MEDIA_GATEWAY=True, MEDIA_URL_SECRET="test-secret", MEDIA_URL_TTL=60))
+
+
+@pytest.fixture
+def r(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+class Person:
+    """A registered, logged-in user with a test client of their own."""
+
+    def __init__(self, app, r, name):
+        self.name = name
+        r.hset(keys.user(name), mapping={"name": name, "password": "x", "created": int(time.time())})
+        self.sid = secrets.token_urlsafe(32)
+        self.csrf = secrets.token_urlsafe(32)
+        value = {"created": time.time(), "data": {"user": name, "csrf": self.csrf}}
+        r.set("session:" + hashlib.sha256(self.sid.encode()).hexdigest(), json.dumps(value), ex=60)
+        self.client = app.test_client()
+        self.client.set_cookie(app.config["SESSION_COOKIE_NAME"], self.sid)
+
+    def upload(self, filename, data, path="/media/", headers=None, **extra):
+        from io import BytesIO
+
+        hdrs = {"X-CSRF-Token": self.csrf, "Accept": "application/json"}
+        hdrs.update(headers or {})
+        return self.client.post(path, data={"file": (BytesIO(data), filename), **extra},
+                                content_type="multipart/form-data", headers=hdrs)
+
+
+@pytest.fixture
+def people(app, r):
+    return lambda name: Person(app, r, name)
