@@ -82,7 +82,13 @@ class Stack:
                 "-n", f"{svc.name}-{replica}", svc.app]
         if svc.replicas > 1:
             args.insert(-1, "--reuse-port")  # replicas share one address, as behind a k8s Service
-        proc = self._spawn(f"{svc.name}-{replica}", args, self.service_env(svc.name))
+        env = self.service_env(svc.name)
+        # Metrics of this master's workers (webchat_common.metrics): one directory per master,
+        # since each master wipes its directory when it starts.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.state_dir / "metrics" / f"{svc.name}-{replica}")
+        # /readyz is 503 this long after SIGTERM before gunicorn drains (5 s in production).
+        env.setdefault("SHUTDOWN_DRAIN_SECONDS", "1")
+        proc = self._spawn(f"{svc.name}-{replica}", args, env)
         svc.procs.append(proc)
         return proc
 

@@ -43,7 +43,7 @@ def client(redis_url):
 def scrape(client):
     resp = client.get("/metrics")
     assert resp.status_code == 200
-    assert resp.mimetype == "text/plain"
+    assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     return list(text_string_to_metric_families(resp.get_data(as_text=True)))
 
 

@@ -23,7 +23,12 @@ import os
 import sys
 import time
 
-from webchat_common import lifecycle, metrics
+from webchat_common import lifecycle, logs, metrics
+
+# In the master, before any worker is forked: warnings (gevent's monkey-patching warning is
+# emitted in the worker before the app is loaded) and uncaught exceptions go through the JSON
+# handler that logconfig_dict installs, not to stderr as plain text.
+logs.capture_stray_output()
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -57,6 +62,16 @@ def on_starting(server):
     metrics.wipe_multiproc_dir()
     lifecycle.reset()
     _drain_before_stopping(server, shutdown_drain_seconds)
+
+
+def when_ready(server):
+    """Master, logging configured: what gunicorn prints on stderr becomes JSON lines too."""
+    logs.redirect_stderr()
+
+
+def post_fork(server, worker):
+    """Worker, before it loads the app: the same (gunicorn prints an app's import error)."""
+    logs.redirect_stderr()
 
 
 def post_worker_init(worker):

@@ -7,8 +7,8 @@ Every line has ``time`` (UTC, ISO 8601 with milliseconds), ``level``, ``service`
 and ``message``; inside a request also ``request_id``; the access line of each request adds
 ``method``, ``path``, ``status``, ``duration_ms`` and ``user``.  A traceback is the
 ``exc_info`` string of its line, never loose lines.  Python warnings, uncaught exceptions of
-the main thread and of other threads go through the same handler, so nothing on the output
-is plain text.
+the main thread and of other threads, and (under gunicorn) whatever is written to
+``sys.stderr`` go through the same handler, so nothing on the output is plain text.
 
 Attributes that must never be logged (passwords, cookies, session ids, CSRF tokens) are
 replaced by ``"[redacted]"`` if some code passes them as ``extra``: a last line of defence,
@@ -81,6 +81,62 @@ def capture_stray_output():
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
+
+
+class StderrToLog:
+    """A stand-in for ``sys.stderr`` that turns each line written to it into a JSON log line
+    (logger ``stderr``, level WARNING).  gunicorn prints some errors there besides logging them
+    (a worker that cannot load its app, for one), and so might any library.  Writes that
+    happen while a line is being logged (logging's own last-resort output) go to the real
+    stderr, so this can never loop."""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
+
+    def __init__(self, real):
+        self.real = real
+        self._buf = ""
+        self._busy = False
+        self._log = logging.getLogger("stderr")
+
+    def write(self, text):
+        if self._busy:
+            return self.real.write(text)
+        self._buf += text
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            self._emit(line)
+        return len(text)
+
+    def _emit(self, line):
+        if not line.strip():
+            return
+        self._busy = True
+        try:
+            self._log.warning(line.rstrip())
+        finally:
+            self._busy = False
+
+    def flush(self):
+        if self._buf:
+            line, self._buf = self._buf, ""
+            self._emit(line)
+
+    def fileno(self):
+        return self.real.fileno()
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+
+def redirect_stderr():
+    """Make ``sys.stderr`` a :class:`StderrToLog` (once).  Output written to file descriptor 2
+    directly (C code) is not seen."""
+    if not isinstance(sys.stderr, StderrToLog):
+        sys.stderr = StderrToLog(sys.stderr)
 
 
 def setup_logging(service, level="INFO"):

@@ -49,15 +49,8 @@ import os
 import time
 
 from flask import Response, current_app, g, request
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +144,10 @@ def scrape_registry(app):
 
 
 def metrics_view():
-    """``GET /metrics``: Prometheus text format."""
-    return Response(generate_latest(scrape_registry(current_app)), mimetype=CONTENT_TYPE_LATEST)
+    """``GET /metrics``: the Prometheus text format (0.0.4) by default, or what the scraper's
+    ``Accept`` asks for (OpenMetrics), as prometheus-client's own exporters negotiate it."""
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encoder(scrape_registry(current_app)), headers={"Content-Type": content_type})
 
 
 def record_request(response):
