@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from conftest import INLINE, SAMPLES
+from files_testlib import INLINE, SAMPLES
+from files_testlib import app, gateway_app, media_root, people, r  # noqa: F401  (fixtures)
 from webchat_common import keys
 
 

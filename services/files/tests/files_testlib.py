@@ -1,10 +1,16 @@
-"""Fixtures for the files service run alone: a real Redis, a media directory of its own, and
-people logged in by writing sessions that follow the shared contract (auth is not imported:
-services never import each other)."""
+"""Test data, helpers and fixtures of the files service's tests (real little files of every
+type, a logged-in person; a real Redis and a media directory per test).  The integration tests
+(``tests/test_media*.py``) use the samples too.
+
+The fixtures live here, not in a ``conftest.py``: the integration tests import their own
+``conftest`` module by name, and two modules called ``conftest`` in one pytest run collide.
+Test modules import the fixtures they use from here.
+"""
 import hashlib
 import json
 import secrets
 import time
+from io import BytesIO
 
 import pytest
 import redis
@@ -32,6 +38,26 @@ INLINE = {"photo.jpg", "pic.png", "anim.gif", "img.webp", "song.mp3", "voice.ogg
           "doc.pdf", "notes.txt"}
 
 
+class Person:
+    """A registered, logged-in user with a test client of their own."""
+
+    def __init__(self, app, r, name):
+        self.name = name
+        r.hset(keys.user(name), mapping={"name": name, "password": "x", "created": int(time.time())})
+        self.sid = secrets.token_urlsafe(32)
+        self.csrf = secrets.token_urlsafe(32)
+        value = {"created": time.time(), "data": {"user": name, "csrf": self.csrf}}
+        r.set("session:" + hashlib.sha256(self.sid.encode()).hexdigest(), json.dumps(value), ex=60)
+        self.client = app.test_client()
+        self.client.set_cookie(app.config["SESSION_COOKIE_NAME"], self.sid)
+
+    def upload(self, filename, data, path="/media/", headers=None, **extra):
+        hdrs = {"X-CSRF-Token": self.csrf, "Accept": "application/json"}
+        hdrs.update(headers or {})
+        return self.client.post(path, data={"file": (BytesIO(data), filename), **extra},
+                                content_type="multipart/form-data", headers=hdrs)
+
+
 @pytest.fixture
 def media_root(tmp_path):
     return tmp_path / "media"
@@ -54,28 +80,6 @@ def r(redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
-
-
-class Person:
-    """A registered, logged-in user with a test client of their own."""
-
-    def __init__(self, app, r, name):
-        self.name = name
-        r.hset(keys.user(name), mapping={"name": name, "password": "x", "created": int(time.time())})
-        self.sid = secrets.token_urlsafe(32)
-        self.csrf = secrets.token_urlsafe(32)
-        value = {"created": time.time(), "data": {"user": name, "csrf": self.csrf}}
-        r.set("session:" + hashlib.sha256(self.sid.encode()).hexdigest(), json.dumps(value), ex=60)
-        self.client = app.test_client()
-        self.client.set_cookie(app.config["SESSION_COOKIE_NAME"], self.sid)
-
-    def upload(self, filename, data, path="/media/", headers=None, **extra):
-        from io import BytesIO
-
-        hdrs = {"X-CSRF-Token": self.csrf, "Accept": "application/json"}
-        hdrs.update(headers or {})
-        return self.client.post(path, data={"file": (BytesIO(data), filename), **extra},
-                                content_type="multipart/form-data", headers=hdrs)
 
 
 @pytest.fixture

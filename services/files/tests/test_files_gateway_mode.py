@@ -2,7 +2,8 @@
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from conftest import SAMPLES, Person
+from files_testlib import SAMPLES, Person
+from files_testlib import app, gateway_app, media_root, people, r  # noqa: F401  (fixtures)
 from files_service import signing
 
 

@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from conftest import SAMPLES
+from files_testlib import SAMPLES
 from files_service import detect, signing
 
 
