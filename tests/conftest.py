@@ -117,3 +117,30 @@ def page(chromium):
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+# ---- chat (issue 4) --------------------------------------------------------------------------
+
+#: Chat settings for the chat tests' own stack: short presence TTL, pings and checks, so that
+#: expiry, keepalive and limits show within seconds (production defaults: docs/chat.md).
+CHAT_TEST_ENV = {
+    "CHAT_PRESENCE_TTL": "3",
+    "CHAT_SESSION_CHECK_INTERVAL": "2",
+    "CHAT_PUBSUB_HEALTH_INTERVAL": "1",
+    "CHAT_PING_INTERVAL": "4",
+    "CHAT_RATE_LIMIT": "20",
+    "CHAT_RATE_BURST": "30",
+    "CHAT_RATE_STRIKES": "5",
+    "CHAT_MAX_FRAME": "8192",
+    "CHAT_SEND_QUEUE": "32",
+    "CHAT_SEND_TIMEOUT": "3",
+    "CHAT_HISTORY_AGE": "3600",
+}
+
+
+@pytest.fixture(scope="session")
+def chat_stack(tmp_path_factory):
+    """A stack of its own for the chat tests (two chat processes behind nginx), because they
+    kill and restart chat processes and use short timeouts."""
+    with Stack(tmp_path_factory.mktemp("chatstack"), chat_replicas=2, env=CHAT_TEST_ENV) as s:
+        yield s

@@ -12,6 +12,17 @@
 | media:<name>:readers             | set    | none                | files, chat | files       |
 | media:owner:<lower(name)>        | zset   | none                | files      | files        |
 | sessions:active                  | zset   | none (members pruned at scrape) | auth | auth (metrics: session key hash -> predicted expiry, ms) |
+| chat:inbox:<lower(name)>         | stream | CHAT_HISTORY_AGE (refreshed per message) | chat | chat |
+| chat:room:<room>                 | stream | CHAT_HISTORY_AGE (refreshed per message) | chat | chat |
+| chat:clock                       | hash   | none (fields ms, seq: the message id generator) | chat | chat |
+| chat:cursor:<lower(name)>        | string | CHAT_HISTORY_AGE    | chat       | chat (delivered-up-to id) |
+| chat:rooms:<lower(name)>         | set    | none                | chat       | chat (rooms a user joined) |
+| chat:members:<room>              | set    | none                | chat       | chat         |
+| chat:online                      | zset   | none (score = presence expiry, ms) | chat | chat |
+| chat:conn:<lower(name)>          | zset   | CHAT_PRESENCE_TTL (node -> expiry ms) | chat | chat |
+| chat:u:<lower(name)> (pub/sub)   | channel| -                   | chat       | chat (the user's process) |
+| chat:r:<room> (pub/sub)          | channel| -                   | chat       | chat (members' processes) |
+| chat:presence (pub/sub)          | channel| -                   | chat       | chat (every process) |
 """
 
 
@@ -48,3 +59,45 @@ def media_readers(name):
 def media_by_owner(user):
     """Zset of the media names ``user`` uploaded, scored by upload time (``GET /media/``)."""
     return "media:owner:" + user.lower()
+
+
+# Chat (services/chat; docs/chat.md explains how they work together).
+CHAT_CLOCK = "chat:clock"
+CHAT_ONLINE = "chat:online"
+CHAT_PRESENCE_CHANNEL = "chat:presence"
+
+
+def chat_inbox(name):
+    """Stream of private messages to ``name``; every entry has one field ``f``: the frame JSON."""
+    return "chat:inbox:" + name.lower()
+
+
+def chat_room(room):
+    """Stream of the messages of room ``room`` (same entry shape as an inbox)."""
+    return "chat:room:" + room
+
+
+def chat_cursor(name):
+    """The id up to which ``name`` was delivered messages (offline delivery starts after it)."""
+    return "chat:cursor:" + name.lower()
+
+
+def chat_rooms(name):
+    return "chat:rooms:" + name.lower()
+
+
+def chat_members(room):
+    return "chat:members:" + room
+
+
+def chat_conn(name):
+    """Which chat processes (node ids) hold sockets of ``name``, scored by expiry (ms)."""
+    return "chat:conn:" + name.lower()
+
+
+def chat_user_channel(name):
+    return "chat:u:" + name.lower()
+
+
+def chat_room_channel(room):
+    return "chat:r:" + room

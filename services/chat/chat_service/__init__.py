@@ -1,26 +1,102 @@
-"""The chat service: the chat page and the WebSocket endpoint."""
-from flask import Blueprint, Flask, render_template
+"""The chat service: the chat page (``GET /chat/``) and the WebSocket (``/chat/<username>``).
+
+The handshake is checked in a ``before_request`` hook, because flask-sock answers 101 inside
+the route, before the handler body runs: a visitor gets 401, someone else's address or a
+foreign ``Origin`` 403, a process that is shutting down 503, all before any upgrade.
+The frames, close codes, settings and Redis keys are documented in ``docs/chat.md``.
+"""
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, render_template, request, session
+from flask_sock import Sock
 
 import webchat_common
-from webchat_common import Config, login_required
+from webchat_common import current_user, error_response, login_required
 
-bp = Blueprint("chat", __name__, url_prefix="/chat")
+from . import metrics
+from .config import ChatConfig
 
-
-class ChatConfig(Config):
-    pass
+bp = Blueprint("chat", __name__, url_prefix="/chat", template_folder="templates", static_folder="static",
+               static_url_path="/static")
+sock = Sock()
 
 
 @bp.get("/")
 @login_required
 def page():
+    """The chat client: contacts with presence, private and room conversations."""
     return render_template("chat.html")
+
+
+def origin_allowed(origin, host, allowed):
+    """The gateway's own origin (``http(s)://<Host>``) or one listed in CHAT_ALLOWED_ORIGINS.
+    No Origin at all is refused too: browsers always send one, so only a script would omit it."""
+    if not origin:
+        return False
+    origin = origin.strip().rstrip("/").lower()
+    if origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc == host.lower()
+
+
+def _refuse(code, reason, message):
+    metrics.HANDSHAKES_REFUSED.labels(reason=reason).inc()
+    return error_response(code, message)
+
+
+@bp.before_request
+def check_handshake():
+    """Refuse a WebSocket before flask-sock upgrades it."""
+    if request.endpoint != "chat.socket":
+        return None
+    user = current_user()
+    if user is None:
+        return _refuse(401, "no_session", "login required")
+    if request.view_args.get("username") != user:
+        return _refuse(403, "not_yours", "this chat address belongs to another user")
+    if not origin_allowed(request.headers.get("Origin"), request.host, current_app.config["CHAT_ORIGINS"]):
+        return _refuse(403, "origin", "origin not allowed")
+    node = current_app.extensions.get("chat_node")
+    if node is not None and node.shutting_down:
+        return _refuse(503, "shutting_down", "this chat process is restarting: reconnect")
+    last = request.args.get("last_id")
+    if last:
+        from .node import parse_id
+        if parse_id(last) is None:
+            return _refuse(400, "bad_last_id", "last_id must look like <ms>-<seq>")
+    # No permessage-deflate: chat frames are small, and a zlib context per socket would cost
+    # ~300 KiB of memory each (simple-websocket would otherwise accept the browser's offer).
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    return None
+
+
+@sock.route("/<username>", bp=bp, endpoint="socket")
+def socket(ws, username):
+    """One chat WebSocket: hello, the replay of what was missed, then live frames."""
+    from webchat_common import keys
+
+    from .conn import Connection
+    from .node import Node, parse_id
+
+    app = current_app._get_current_object()
+    node = app.extensions.get("chat_node")
+    if node is None:
+        node = app.extensions["chat_node"] = Node(app)
+    r = node.redis
+    rooms = {node.default_room, *r.smembers(keys.chat_rooms(username))}
+    last = request.args.get("last_id")
+    conn = Connection(node, ws, username, session.key_hash, rooms, parse_id(last) if last else None)
+    conn.run()
 
 
 def create_app(config=None):
     """App factory.  ``config`` (a mapping) replaces the environment, for tests."""
     app = Flask(__name__)
     webchat_common.load_config(app, ChatConfig, config)
+    app.config["CHAT_ORIGINS"] = {
+        o.strip().rstrip("/").lower() for o in app.config["CHAT_ALLOWED_ORIGINS"].split(",") if o.strip()}
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": app.config["CHAT_MAX_FRAME"]}
     webchat_common.init_app(app, "chat", static_url_path="/chat/static")
     app.register_blueprint(bp)
     return app

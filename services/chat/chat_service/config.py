@@ -1,0 +1,49 @@
+"""Chat settings on top of the shared ones (see ``webchat_common.config``).
+
+Every name is read from the environment with its default's type; docs/chat.md has the table.
+"""
+from webchat_common import Config, TestConfig
+
+
+class ChatConfig(Config):
+    #: Under gevent every socket may need Redis at once (send, join, resume); they queue for
+    #: this many pooled connections (plus one pub/sub connection per process).
+    REDIS_MAX_CONNECTIONS = 64
+    REDIS_POOL_TIMEOUT = 10.0
+    #: Extra origins allowed to open the WebSocket, comma separated (``https://chat.example``).
+    #: The gateway's own origin (scheme://Host of the request) is always allowed.
+    CHAT_ALLOWED_ORIGINS = ""
+    #: Entries kept per inbox/room stream (approximate, XADD MAXLEN ~) and their age, seconds.
+    CHAT_HISTORY_LENGTH = 1000
+    CHAT_HISTORY_AGE = 7 * 24 * 3600
+    #: Per-connection rate limit: a token bucket of this rate (frames/s) and burst.
+    CHAT_RATE_LIMIT = 100.0
+    CHAT_RATE_BURST = 200
+    #: Frames refused by the rate limit before the socket is closed with 1008.
+    CHAT_RATE_STRIKES = 20
+    #: Largest incoming frame, bytes; a larger one closes the socket with 1009.
+    CHAT_MAX_FRAME = 16 * 1024
+    #: Outgoing frames waiting for a slow reader before its socket is closed (1008).
+    CHAT_SEND_QUEUE = 512
+    #: Seconds one write to a socket may block before the socket is dropped.
+    CHAT_SEND_TIMEOUT = 10.0
+    #: WebSocket ping interval, seconds; keep it below the gateway's proxy_read_timeout (75 s).
+    CHAT_PING_INTERVAL = 25.0
+    #: Presence TTL, seconds: a process that dies without cleaning up stops counting after this.
+    #: Each process refreshes its users every TTL/3.
+    CHAT_PRESENCE_TTL = 30.0
+    #: Seconds between checks that each open socket's session still exists (expiry, deletion
+    #: that was not announced on ``sessions:ended``).
+    CHAT_SESSION_CHECK_INTERVAL = 30.0
+    #: Seconds between pub/sub health checks (PING); a silent subscriber is reconnected.
+    CHAT_PUBSUB_HEALTH_INTERVAL = 5.0
+    #: Named rooms one user may be in (the default room does not count).
+    CHAT_MAX_ROOMS = 50
+    #: The room everyone is in.
+    CHAT_DEFAULT_ROOM = "lobby"
+
+
+class ChatTestConfig(TestConfig, ChatConfig):
+    CHAT_PRESENCE_TTL = 3.0
+    CHAT_SESSION_CHECK_INTERVAL = 2.0
+    CHAT_PUBSUB_HEALTH_INTERVAL = 1.0

@@ -1,0 +1,405 @@
+"""One open WebSocket: its send queue, rate limit, and the loop of its request greenlet.
+
+The request greenlet does everything for its socket: it handles the frames simple-websocket's
+reader greenlet puts in ``ws.input_buffer``, writes what the dispatcher queued in ``out``, and
+pings.  Both wake it through ``ws.event``.  So each socket costs the request greenlet plus the
+reader: no writer greenlet, no polling.
+
+A slow reader only ever blocks its own greenlet: the dispatcher never writes to a socket, it
+appends to a bounded deque; when the deque is full the socket is closed (1008) and the client
+resumes from its last id when it reconnects.
+"""
+import collections
+import json
+import re
+import time
+
+import gevent
+from gevent.lock import Semaphore
+from redis.exceptions import RedisError
+
+from webchat_common import keys
+
+from . import metrics
+from .node import PING_FRAME, ZERO, format_id, parse_id, text_frame, ws_frame
+
+ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+BATCH = 64
+
+
+class _Gone(Exception):
+    """The socket is dead (write failed or timed out): stop, nothing more can be sent."""
+
+
+class LockedSocket:
+    """Stands in for the socket simple-websocket writes to: every write is a complete
+    ``sendall`` under one lock, so the reader's pong replies can never cut into a frame the
+    request greenlet is writing (gevent's ``send`` may write only part of the data)."""
+
+    __slots__ = ("raw", "lock")
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.lock = Semaphore()
+
+    def send(self, data):
+        with self.lock:
+            self.raw.sendall(data)
+        return len(data)
+
+    def recv(self, n):
+        return self.raw.recv(n)
+
+    def close(self):
+        self.raw.close()
+
+    def fileno(self):
+        return self.raw.fileno()
+
+
+class Connection:
+    def __init__(self, node, ws, user, session_hash, rooms, since):
+        cfg = node.cfg
+        self.node = node
+        self.ws = ws
+        ws.sock = LockedSocket(ws.sock)
+        self.user = user
+        self.lower = user.lower()
+        self.session_hash = session_hash
+        self.rooms = set(rooms)
+        self.since = since                 # the client's last id (tuple) or None
+        self.out = collections.deque()     # (mid or None, frame bytes)
+        self.held = None                   # live frames arriving while a replay is read
+        self.enq_last = ZERO               # highest id queued
+        self.sent_last = ZERO              # highest id written to the socket
+        self.closing = None                # (code, reason) once the socket must close
+        self.rate = cfg["CHAT_RATE_LIMIT"]
+        self.burst = cfg["CHAT_RATE_BURST"]
+        self.tokens = float(self.burst)
+        self.t_last = time.monotonic()
+        self.strikes = 0
+
+    # ---- called by the dispatcher and other greenlets -----------------------------------
+
+    def push(self, mid, frame):
+        """Queue a frame (never blocks).  Frames with an id go out once, in id order."""
+        if self.closing is not None:
+            return
+        if mid is not None:
+            if self.held is not None:
+                self.held.append((mid, frame))
+                return
+            if mid <= self.enq_last:
+                return
+            self.enq_last = mid
+        if len(self.out) >= self.node.send_queue:
+            metrics.SLOW_CONSUMER_CLOSES.inc()
+            self.doom(1008, "too slow: send queue overflow; reconnect to resume")
+            return
+        self.out.append((mid, frame))
+        self.ws.event.set()
+
+    def doom(self, code, reason):
+        if self.closing is None:
+            self.closing = (code, reason)
+        self.ws.event.set()
+
+    def catch_up(self):
+        """After the node's pub/sub reconnected: queue what was published meanwhile."""
+        if self.closing is None:
+            self.resync(self.enq_last, announce=False)
+
+    # ---- replay -------------------------------------------------------------------------
+
+    def streams(self):
+        rooms = sorted(self.rooms)
+        return [keys.chat_inbox(self.user)] + [keys.chat_room(r) for r in rooms]
+
+    def resync(self, since, announce, explicit=False):
+        """Queue the stored messages after ``since`` (None: inbox only, from the start of the
+        history) before any live message that arrives meanwhile.  Returns (count, gap)."""
+        node = self.node
+        self.held = []
+        try:
+            streams = self.streams()
+            floor = (node._now_ms() - node.age_ms, 0)
+            gap_age = False
+            if since is None:
+                starts = [format_id(floor)] + ["-"] * (len(streams) - 1)
+            else:
+                if explicit and ZERO < since < floor:
+                    gap_age = True
+                starts = [format_id(max(since, floor))] * len(streams)
+            entries, gap, _ = node.snapshot(streams, starts)
+            n = 0
+            for mid, frame in entries:
+                if mid > self.enq_last:
+                    self.enq_last = mid
+                    self.out.append((mid, ws_frame(0x1, frame.encode())))
+                    n += 1
+            metrics.REPLAYED.inc(n)
+            gap = gap or gap_age
+            if announce:
+                if gap:
+                    self.out.append((None, text_frame({
+                        "type": "system", "sender": "system", "receiver": self.user, "code": "history_gap",
+                        "data": "Some messages you missed are older than the history kept and could not be replayed."})))
+                self.out.append((None, text_frame({
+                    "type": "sync", "replayed": n, "gap": gap,
+                    "last_id": format_id(self.enq_last) if self.enq_last > ZERO else None})))
+        finally:
+            held, self.held = self.held, None
+            for mid, frame in held:
+                self.push(mid, frame)
+        self.ws.event.set()
+        return n, gap
+
+    # ---- the request greenlet -----------------------------------------------------------
+
+    def run(self):
+        node = self.node
+        try:
+            node.add(self)
+        except RedisError:
+            node.remove(self)
+            self._close(1011, "chat store unavailable: try again shortly")
+            return
+        try:
+            online = node.online_users()
+            self.send_raw(text_frame({
+                "type": "hello", "user": self.user, "node": node.id, "online": online,
+                "rooms": sorted(self.rooms), "default_room": node.default_room,
+                "limits": {"max_frame": node.cfg["CHAT_MAX_FRAME"], "rate": self.rate, "burst": self.burst},
+            }))
+            since, explicit = self.since, self.since is not None
+            if since is None:
+                stored = node.redis.get(keys.chat_cursor(self.user))
+                since = parse_id(stored) if stored else None
+            self.resync(since, announce=True, explicit=explicit)
+            self.loop()
+        except RedisError:
+            self._close(1011, "chat store unavailable: reconnect to resume")
+        except _Gone:
+            pass
+        finally:
+            node.remove(self)
+
+    def loop(self):
+        ws = self.ws
+        event = ws.event
+        interval = self.node.cfg["CHAT_PING_INTERVAL"]
+        next_ping = time.monotonic() + interval
+        while True:
+            if self.closing is not None:
+                self._close(*self.closing)
+                return
+            if not ws.connected:
+                return
+            if ws.input_buffer:
+                self.handle(ws.input_buffer.pop(0))
+                if self.out:
+                    self.flush()
+                continue
+            if self.out:
+                self.flush()
+                continue
+            event.clear()
+            if ws.input_buffer or self.out or self.closing is not None or not ws.connected:
+                continue
+            wait = next_ping - time.monotonic()
+            if wait <= 0:
+                if not ws.pong_received:
+                    self.doom(1001, "ping timeout")
+                    continue
+                ws.pong_received = False
+                self.send_raw(PING_FRAME)
+                next_ping = time.monotonic() + interval
+                continue
+            event.wait(wait)
+
+    def flush(self):
+        out = self.out
+        batch = []
+        last = None
+        first = None
+        n = 0
+        while out and len(batch) < BATCH:
+            mid, frame = out.popleft()
+            batch.append(frame)
+            if mid is not None:
+                last = mid
+                n += 1
+                if first is None:
+                    first = mid
+        self.send_raw(batch[0] if len(batch) == 1 else b"".join(batch))
+        if last is not None:
+            self.sent_last = last
+            metrics.MESSAGES_OUT.inc(n)
+            metrics.DELIVERY.observe(max(0.0, time.time() - first[0] / 1000.0))
+
+    def send_raw(self, data):
+        try:
+            with gevent.Timeout(self.node.cfg["CHAT_SEND_TIMEOUT"]):
+                self.ws.sock.send(data)
+        except gevent.Timeout:
+            metrics.SLOW_CONSUMER_CLOSES.inc()
+            self._abort()
+            raise _Gone() from None
+        except OSError:
+            self._abort()
+            raise _Gone() from None
+
+    def _abort(self):
+        self.ws.connected = False
+        try:
+            self.ws.sock.raw.close()
+        except OSError:
+            pass
+
+    def _close(self, code, reason):
+        """Send a close frame with ``code`` and ``reason`` and give the peer a moment to
+        answer, so the frame is read before the TCP connection goes."""
+        ws = self.ws
+        try:
+            with gevent.Timeout(2):
+                if ws.connected:
+                    ws.close(reason=code, message=reason)
+                ws.thread.join(2)
+        except Exception:  # noqa: BLE001 - the peer is gone; nothing more to do
+            pass
+        ws.connected = False
+
+    # ---- incoming frames ----------------------------------------------------------------
+
+    def error(self, code, message, cid=None):
+        frame = {"type": "error", "code": code, "error": message}
+        if cid is not None:
+            frame["cid"] = cid
+        metrics.FRAMES_REFUSED.labels(reason=code).inc()
+        self.out.append((None, text_frame(frame)))
+
+    def _allow(self):
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t_last) * self.rate)
+        self.t_last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            if self.strikes and self.tokens >= self.burst / 2:
+                self.strikes = 0
+            return True
+        self.strikes += 1
+        if self.strikes >= self.node.cfg["CHAT_RATE_STRIKES"]:
+            metrics.FRAMES_REFUSED.labels(reason="rate_limited").inc()
+            self.doom(1008, "rate limit exceeded")
+        else:
+            self.error("rate_limited", f"too many frames: at most {self.rate:g} a second (burst {self.burst})")
+        return False
+
+    def handle(self, raw):
+        if not self._allow():
+            return
+        if not isinstance(raw, str):
+            self.error("binary", "binary frames are not supported: send JSON text")
+            return
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            self.error("bad_json", "not JSON: send a JSON object such as {\"receiver\": \"bob\", \"data\": \"hi\"}")
+            return
+        if not isinstance(msg, dict):
+            self.error("bad_frame", "a frame must be a JSON object")
+            return
+        cid = msg.get("cid")
+        if cid is not None and not (isinstance(cid, (str, int)) and not isinstance(cid, bool) and len(str(cid)) <= 64):
+            self.error("bad_frame", "cid must be a string or number of at most 64 characters")
+            return
+        kind = msg.get("type", "message")
+        try:
+            if kind == "message":
+                self._message(msg, cid)
+            elif kind in ("join", "leave"):
+                self._membership(kind, msg.get("room"), cid)
+            elif kind == "ping":
+                self.out.append((None, text_frame({"type": "pong", "cid": cid})))
+            else:
+                self.error("bad_frame", "unknown type: use message, join, leave or ping", cid)
+        except RedisError:
+            self.error("unavailable", "the chat store is unavailable: nothing was sent, try again", cid)
+
+    def _message(self, msg, cid):
+        metrics.MESSAGES_IN.inc()
+        data = msg.get("data")
+        if not isinstance(data, str):
+            self.error("bad_frame", "data must be a string", cid)
+            return
+        if not data.strip():
+            self.error("empty_data", "data is empty", cid)
+            return
+        receiver, room = msg.get("receiver"), msg.get("room")
+        if (receiver is None) == (room is None):
+            self.error("bad_frame", "give exactly one of receiver (a user name) or room", cid)
+            return
+        node = self.node
+        cfg = node.cfg
+        fields = {"sender": self.user, "data": data}
+        if cid is not None:
+            fields["cid"] = cid
+        if receiver is not None:
+            if not isinstance(receiver, str) or not NAME_RE.match(receiver):
+                self.error("unknown_receiver", "no such user", cid)
+                return
+            tail = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]
+            res = node.s_private(
+                keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE],
+                args=[tail, node.maxlen, node.age_ms, keys.chat_user_channel(receiver)])
+            if not res or not res[0]:
+                self.error("unknown_receiver", f"no such user: {receiver}", cid)
+                return
+            mid, ts, name, online = res
+            self.out.append((None, text_frame({"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "receiver": name})))
+            if not int(online):
+                # The tutorial's notice; the message is stored and delivered when they connect.
+                self.out.append((None, text_frame({
+                    "type": "system", "sender": "system", "receiver": self.user, "code": "offline",
+                    "about": name, "id": mid, "data": "receiver is offline"})))
+            return
+        if not isinstance(room, str) or room not in self.rooms:
+            self.error("not_member", "join the room first", cid)
+            return
+        tail = json.dumps({"room": room, **fields}, ensure_ascii=False, separators=(",", ":"))[1:]
+        mid, ts = node.s_room(keys=[keys.CHAT_CLOCK, keys.chat_room(room)],
+                              args=[tail, node.maxlen, node.age_ms, keys.chat_room_channel(room)])
+        self.out.append((None, text_frame({"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "room": room})))
+
+    def _membership(self, kind, room, cid):
+        node = self.node
+        if not isinstance(room, str) or not ROOM_RE.match(room):
+            self.error("bad_room", "a room name is 1-32 letters, digits, - or _", cid)
+            return
+        if room == node.default_room:
+            self.error("bad_room", "everyone is in the default room", cid)
+            return
+        r = node.redis
+        if kind == "join":
+            if room not in self.rooms and r.scard(keys.chat_rooms(self.user)) >= node.cfg["CHAT_MAX_ROOMS"]:
+                self.error("too_many_rooms", f"at most {node.cfg['CHAT_MAX_ROOMS']} rooms", cid)
+                return
+            pipe = r.pipeline(transaction=False)
+            pipe.sadd(keys.chat_rooms(self.user), room)
+            pipe.sadd(keys.chat_members(room), self.user)
+            pipe.execute()
+            ch = node.join_local(self, room)
+            if ch:
+                node.subscribe([ch], wait=True)
+        else:
+            pipe = r.pipeline(transaction=False)
+            pipe.srem(keys.chat_rooms(self.user), room)
+            pipe.srem(keys.chat_members(room), self.user)
+            pipe.execute()
+            if room in self.rooms:
+                node.leave_local(self, room)
+        # Every socket of this user, on every node, follows (this one included: it gets the
+        # frame below as its confirmation).
+        body = json.dumps({"type": "room", "action": kind, "room": room, "cid": cid}, separators=(",", ":"))
+        r.publish(keys.chat_user_channel(self.user), "- " + body)

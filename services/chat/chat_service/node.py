@@ -1,0 +1,464 @@
+"""One chat process ("node"): its open sockets, its one pub/sub connection, its heartbeat.
+
+Fan-out: a message is stored and published in one Lua call (see :mod:`.scripts`) to the
+receiver's channel ``chat:u:<user>`` or the room's ``chat:r:<room>``.  A node subscribes only to
+the channels of the users and rooms it has sockets for, over a single pub/sub connection, and a
+dispatcher greenlet copies each published frame (encoded once, as WebSocket bytes) onto the send
+queues of the local sockets that want it.  Nothing is sent to every node except presence
+changes and ``sessions:ended``.
+
+Ordering and resume: ids are global and increase in the order Redis ran the sends, and one
+pub/sub connection delivers in that order, so each socket sees ids in increasing order and
+drops anything not above the last id it queued.  After the subscriber reconnects, every local
+socket is caught up from the streams (a snapshot, see :meth:`Node.snapshot`) before the live
+messages that arrived meanwhile.
+
+Greenlets: per socket, the request greenlet (reads, writes, pings) plus simple-websocket's
+reader; per node, the dispatcher and the heartbeat.
+"""
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+
+import gevent
+import redis
+from gevent.event import Event
+from gevent.lock import Semaphore
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from webchat_common import keys
+from webchat_common.sessions import ENDED_CHANNEL, KEY_PREFIX
+
+from . import metrics, scripts
+
+log = logging.getLogger(__name__)
+
+ID_RE = re.compile(r"^(\d{1,16})-(\d{1,19})$")
+ZERO = (0, 0)
+
+
+def parse_id(text):
+    """``"<ms>-<seq>"`` as a comparable tuple, or None when it is not an id."""
+    m = ID_RE.match(text) if isinstance(text, str) else None
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def format_id(mid):
+    return f"{mid[0]}-{mid[1]}"
+
+
+def ws_frame(opcode, payload):
+    """One unmasked, unfragmented server frame (RFC 6455 5.2): built here, once per message,
+    instead of once per socket through wsproto."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def text_frame(obj):
+    return ws_frame(0x1, json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+PING_FRAME = ws_frame(0x9, b"")
+_USER_PREFIX = b"chat:u:"
+_ROOM_PREFIX = b"chat:r:"
+_PRESENCE = keys.CHAT_PRESENCE_CHANNEL.encode()
+_ENDED = ENDED_CHANNEL.encode()
+
+
+class Node:
+    """The per-process hub.  Made lazily by the first socket, so importing or unit-testing the
+    app starts no greenlet."""
+
+    def __init__(self, app):
+        cfg = app.config
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.cfg = cfg
+        self.redis = app.extensions["redis"]
+        # The pub/sub client: raw bytes (frames are forwarded without decoding) and no silent
+        # retries, so a dropped connection surfaces here and we resubscribe *and* catch up.
+        self.sub_client = redis.Redis.from_url(
+            cfg["REDIS_URL"], decode_responses=False, socket_connect_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
+            socket_keepalive=True, retry=Retry(NoBackoff(), 0), single_connection_client=False)
+        self.default_room = cfg["CHAT_DEFAULT_ROOM"]
+        self.maxlen = cfg["CHAT_HISTORY_LENGTH"]
+        self.age_ms = int(cfg["CHAT_HISTORY_AGE"] * 1000)
+        self.ttl_ms = int(cfg["CHAT_PRESENCE_TTL"] * 1000)
+        self.send_queue = cfg["CHAT_SEND_QUEUE"]
+        self.s_private = self.redis.register_script(scripts.SEND_PRIVATE)
+        self.s_room = self.redis.register_script(scripts.SEND_ROOM)
+        self.s_snapshot = self.redis.register_script(scripts.SNAPSHOT)
+        self.s_up = self.redis.register_script(scripts.PRESENCE_UP)
+        self.s_down = self.redis.register_script(scripts.PRESENCE_DOWN)
+        self.s_sweep = self.redis.register_script(scripts.PRESENCE_SWEEP)
+        self.s_cursor = self.redis.register_script(scripts.CURSOR_MAX)
+
+        self.conns = set()
+        self.by_user = {}      # lower(name) -> set of Connection
+        self.by_room = {}      # room -> set of Connection
+        self.by_session = {}   # session key hash -> set of Connection
+        self.subscribed = set()  # channels (bytes) the server confirmed
+        self.pending = {}        # channel -> Event set on confirmation
+        self.ps = None
+        self.ps_lock = Semaphore()
+        self.shutting_down = False
+        self._listener = gevent.spawn(self._listen)
+        self._beat = gevent.spawn(self._heartbeat)
+        self._install_sigterm()
+
+    # ---- registry -------------------------------------------------------------------------
+
+    def wanted_channels(self):
+        chans = {_PRESENCE, _ENDED}
+        chans.update(keys.chat_user_channel(u).encode() for u in self.by_user)
+        chans.update(keys.chat_room_channel(r).encode() for r in self.by_room)
+        return chans
+
+    def add(self, conn):
+        """Register a socket and wait until the node hears its channels (so a snapshot taken
+        afterwards cannot miss a message published in between)."""
+        self.conns.add(conn)
+        first = conn.lower not in self.by_user
+        self.by_user.setdefault(conn.lower, set()).add(conn)
+        self.by_session.setdefault(conn.session_hash, set()).add(conn)
+        chans = [keys.chat_user_channel(conn.lower).encode()]
+        for room in conn.rooms:
+            self.by_room.setdefault(room, set()).add(conn)
+            chans.append(keys.chat_room_channel(room).encode())
+        metrics.OPEN_SOCKETS.inc()
+        self.subscribe(chans, wait=True)
+        if first:
+            self.s_up(keys=[keys.chat_conn(conn.user), keys.CHAT_ONLINE],
+                      args=[self.id, conn.user, self.ttl_ms, keys.CHAT_PRESENCE_CHANNEL])
+        else:
+            # Another socket of this user is here: make sure presence did not lapse.
+            self.redis.zadd(keys.CHAT_ONLINE, {conn.user: self._now_ms() + self.ttl_ms}, gt=True)
+
+    def remove(self, conn):
+        if conn not in self.conns:
+            return
+        self.conns.discard(conn)
+        metrics.OPEN_SOCKETS.dec()
+        drop = []
+        users = self.by_user.get(conn.lower)
+        last_of_user = False
+        if users is not None:
+            users.discard(conn)
+            if not users:
+                del self.by_user[conn.lower]
+                drop.append(keys.chat_user_channel(conn.lower).encode())
+                last_of_user = True
+        sess = self.by_session.get(conn.session_hash)
+        if sess is not None:
+            sess.discard(conn)
+            if not sess:
+                del self.by_session[conn.session_hash]
+        for room in list(conn.rooms):
+            self._leave_local(conn, room, drop)
+        self.unsubscribe(drop)
+        try:
+            if conn.sent_last > ZERO:
+                self.s_cursor(keys=[keys.chat_cursor(conn.user)],
+                              args=[format_id(conn.sent_last), int(self.cfg["CHAT_HISTORY_AGE"])])
+            if last_of_user:
+                self.s_down(keys=[keys.chat_conn(conn.user), keys.CHAT_ONLINE],
+                            args=[self.id, conn.user, keys.CHAT_PRESENCE_CHANNEL])
+        except RedisError as exc:
+            log.warning("could not record a closed socket (%s); presence expires by TTL", exc.__class__.__name__)
+
+    def join_local(self, conn, room):
+        """Start delivering ``room`` to ``conn``; returns the channel if it needs a subscription."""
+        if room in conn.rooms:
+            return None
+        conn.rooms.add(room)
+        members = self.by_room.setdefault(room, set())
+        members.add(conn)
+        return keys.chat_room_channel(room).encode() if len(members) == 1 else None
+
+    def _leave_local(self, conn, room, drop):
+        conn.rooms.discard(room)
+        members = self.by_room.get(room)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self.by_room[room]
+                drop.append(keys.chat_room_channel(room).encode())
+
+    def leave_local(self, conn, room):
+        drop = []
+        self._leave_local(conn, room, drop)
+        self.unsubscribe(drop)
+
+    # ---- pub/sub --------------------------------------------------------------------------
+
+    def subscribe(self, chans, wait=False, timeout=5.0):
+        waits, new = [], []
+        for ch in chans:
+            if ch in self.subscribed:
+                continue
+            ev = self.pending.get(ch)
+            if ev is None:
+                ev = self.pending[ch] = Event()
+                new.append(ch)
+            waits.append(ev)
+        if new and self.ps is not None:
+            try:
+                with self.ps_lock:
+                    self.ps.subscribe(*new)
+            except (RedisError, OSError):
+                pass  # the listener reconnects, subscribes to every wanted channel and catches up
+        if wait:
+            for ev in waits:
+                if not ev.wait(timeout):
+                    raise RedisError("pub/sub subscription not confirmed")
+
+    def unsubscribe(self, chans):
+        chans = [c for c in chans if c not in self.pending]
+        if not chans:
+            return
+        for ch in chans:
+            self.subscribed.discard(ch)
+        if self.ps is not None:
+            try:
+                with self.ps_lock:
+                    self.ps.unsubscribe(*chans)
+            except (RedisError, OSError):
+                pass
+
+    def _listen(self):
+        """The dispatcher: one pub/sub connection, reconnected (then everyone caught up) when it
+        fails or stops answering its health PING."""
+        interval = self.cfg["CHAT_PUBSUB_HEALTH_INTERVAL"]
+        first = True
+        backoff = 0.1
+        while True:
+            ps = None
+            try:
+                ps = self.sub_client.pubsub()
+                with self.ps_lock:
+                    # Published before subscribing: a socket added from now on sends its own
+                    # SUBSCRIBE through ``ps`` (after this one, thanks to the lock).
+                    self.ps = ps
+                    wanted = self.wanted_channels()
+                    self.subscribed.clear()
+                    for ch in wanted:
+                        self.pending.setdefault(ch, Event())
+                    ps.subscribe(*wanted)
+                last_seen = time.monotonic()
+                pinged = False
+                caught_up = first
+                while True:
+                    msg = ps.get_message(timeout=interval)
+                    now = time.monotonic()
+                    if msg is None:
+                        if now - last_seen > 2 * interval + 1:
+                            raise redis.ConnectionError("pub/sub health check unanswered")
+                        if not pinged or now - last_seen > interval:
+                            with self.ps_lock:
+                                ps.ping()
+                            pinged = True
+                        continue
+                    last_seen = now
+                    pinged = False
+                    kind = msg["type"]
+                    if kind == "message":
+                        self._dispatch(msg["channel"], msg["data"])
+                    elif kind == "subscribe":
+                        ch = msg["channel"]
+                        self.subscribed.add(ch)
+                        ev = self.pending.pop(ch, None)
+                        if ev is not None:
+                            ev.set()
+                        if not caught_up and not self.pending:
+                            caught_up = True
+                            backoff = 0.1
+                            gevent.spawn(self._catch_up_all)
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die
+                log.warning("pub/sub connection lost (%s: %s); reconnecting", exc.__class__.__name__, exc)
+                metrics.REDIS_RECONNECTS.inc()
+                self.ps = None
+                first = False
+                try:
+                    if ps is not None:
+                        ps.reset()
+                except Exception:  # noqa: BLE001
+                    pass
+                gevent.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _dispatch(self, channel, data):
+        if channel.startswith(_USER_PREFIX) or channel.startswith(_ROOM_PREFIX):
+            if channel.startswith(_USER_PREFIX):
+                conns = self.by_user.get(channel[len(_USER_PREFIX):].decode())
+            else:
+                conns = self.by_room.get(channel[len(_ROOM_PREFIX):].decode())
+            if not conns:
+                return
+            head, _, body = data.partition(b" ")
+            if head == b"-":  # a control frame for the user's sockets (room joined or left)
+                self._control(conns, body)
+                return
+            mid = parse_id(head.decode())
+            if mid is None:
+                return
+            frame = ws_frame(0x1, body)
+            for conn in list(conns):
+                conn.push(mid, frame)
+        elif channel == _PRESENCE:
+            frame = ws_frame(0x1, data)
+            for conn in list(self.conns):
+                conn.push(None, frame)
+        elif channel == _ENDED:
+            for conn in list(self.by_session.get(data.decode(), ())):
+                conn.doom(1008, "session ended: log in again")
+
+    def _control(self, conns, body):
+        try:
+            ctl = json.loads(body)
+            room, action = ctl["room"], ctl["action"]
+        except (ValueError, KeyError, TypeError):
+            return
+        frame = ws_frame(0x1, body)
+        new = []
+        for conn in list(conns):
+            if action == "join":
+                ch = self.join_local(conn, room)
+                if ch:
+                    new.append(ch)
+            elif action == "leave" and room in conn.rooms:
+                self.leave_local(conn, room)
+            conn.push(None, frame)
+        if new:
+            self.subscribe(new)  # no wait: we are the greenlet that reads the confirmations
+
+    def _catch_up_all(self):
+        """After a pub/sub reconnect: every local socket gets what was published meanwhile."""
+        for conn in list(self.conns):
+            try:
+                conn.catch_up()
+            except RedisError as exc:
+                log.warning("catch-up failed for a socket (%s); closing it so it resumes", exc)
+                conn.doom(1011, "could not catch up: reconnect to resume")
+
+    # ---- storage --------------------------------------------------------------------------
+
+    def snapshot(self, streams, starts):
+        """Read ``streams`` after their start ids (``"-"``: skip) in one atomic script.
+        Returns (entries sorted by id as (mid, frame json), gap?, Redis now ms)."""
+        count = self.maxlen * 2 + 100
+        res = self.s_snapshot(keys=streams, args=[*starts, count])
+        now_ms = int(res[-1])
+        entries, gap = [], False
+        for (maxdel, items), start in zip(res[:-1], starts):
+            if start == "-":
+                continue
+            s = parse_id(start) or ZERO
+            if (parse_id(maxdel) or ZERO) > s:
+                gap = True
+            if len(items) >= count:
+                gap = True
+            for sid, fields in items:
+                mid = parse_id(sid)
+                frame = fields.get("f") if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2])).get("f")
+                if mid and frame:
+                    entries.append((mid, frame))
+        entries.sort(key=lambda e: e[0])
+        return entries, gap, now_ms
+
+    def online_users(self):
+        return self.redis.zrangebyscore(keys.CHAT_ONLINE, self._now_ms(), "+inf")
+
+    @staticmethod
+    def _now_ms():
+        return int(time.time() * 1000)
+
+    # ---- heartbeat ------------------------------------------------------------------------
+
+    def _heartbeat(self):
+        """Every TTL/3: refresh presence of local users, sweep users whose node died, save
+        delivered cursors; every CHAT_SESSION_CHECK_INTERVAL: close sockets whose session is
+        gone."""
+        beat = max(0.5, self.cfg["CHAT_PRESENCE_TTL"] / 3)
+        check_every = self.cfg["CHAT_SESSION_CHECK_INTERVAL"]
+        next_check = time.monotonic() + check_every
+        while True:
+            gevent.sleep(beat)
+            try:
+                self._beat_once()
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + check_every
+                    self._check_sessions()
+            except RedisError as exc:
+                log.warning("heartbeat failed (%s)", exc.__class__.__name__)
+            except Exception:  # noqa: BLE001
+                log.exception("heartbeat error")
+
+    def _beat_once(self):
+        exp = self._now_ms() + self.ttl_ms
+        users = {}
+        for conns in self.by_user.values():
+            for c in conns:
+                prev = users.get(c.user)
+                if prev is None or c.sent_last > prev:
+                    users[c.user] = c.sent_last
+        if users:
+            pipe = self.redis.pipeline(transaction=False)
+            for user, sent in users.items():
+                pipe.zadd(keys.chat_conn(user), {self.id: exp})
+                pipe.pexpire(keys.chat_conn(user), self.ttl_ms)
+                if sent > ZERO:
+                    self.s_cursor(keys=[keys.chat_cursor(user)],
+                                  args=[format_id(sent), int(self.cfg["CHAT_HISTORY_AGE"])], client=pipe)
+            pipe.zadd(keys.CHAT_ONLINE, {u: exp for u in users}, gt=True)
+            pipe.execute()
+        self.s_sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 500])
+
+    def _check_sessions(self):
+        hashes = list(self.by_session)
+        if not hashes:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for h in hashes:
+            pipe.exists(KEY_PREFIX + h)
+        for h, alive in zip(hashes, pipe.execute()):
+            if not alive:
+                for conn in list(self.by_session.get(h, ())):
+                    conn.doom(1008, "session ended: log in again")
+
+    # ---- shutdown -------------------------------------------------------------------------
+
+    def _install_sigterm(self):
+        """gunicorn sends the worker SIGTERM to stop it gracefully: close every socket with
+        1012 at once (clients reconnect to another process and resume), then let gunicorn's
+        own handler run.  Only installed in the main thread (always so under gevent)."""
+        try:
+            prev = signal.getsignal(signal.SIGTERM)
+        except ValueError:
+            return
+
+        def on_term(signum, frame):
+            gevent.spawn(self.shutdown)
+            if callable(prev):
+                prev(signum, frame)
+
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except ValueError:
+            pass  # not the main thread (a test running the app oddly): no hook
+
+    def shutdown(self):
+        self.shutting_down = True
+        for conn in list(self.conns):
+            conn.doom(1012, "server restarting: reconnect and resume")

@@ -1,0 +1,155 @@
+"""The Lua scripts chat runs in Redis: each is one round trip and atomic.
+
+Message ids
+    Every stored message gets an id ``<ms>-<seq>`` made here, not by XADD: ``ms`` is Redis'
+    clock (never going back: ``chat:clock`` keeps the highest ms used) and ``seq`` one counter
+    for the whole system.  So ids are unique *across* streams and increase in the order Redis
+    executed the sends.  Because a script stores (XADD) and publishes (PUBLISH) atomically, and
+    each chat process reads every channel over one pub/sub connection, a process sees
+    messages in id order whatever stream they belong to: one id is a complete resume cursor
+    for a user's inbox *and* rooms.
+
+Scripts compute a few key names from their arguments (``chat:conn:<user>`` in the sweep) and
+publish to channels given as arguments: fine on one Redis (or a primary with replicas), not
+on Redis Cluster.
+"""
+
+# Shared prelude: a new id in ``id``, ``ms`` (string) from chat:clock (KEYS[1]).
+_NEW_ID = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = tonumber(redis.call('HGET', KEYS[1], 'ms') or '0')
+if ms < last then ms = last else redis.call('HSET', KEYS[1], 'ms', string.format('%d', ms)) end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local msstr = string.format('%d', ms)
+local id = msstr .. '-' .. seq
+"""
+
+#: Private message.  KEYS: clock, user:<lower receiver> (auth's hash), chat:inbox:<receiver>,
+#: chat:online.  ARGV: frame tail (JSON object without its "{", carrying sender, data, cid),
+#: max length, age ms, the receiver's channel.
+#: Returns {id, ts, canonical receiver name, online 0/1} or {false} for an unknown receiver.
+SEND_PRIVATE = _NEW_ID.replace("local t =", """
+local name = redis.call('HGET', KEYS[2], 'name')
+if not name then return {false} end
+local t =""", 1) + """
+local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',"receiver":' .. cjson.encode(name) .. ',' .. ARGV[1]
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
+local until_ms = redis.call('ZSCORE', KEYS[4], name)
+local online = 0
+if until_ms and tonumber(until_ms) > ms then online = 1 end
+return {id, msstr, name, online}
+"""
+
+#: Room message.  KEYS: clock, chat:room:<room>.  ARGV: frame tail (with sender, room, data,
+#: cid), max length, age ms, the room's channel.  Returns {id, ts}.
+SEND_ROOM = _NEW_ID + """
+local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',' .. ARGV[1]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
+return {id, msstr}
+"""
+
+#: Read what a user missed, atomically across all their streams (one snapshot, so nothing
+#: published between two reads is lost or doubled).  KEYS: the streams.  ARGV[i]: exclusive
+#: start id for KEYS[i] ("-" = read nothing from it); ARGV[#KEYS+1]: max entries per stream.
+#: Returns, per stream, {max-deleted-entry-id or "0-0", {entries...}} and last: Redis' ms.
+SNAPSHOT = """
+local out = {}
+local n = #KEYS
+local count = ARGV[n + 1]
+for i = 1, n do
+  local start = ARGV[i]
+  if start == '-' or redis.call('EXISTS', KEYS[i]) == 0 then
+    out[i] = {'0-0', {}}
+  else
+    local info = redis.call('XINFO', 'STREAM', KEYS[i])
+    local maxdel = '0-0'
+    for j = 1, #info, 2 do
+      if info[j] == 'max-deleted-entry-id' then maxdel = info[j + 1] end
+    end
+    local rng
+    if start == '0-0' then rng = '-' else rng = '(' .. start end
+    out[i] = {maxdel, redis.call('XRANGE', KEYS[i], rng, '+', 'COUNT', count)}
+  end
+end
+local t = redis.call('TIME')
+out[n + 1] = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+return out
+"""
+
+#: A user's first socket on this node.  KEYS: chat:conn:<user>, chat:online.  ARGV: node,
+#: user (canonical), ttl ms, presence channel.  Publishes "online" when the user was offline.
+PRESENCE_UP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local exp = now + tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], exp, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local was = redis.call('ZSCORE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[2], 'GT', exp, ARGV[2])
+if (not was) or tonumber(was) <= now then
+  redis.call('PUBLISH', ARGV[4], '{"type":"presence","user":' .. cjson.encode(ARGV[2]) .. ',"online":true}')
+  return 1
+end
+return 0
+"""
+
+#: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:online.  ARGV: node,
+#: user, presence channel.  Publishes "offline" when no live node holds the user any more.
+PRESENCE_DOWN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
+    redis.call('PUBLISH', ARGV[3], '{"type":"presence","user":' .. cjson.encode(ARGV[2]) .. ',"online":false}')
+    return 1
+  end
+end
+return 0
+"""
+
+#: Every process runs this on its heartbeat: users whose presence expired (their process died
+#: without cleaning up, e.g. SIGKILL) are dropped and announced offline, once.  KEYS:
+#: chat:online.  ARGV: key prefix of chat:conn, presence channel, max users per run.
+PRESENCE_SWEEP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local n = 0
+for _, user in ipairs(gone) do
+  local ck = ARGV[1] .. string.lower(user)
+  redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
+  if redis.call('ZCARD', ck) == 0 and redis.call('ZREM', KEYS[1], user) == 1 then
+    redis.call('PUBLISH', ARGV[2], '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":false}')
+    n = n + 1
+  end
+end
+return n
+"""
+
+#: Advance a stored cursor, never moving it back.  KEYS: chat:cursor:<user>.  ARGV: id, ttl s.
+CURSOR_MAX = """
+local cur = redis.call('GET', KEYS[1])
+local function parse(s)
+  local a, b = string.match(s, '^(%d+)-(%d+)$')
+  return tonumber(a), tonumber(b)
+end
+local nm, ns = parse(ARGV[1])
+if cur then
+  local cm, cs = parse(cur)
+  if cm and (cm > nm or (cm == nm and cs >= ns)) then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""

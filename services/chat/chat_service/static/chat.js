@@ -1,0 +1,252 @@
+// The chat page: the tutorial's ptop.html client, grown up.
+// - one WebSocket to /chat/<me>; the server sets the sender, we only send {receiver|room, data, cid};
+// - reconnects by itself with jittered exponential backoff, sending ?last_id=<the last id seen>
+//   so the server replays what we missed before live messages (ids are global and increasing);
+// - contacts (GET /api/users) with online dots from hello + presence frames; rooms to join/leave;
+// - the tutorial's "receiver is offline" notice (the message is kept and delivered later).
+(function () {
+  "use strict";
+  var root = document.getElementById("chat");
+  if (!root) return;
+  var me = root.dataset.user;
+  var defaultRoom = root.dataset.defaultRoom;
+  var storeKey = "webchat.lastId." + me;
+  var $ = function (id) { return document.getElementById(id); };
+
+  var ws = null;
+  var attempt = 0;
+  var lastId = null;
+  try { lastId = window.sessionStorage.getItem(storeKey); } catch (e) { /* storage off */ }
+  var online = new Set();
+  var contacts = [];
+  var rooms = new Set([defaultRoom]);
+  var convs = {};          // key ("@name" or "#room") -> {items: [], unread: n}
+  var seen = new Set();    // message ids shown (a resumed replay never shows one twice)
+  var pending = {};        // cid -> <li> of a message we sent, until its ack
+  var current = "#" + defaultRoom;
+  var cidSeq = 0;
+
+  function cmpId(a, b) {
+    var x = a.split("-"), y = b.split("-");
+    var d = Number(x[0]) - Number(y[0]);
+    return d !== 0 ? d : Number(x[1]) - Number(y[1]);
+  }
+
+  function setStatus(state, text) {
+    var el = $("chat-status");
+    el.dataset.state = state;
+    el.textContent = text;
+  }
+
+  function notice(text) { $("notice").textContent = text || ""; }
+
+  function conv(key) {
+    if (!convs[key]) convs[key] = { items: [], unread: 0 };
+    return convs[key];
+  }
+
+  function addItem(key, item) {
+    var c = conv(key);
+    c.items.push(item);
+    if (c.items.length > 500) c.items.shift();
+    if (key === current) renderMessages(); else { c.unread += 1; renderLists(); }
+  }
+
+  function li(text, cls) {
+    var el = document.createElement("li");
+    if (cls) el.className = cls;
+    el.textContent = text;
+    return el;
+  }
+
+  function renderMessages() {
+    var box = $("messages");
+    box.textContent = "";
+    var c = conv(current);
+    c.unread = 0;
+    c.items.forEach(function (it) {
+      var el = document.createElement("li");
+      if (it.system) { el.className = "system"; el.textContent = it.data; }
+      else {
+        el.className = (it.sender === me ? "mine" : "") + (it.pending ? " pending" : "");
+        var who = document.createElement("span");
+        who.className = "who";
+        who.textContent = it.sender;
+        el.appendChild(who);
+        el.appendChild(document.createTextNode(it.data));
+        if (it.id) el.dataset.id = it.id;
+      }
+      box.appendChild(el);
+    });
+    box.scrollTop = box.scrollHeight;
+    $("conv-title").textContent = current.charAt(0) === "#" ? "Room " + current.slice(1) : current.slice(1);
+    $("leave-room").hidden = !(current.charAt(0) === "#" && current.slice(1) !== defaultRoom);
+    renderLists();
+  }
+
+  function renderLists() {
+    var rl = $("rooms");
+    rl.textContent = "";
+    Array.from(rooms).sort().forEach(function (r) {
+      var el = li("#" + r, current === "#" + r ? "active" : "");
+      el.dataset.room = r;
+      var u = conv("#" + r).unread;
+      if (u) { var b = document.createElement("span"); b.className = "unread"; b.textContent = u; el.appendChild(b); }
+      el.addEventListener("click", function () { current = "#" + r; renderMessages(); });
+      rl.appendChild(el);
+    });
+    var cl = $("contacts");
+    cl.textContent = "";
+    var names = new Set(contacts);
+    online.forEach(function (n) { names.add(n); });
+    Object.keys(convs).forEach(function (k) { if (k.charAt(0) === "@") names.add(k.slice(1)); });
+    names.delete(me);
+    Array.from(names).sort().forEach(function (n) {
+      var el = document.createElement("li");
+      el.className = (online.has(n) ? "online" : "") + (current === "@" + n ? " active" : "");
+      el.dataset.user = n;
+      var name = document.createElement("span");
+      var dot = document.createElement("span");
+      dot.className = "dot";
+      name.appendChild(dot);
+      name.appendChild(document.createTextNode(n));
+      el.appendChild(name);
+      var u = conv("@" + n).unread;
+      if (u) { var b = document.createElement("span"); b.className = "unread"; b.textContent = u; el.appendChild(b); }
+      el.addEventListener("click", function () { current = "@" + n; renderMessages(); });
+      cl.appendChild(el);
+    });
+  }
+
+  function onFrame(f) {
+    switch (f.type) {
+      case "hello":
+        attempt = 0;
+        online = new Set(f.online || []);
+        rooms = new Set(f.rooms || [defaultRoom]);
+        renderLists();
+        break;
+      case "sync":
+        setStatus("online", "connected");
+        if (f.gap) notice("Some older messages could not be replayed.");
+        break;
+      case "message":
+        if (seen.has(f.id)) break;
+        seen.add(f.id);
+        if (!lastId || cmpId(f.id, lastId) > 0) {
+          lastId = f.id;
+          try { window.sessionStorage.setItem(storeKey, lastId); } catch (e) { /* ignore */ }
+        }
+        var key = f.room ? "#" + f.room : "@" + (f.sender === me ? f.receiver : f.sender);
+        if (f.sender === me && f.cid !== undefined && pending[f.cid]) {
+          var p = pending[f.cid]; delete pending[f.cid];
+          p.pending = false; p.id = f.id;
+          if (key === current) renderMessages();
+          break;
+        }
+        addItem(key, { id: f.id, sender: f.sender, data: f.data });
+        break;
+      case "ack":
+        var item = pending[f.cid];
+        if (item) {
+          item.id = f.id;
+          if (!f.room) { item.pending = false; delete pending[f.cid]; seen.add(f.id); }
+          renderMessages();
+        }
+        break;
+      case "system":
+        addItem(f.about ? "@" + f.about : current, { system: true, data: (f.about ? f.about + ": " : "") + f.data });
+        break;
+      case "presence":
+        if (f.online) online.add(f.user); else online.delete(f.user);
+        renderLists();
+        break;
+      case "room":
+        if (f.action === "join") rooms.add(f.room);
+        else { rooms.delete(f.room); if (current === "#" + f.room) { current = "#" + defaultRoom; renderMessages(); } }
+        renderLists();
+        break;
+      case "error":
+        notice(f.error);
+        if (f.cid !== undefined && pending[f.cid]) {
+          pending[f.cid].pending = false; pending[f.cid].data += "  (not sent: " + f.error + ")";
+          delete pending[f.cid]; renderMessages();
+        }
+        break;
+    }
+  }
+
+  function connect() {
+    setStatus("connecting", attempt ? "reconnecting…" : "connecting…");
+    var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat/" + encodeURIComponent(me);
+    if (lastId) url += "?last_id=" + encodeURIComponent(lastId);
+    var opened = false;
+    ws = new WebSocket(url);
+    ws.onopen = function () { opened = true; };
+    ws.onmessage = function (ev) {
+      var f;
+      try { f = JSON.parse(ev.data); } catch (e) { return; }
+      onFrame(f);
+    };
+    ws.onclose = function (ev) {
+      ws = null;
+      setStatus("offline", "disconnected" + (ev.reason ? " (" + ev.reason + ")" : ""));
+      if (ev.code === 1008 && /session/.test(ev.reason)) { location.href = "/login?next=/chat/"; return; }
+      if (!opened && attempt >= 2) {
+        // Refused before the upgrade (the browser only sees 1006): is the session still there?
+        fetch("/api/me", { credentials: "same-origin" }).then(function (r) {
+          if (r.status === 401) location.href = "/login?next=/chat/";
+        }).catch(function () { /* offline: keep retrying */ });
+      }
+      var delay = Math.min(30000, 500 * Math.pow(2, attempt)) * (0.5 + Math.random());
+      attempt += 1;
+      setTimeout(connect, delay);
+    };
+  }
+
+  function send(frame) {
+    if (!ws || ws.readyState !== WebSocket.OPEN) { notice("Not connected: the message was not sent."); return false; }
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  $("send-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var input = $("send-text");
+    var text = input.value;
+    if (!text.trim()) return;
+    var cid = "c" + (++cidSeq) + "-" + Date.now();
+    var frame = { data: text, cid: cid };
+    if (current.charAt(0) === "#") frame.room = current.slice(1); else frame.receiver = current.slice(1);
+    if (!send(frame)) return;
+    notice("");
+    var item = { sender: me, data: text, pending: true };
+    pending[cid] = item;
+    addItem(current, item);
+    input.value = "";
+  });
+
+  $("join-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var name = $("join-name").value.trim();
+    if (!name) return;
+    if (send({ type: "join", room: name })) { current = "#" + name; conv(current); $("join-name").value = ""; renderMessages(); }
+  });
+
+  $("leave-room").addEventListener("click", function () {
+    if (current.charAt(0) === "#") send({ type: "leave", room: current.slice(1) });
+  });
+
+  fetch("/api/users", { credentials: "same-origin", headers: { Accept: "application/json" } })
+    .then(function (r) { return r.ok ? r.json() : { users: [] }; })
+    .then(function (d) {
+      contacts = (d.users || []).map(function (u) { return typeof u === "string" ? u : u.name; });
+      renderLists();
+    }).catch(function () { /* contacts come from presence too */ });
+
+  // Chatting is activity: keep the shared session's idle timeout sliding.
+  setInterval(function () { fetch("/api/me", { credentials: "same-origin" }); }, 5 * 60 * 1000);
+
+  renderMessages();
+  connect();
+})();

@@ -1,0 +1,644 @@
+"""Chat through the real gateway: two chat processes (gunicorn, gevent worker) behind nginx,
+one real Redis, real WebSocket clients (websocket-client).
+
+Through nginx the kernel's reuse-port balancing decides which chat process a socket lands on;
+every socket's first frame (``hello``) names its node (``<host>-<pid>-<random>``), so tests
+that need two processes reconnect until two people sit on different nodes.
+"""
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+import requests
+import websocket
+from websocket import ABNF
+
+from conftest import Browser
+from webchat_common import keys
+from webchat_common.testing import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Closed(Exception):
+    def __init__(self, code, reason):
+        super().__init__(f"closed {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class ChatSock:
+    """A chat WebSocket as a test sees it: JSON frames in, JSON frames out, close codes."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.pings = 0
+        self.hello = self.expect("hello")
+        self.node = self.hello["node"]
+        self.sync = None
+
+    @property
+    def pid(self):
+        return int(self.node.split("-")[-2])
+
+    def send(self, **frame):
+        self.ws.send(json.dumps(frame))
+
+    def send_raw(self, data, opcode=ABNF.OPCODE_TEXT):
+        self.ws.send(data, opcode)
+
+    def recv(self, timeout=5.0):
+        """The next text frame as a dict; Closed when the server closes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame")
+            self.ws.settimeout(left)
+            try:
+                op, frame = self.ws.recv_data_frame(control_frame=True)
+            except websocket.WebSocketTimeoutException:
+                raise TimeoutError("no frame") from None
+            except (websocket.WebSocketConnectionClosedException, ConnectionError) as exc:
+                raise Closed(1006, str(exc)) from None
+            if op == ABNF.OPCODE_TEXT:
+                return json.loads(frame.data)
+            if op == ABNF.OPCODE_CLOSE:
+                data = frame.data
+                code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+                raise Closed(code, data[2:].decode("utf-8", "replace"))
+            if op == ABNF.OPCODE_PING:
+                self.pings += 1
+
+    def expect(self, kind, timeout=5.0, **match):
+        """Skip other frames until one of type ``kind`` whose fields match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            f = self.recv(max(0.01, deadline - time.monotonic()))
+            if f.get("type") == kind and all(f.get(k) == v for k, v in match.items()):
+                return f
+
+    def collect(self, seconds):
+        """Every frame that arrives within ``seconds``."""
+        out = []
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            try:
+                out.append(self.recv(left))
+            except TimeoutError:
+                return out
+
+    def expect_close(self, timeout=8.0):
+        with pytest.raises(Closed) as info:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                self.recv(max(0.01, deadline - time.monotonic()))
+        return info.value
+
+    def close(self):
+        try:
+            self.ws.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class Person:
+    """Someone registered and logged in (own source address, own cookie jar)."""
+
+    def __init__(self, stack, name=None):
+        self.stack = stack
+        self.name = name or "c" + uuid.uuid4().hex[:10]
+        self.browser = Browser(stack.url)
+        assert self.browser.register(self.name).status_code == 303
+
+    @property
+    def cookie(self):
+        return "webchat_session=" + self.browser.sid
+
+    def url(self, who=None, last_id=None):
+        u = f"ws://127.0.0.1:{self.stack.gateway_port}/chat/{who or self.name}"
+        return u + (f"?last_id={last_id}" if last_id else "")
+
+    def open(self, who=None, last_id=None, origin="default", timeout=5):
+        """The raw websocket (raises WebSocketBadStatusException when refused)."""
+        kw = {"cookie": self.cookie, "timeout": timeout}
+        if origin == "default":
+            kw["origin"] = self.stack.url
+        elif origin is None:
+            kw["suppress_origin"] = True
+        else:
+            kw["origin"] = origin
+        return websocket.create_connection(self.url(who, last_id), **kw)
+
+    def connect(self, last_id=None, sync=True):
+        s = ChatSock(self.open(last_id=last_id))
+        if sync:
+            s.sync = s.expect("sync")
+        return s
+
+    def connect_not_on(self, node, tries=40):
+        """Reconnect until the socket lands on a process other than ``node``."""
+        for _ in range(tries):
+            s = self.connect()
+            if s.node != node:
+                return s
+            s.close()
+        raise AssertionError("never landed on the other chat process")
+
+    def connect_on(self, node, tries=40):
+        for _ in range(tries):
+            s = self.connect()
+            if s.node == node:
+                return s
+            s.close()
+        raise AssertionError("never landed on that chat process")
+
+
+@pytest.fixture
+def r(chat_stack):
+    client = redis.Redis.from_url(chat_stack.redis.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def person(chat_stack):
+    return Person(chat_stack)
+
+
+def two_nodes(a, b):
+    """a and b connected, on different chat processes."""
+    sa = a.connect()
+    sb = b.connect_not_on(sa.node)
+    return sa, sb
+
+
+def wait_online(sock, who, online=True, timeout=10):
+    return sock.expect("presence", timeout=timeout, user=who, online=online)
+
+
+# ---- messages across processes ------------------------------------------------------------
+
+def test_private_message_across_processes_with_server_set_sender(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa, sb = two_nodes(alice, bob)
+    assert sa.node != sb.node
+    assert sa.hello["user"] == alice.name and bob.name in sb.hello["online"] + [bob.name]
+    sa.send(receiver=bob.name, data="hello bob 👋", cid="m1", sender="mallory")
+    ack = sa.expect("ack", cid="m1")
+    got = sb.expect("message")
+    assert got["sender"] == alice.name, "the server sets the sender; the client's is ignored"
+    assert got["receiver"] == bob.name and got["data"] == "hello bob 👋"
+    assert got["id"] == ack["id"] and isinstance(got["ts"], int)
+    assert "mallory" not in json.dumps(got)
+    # and back, the other way
+    sb.send(receiver=alice.name, data="hi alice")
+    back = sa.expect("message")
+    assert back["sender"] == bob.name and back["data"] == "hi alice"
+    sa.close()
+    sb.close()
+
+
+def test_handshake_refused_before_upgrade(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    for kwargs, status in (
+        ({"who": bob.name}, 403),                    # someone else's address
+        ({"origin": "http://evil.example"}, 403),   # a foreign page
+        ({"origin": None}, 403),                    # no Origin at all
+    ):
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            alice.open(**kwargs)
+        assert info.value.status_code == status, kwargs
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        websocket.create_connection(alice.url(), origin=chat_stack.url, timeout=5)  # no cookie
+    assert info.value.status_code == 401
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        websocket.create_connection(alice.url(), origin=chat_stack.url, cookie="webchat_session=" + "x" * 43,
+                                    timeout=5)
+    assert info.value.status_code == 401
+    ok = alice.connect()  # and the right one works
+    assert ok.hello["user"] == alice.name
+    ok.close()
+
+
+def test_offline_notice_then_delivery_on_connect(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa = alice.connect()
+    sa.send(receiver=bob.name, data="are you there?", cid="x1")
+    ack = sa.expect("ack", cid="x1")
+    notice = sa.expect("system")
+    assert notice["data"] == "receiver is offline" and notice["about"] == bob.name
+    assert notice["sender"] == "system" and notice["id"] == ack["id"]
+    sa.send(receiver=bob.name, data="second")
+    sa.expect("system")
+    sb = bob.connect(sync=False)
+    first, second = sb.expect("message"), sb.expect("message")
+    assert [first["data"], second["data"]] == ["are you there?", "second"]
+    assert sb.expect("sync")["replayed"] == 2
+    # Disconnect, miss one, connect again without a last id: exactly the missed one.
+    sb.close()
+    wait_online(sa, bob.name, online=False)
+    sa.send(receiver=bob.name, data="while you were away")
+    assert sa.expect("system")["data"] == "receiver is offline"
+    sb = bob.connect(sync=False)
+    frames = []
+    while True:
+        f = sb.recv()
+        frames.append(f)
+        if f["type"] == "sync":
+            break
+    assert [f["data"] for f in frames if f["type"] == "message"] == ["while you were away"]
+    sa.close()
+    sb.close()
+
+
+def test_reconnect_with_last_id_gets_exactly_the_missed_messages(chat_stack):
+    alice, bob, carol = person(chat_stack), person(chat_stack), person(chat_stack)
+    room = "r" + uuid.uuid4().hex[:8]
+    sb = bob.connect()
+    sb.send(type="join", room=room)
+    sb.expect("room", room=room, action="join")
+    sa, sc = alice.connect(), carol.connect()
+    sc.send(type="join", room=room)
+    sc.expect("room", room=room)
+    sa.send(receiver=bob.name, data="p1")
+    sb.expect("message", data="p1")
+    sc.send(room=room, data="r1")
+    seen = sb.expect("message", data="r1")
+    last = seen["id"]
+    sb.close()
+    # Missed while away: private and room, interleaved; bob's presence may lag, so no notice check.
+    sa.send(receiver=bob.name, data="p2", cid="p2")
+    sc.send(room=room, data="r2", cid="r2")
+    sa.send(receiver=bob.name, data="p3", cid="p3")
+    sc.send(room=room, data="r3", cid="r3")
+    acks = {}
+    for s, cids in ((sa, ("p2", "p3")), (sc, ("r2", "r3"))):
+        for cid in cids:
+            acks[cid] = s.expect("ack", cid=cid)["id"]
+    # Ids are global and increase in the order Redis stored the messages.
+    expected = sorted(acks, key=lambda c: tuple(map(int, acks[c].split("-"))))
+    sb2 = bob.connect(last_id=last, sync=False)
+    frames = []
+    while True:
+        f = sb2.recv()
+        if f["type"] == "sync":
+            break
+        if f["type"] == "message":
+            frames.append(f)
+    assert [f["data"] for f in frames] == expected, "missed ones, in id order, once"
+    assert [f["id"] for f in frames] == [acks[c] for c in expected]
+    ids = [f["id"] for f in frames]
+    assert len(set(ids)) == 4 and all(i != last for i in ids)
+    # Then live, with no duplicate of the replay.
+    sa.send(receiver=bob.name, data="p4")
+    live = sb2.expect("message")
+    assert live["data"] == "p4"
+    assert not [f for f in sb2.collect(0.5) if f.get("type") == "message"]
+    for s in (sa, sc, sb2):
+        s.close()
+
+
+def test_gap_beyond_history_is_told(chat_stack):
+    alice = person(chat_stack)
+    s = alice.connect(last_id="1-0", sync=False)  # 1970: far beyond CHAT_HISTORY_AGE
+    gap = s.expect("system", code="history_gap")
+    assert "could not be replayed" in gap["data"]
+    assert s.expect("sync")["gap"] is True
+    s.close()
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        alice.open(last_id="yesterday")
+    assert info.value.status_code == 400
+
+
+def test_room_messages_reach_every_member_once(chat_stack):
+    people = [person(chat_stack) for _ in range(4)]
+    room = "team" + uuid.uuid4().hex[:6]
+    socks = [p.connect() for p in people]
+    if len({s.node for s in socks}) < 2:
+        socks[-1].close()
+        socks[-1] = people[-1].connect_not_on(socks[0].node)
+    members, outsider = socks[:3], socks[3]
+    for s in members:
+        s.send(type="join", room=room)
+        s.expect("room", room=room, action="join")
+    members[0].send(room=room, data="hello team", cid="t1")
+    ack = members[0].expect("ack", cid="t1")
+    for s in members:
+        got = [f for f in s.collect(1.0) if f.get("type") == "message"]
+        assert [(f["data"], f["id"], f["room"]) for f in got] == [("hello team", ack["id"], room)]
+    assert not [f for f in outsider.collect(0.3) if f.get("type") == "message"]
+    outsider.send(room=room, data="let me in", cid="o1")
+    assert outsider.expect("error", cid="o1")["code"] == "not_member"
+    # the default room: everyone is in it
+    outsider.send(room=outsider.hello["default_room"], data="hi all", cid="l1")
+    outsider.expect("ack", cid="l1")
+    for s in members:
+        s.expect("message", data="hi all")
+    # leaving stops delivery
+    members[2].send(type="leave", room=room)
+    members[2].expect("room", room=room, action="leave")
+    members[0].send(room=room, data="after leave")
+    members[1].expect("message", data="after leave")
+    assert not [f for f in members[2].collect(0.5) if f.get("data") == "after leave"]
+    for s in socks:
+        s.close()
+
+
+# ---- presence -----------------------------------------------------------------------------
+
+def test_presence_on_and_off_across_processes(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa = alice.connect()
+    sb = bob.connect_not_on(sa.node)
+    wait_online(sa, bob.name)
+    assert alice.name in sb.hello["online"]
+    # a second socket of bob, then closing one: still online; closing both: offline
+    sb2 = bob.connect()
+    sb.close()
+    assert not [f for f in sa.collect(1.0) if f.get("type") == "presence" and f["user"] == bob.name]
+    sb2.close()
+    wait_online(sa, bob.name, online=False, timeout=5)
+    sa.close()
+
+
+def _worker_pids(master_pid):
+    out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_sigkilled_process_leaves_no_ghost_online(chat_stack, r):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa = alice.connect()
+    sb = bob.connect_not_on(sa.node)
+    wait_online(sa, bob.name)
+    os.kill(sb.pid, signal.SIGKILL)  # the worker that holds bob's socket: no cleanup at all
+    killed = time.monotonic()
+    off = wait_online(sa, bob.name, online=False, timeout=15)
+    took = time.monotonic() - killed
+    assert off and took < 3 * 3, f"ghost for {took:.1f}s with a 3 s TTL"
+    assert bob.name not in r.zrangebyscore(keys.CHAT_ONLINE, int(time.time() * 1000), "+inf")
+    # gunicorn replaced the worker; the stack still has two chat processes
+    wait_until(lambda: all(_worker_pids(p.pid) for p in chat_stack.services["chat"].procs if p.poll() is None),
+               timeout=15, what="replacement worker")
+    sa.close()
+
+
+# ---- bad input, limits --------------------------------------------------------------------
+
+def test_bad_input_gets_error_frames_and_the_connection_stays(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa, sb = alice.connect(), bob.connect()
+    cases = [
+        ("not json at all", "bad_json"),
+        (json.dumps(["a", "list"]), "bad_frame"),
+        (json.dumps({"receiver": bob.name}), "bad_frame"),                     # no data
+        (json.dumps({"receiver": bob.name, "data": 5}), "bad_frame"),
+        (json.dumps({"data": "to nobody"}), "bad_frame"),                      # no receiver or room
+        (json.dumps({"receiver": bob.name, "room": "x", "data": "both"}), "bad_frame"),
+        (json.dumps({"receiver": bob.name, "data": "   "}), "empty_data"),
+        (json.dumps({"receiver": bob.name, "data": ""}), "empty_data"),
+        (json.dumps({"receiver": "nobody-" + uuid.uuid4().hex[:8], "data": "hi"}), "unknown_receiver"),
+        (json.dumps({"receiver": "../../etc", "data": "hi"}), "unknown_receiver"),
+        (json.dumps({"type": "teleport"}), "bad_frame"),
+        (json.dumps({"type": "join", "room": "no spaces"}), "bad_room"),
+    ]
+    for raw, code in cases:
+        sa.send_raw(raw)
+        err = sa.expect("error")
+        assert err["code"] == code, raw
+        assert err["error"], "a human-readable reason"
+    sa.send_raw(b"\x00\x01binary", opcode=ABNF.OPCODE_BINARY)
+    assert sa.expect("error")["code"] == "binary"
+    # still connected, and messages flow both ways
+    sa.send(receiver=bob.name, data="still here")
+    assert sb.expect("message")["data"] == "still here"
+    sb.send(receiver=alice.name, data="me too")
+    assert sa.expect("message")["data"] == "me too"
+    sa.close()
+    sb.close()
+
+
+def test_frame_too_large_closes_1009_and_others_are_unaffected(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa, sb = alice.connect(), bob.connect()
+    sa.send(receiver=bob.name, data="x" * 9000)  # CHAT_MAX_FRAME=8192 in the test stack
+    closed = sa.expect_close()
+    assert closed.code == 1009
+    sb.send(receiver=bob.name, data="to myself")  # bob is fine
+    assert sb.expect("message")["data"] == "to myself"
+    sb.close()
+
+
+def test_flooding_gets_error_frames_then_1008(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa, sb = alice.connect(), bob.connect()
+    for i in range(80):  # burst 30, 20/s, 5 strikes
+        try:
+            sa.send(receiver=bob.name, data=f"flood {i}")
+        except (websocket.WebSocketConnectionClosedException, BrokenPipeError, ConnectionResetError):
+            break
+    frames, code = [], None
+    try:
+        while True:
+            frames.append(sa.recv(8))
+    except Closed as exc:
+        code, reason = exc.code, exc.reason
+    assert any(f.get("code") == "rate_limited" for f in frames if f["type"] == "error")
+    assert code == 1008 and "rate" in reason
+    got = [f for f in sb.collect(1.5) if f.get("type") == "message"]
+    assert 25 <= len(got) <= 40, "the burst got through, the rest was refused"
+    carol = person(chat_stack)
+    sc = carol.connect()
+    sc.send(receiver=bob.name, data="not affected")
+    assert sb.expect("message", data="not affected")
+    sb.close()
+    sc.close()
+
+
+def test_slow_reader_is_closed_and_nobody_else_waits(chat_stack):
+    """Bob reads nothing (tiny receive buffer); messages for him pile up in his bounded send
+    queue until the server closes his socket.  Carol, on the same rooms, gets everything."""
+    bob, carol = person(chat_stack), person(chat_stack)
+    senders = [person(chat_stack) for _ in range(3)]
+    room = "slow" + uuid.uuid4().hex[:6]
+    raw = websocket.create_connection(bob.url(), cookie=bob.cookie, origin=chat_stack.url, timeout=5,
+                                      sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    sb = ChatSock(raw)
+    sc = carol.connect()
+    for s, p in ((sb, bob), (sc, carol)):
+        s.send(type="join", room=room)
+        s.expect("room", room=room)
+    ss = [p.connect() for p in senders]
+    for s in ss:
+        s.send(type="join", room=room)
+        s.expect("room", room=room)
+    payload = "y" * 7000
+    sent = 0
+    stop = threading.Event()
+
+    def pump(s):
+        nonlocal sent
+        while not stop.is_set():
+            try:
+                s.send(room=room, data=payload)
+                sent += 1
+            except Exception:  # noqa: BLE001
+                return
+            time.sleep(0.06)  # under the rate limit
+
+    threads = [threading.Thread(target=pump, args=(s,), daemon=True) for s in ss]
+    for t in threads:
+        t.start()
+    # Carol keeps reading the whole time: she must not be slowed down by bob.
+    carol_got = 0
+    deadline = time.monotonic() + 40
+    closed = None
+    while time.monotonic() < deadline and closed is None:
+        for f in sc.collect(0.5):
+            carol_got += f.get("type") == "message"
+        try:
+            bob_state = raw.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            bob_state = None
+        except OSError:
+            bob_state = b""
+        if bob_state == b"":
+            closed = True
+        # Has the server dropped bob?  His node lists no socket for him any more.
+        if not chat_stack_conn_alive(chat_stack, bob.name):
+            closed = True
+    stop.set()
+    for t in threads:
+        t.join(5)
+    assert closed, "the slow reader was never closed"
+    for f in sc.collect(1.0):
+        carol_got += f.get("type") == "message"
+    assert carol_got >= sent - 3, (carol_got, sent)
+    for s in ss + [sc]:
+        s.close()
+
+
+def chat_stack_conn_alive(stack, name):
+    client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
+    try:
+        return client.zcard(keys.chat_conn(name)) > 0
+    finally:
+        client.close()
+
+
+def test_keepalive_pings_below_the_gateway_timeout(chat_stack):
+    alice = person(chat_stack)
+    s = alice.connect()
+    s.collect(9)  # CHAT_PING_INTERVAL=4 in the test stack; the client answers with pongs
+    assert s.pings >= 2
+    s.send(type="ping", cid=7)
+    assert s.expect("pong")["cid"] == 7, "the socket survived its idle time"
+    s.close()
+
+
+# ---- session end, restarts ----------------------------------------------------------------
+
+def test_logout_closes_the_socket(chat_stack):
+    alice = person(chat_stack)
+    s = alice.connect()
+    other = alice.connect()
+    assert alice.browser.logout().status_code == 303
+    for sock in (s, other):
+        closed = sock.expect_close(timeout=5)
+        assert closed.code == 1008 and "session" in closed.reason
+    with pytest.raises(websocket.WebSocketBadStatusException) as info:
+        alice.open()
+    assert info.value.status_code == 401
+
+
+def test_expired_session_closes_the_socket(chat_stack, r):
+    """A session that disappears without the logout announcement (TTL expiry) closes too."""
+    alice = person(chat_stack)
+    s = alice.connect()
+    from webchat_common.sessions import session_key
+    r.delete(session_key(alice.browser.sid))
+    closed = s.expect_close(timeout=8)  # CHAT_SESSION_CHECK_INTERVAL=2
+    assert closed.code == 1008
+
+
+def test_pubsub_reconnect_catches_every_socket_up(chat_stack, r):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa, sb = two_nodes(alice, bob)
+    sent = []
+    for i in range(30):
+        if i == 5:
+            assert r.client_kill_filter(_type="pubsub") >= 1  # every chat process loses its subscriber
+        sa.send(receiver=bob.name, data=f"m{i}")
+        sent.append(f"m{i}")
+        time.sleep(0.02)
+    got = []
+    deadline = time.monotonic() + 15
+    while len(got) < len(sent) and time.monotonic() < deadline:
+        try:
+            f = sb.recv(1)
+        except TimeoutError:
+            continue
+        if f.get("type") == "message":
+            got.append(f["data"])
+    assert got == sent, "every message exactly once, in order, after the subscriber came back"
+    assert r.pubsub_numsub(keys.chat_user_channel(bob.name))[0][1] >= 1
+    sa.close()
+    sb.close()
+
+
+def test_sigterm_closes_with_1012_and_clients_resume_elsewhere(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa, sb = two_nodes(alice, bob)
+    sa.send(receiver=bob.name, data="before")
+    last = sb.expect("message", data="before")["id"]
+    procs = [p for p in chat_stack.services["chat"].procs if p.poll() is None]
+    victim = next(p for p in procs if sb.pid in _worker_pids(p.pid))
+    victim.send_signal(signal.SIGTERM)
+    try:
+        closed = sb.expect_close(timeout=15)
+        assert closed.code == 1012 and closed.reason
+        # Messages sent while bob is away are not lost.
+        sa.send(receiver=bob.name, data="during")
+        sa.expect("ack")
+        deadline = time.monotonic() + 20
+        resumed = None
+        while resumed is None and time.monotonic() < deadline:
+            try:
+                resumed = bob.connect(last_id=last, sync=False)
+            except (websocket.WebSocketBadStatusException, ConnectionError, OSError,
+                    websocket.WebSocketException):
+                time.sleep(0.2)
+        assert resumed is not None and resumed.node == sa.node
+        assert resumed.expect("message")["data"] == "during"
+        assert resumed.expect("sync")["replayed"] == 1
+        victim.wait(30)
+    finally:
+        # Put the second chat process back for the other tests.
+        svc = chat_stack.services["chat"]
+        svc.procs.remove(victim)
+        chat_stack.start_service(svc, 1)
+        chat_stack.wait_service(svc)
+    sa.close()
+    resumed.close()
+
+
+def test_chat_page_is_served(chat_stack):
+    alice = person(chat_stack)
+    page = alice.browser.get("/chat/")
+    assert page.status_code == 200
+    assert f'<span id="chat-user">{alice.name}</span>' in page.text
+    js = alice.browser.get("/chat/static/chat.js")
+    assert js.status_code == 200 and "last_id" in js.text
+    assert requests.get(chat_stack.url + "/chat/", timeout=5, allow_redirects=False,
+                        headers={"Accept": "text/html"}).status_code == 302
