@@ -28,6 +28,7 @@ import os
 import re
 import resource
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -291,6 +292,8 @@ class Client:
                 if s.ws is not None:
                     groups[s.node].append(s)
             open_count = sum(len(g) for g in groups.values())
+            if not open_count:
+                break
             share = open_count // self.cfg["nodes"]
             if len(groups) >= self.cfg["nodes"] and max(len(g) for g in groups.values()) <= share + 1:
                 break
@@ -514,6 +517,10 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             client_cpu_pct=100 * sum(o["client_cpu"] for o in outs) / elapsed,
             worker_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in workers) / wall,
             other_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in variant.other_pids()) / wall,
+            # CPU time per delivered message: less at the mercy of other load on the machine than msgs/s
+            worker_us_per_msg=1e6 * sum(cpu1[p] - cpu0[p] for p in workers) / delivered if delivered else float("nan"),
+            other_us_per_msg=1e6 * sum(cpu1[p] - cpu0[p] for p in variant.other_pids()) / delivered if delivered else float("nan"),
+            client_us_per_msg=1e6 * sum(o["client_cpu"] for o in outs) / delivered if delivered else float("nan"),
             kinds=dict(kinds), samples=samples, rss_end_kib=sum(rss_kib(p) for p in workers),
         )
         for c in conns:
@@ -527,6 +534,8 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             if p.is_alive():
                 p.terminate()
         variant.stop()
+    if not args.keep_state:
+        shutil.rmtree(state, ignore_errors=True)
     return result
 
 
@@ -535,8 +544,10 @@ def measure(variant_name, n, args, max_mode=False, active=None):
 
 COLS = [("variant", "{:<13}"), ("n", "{:>6}"), ("connected", "{:>6}"), ("pairs", "{:>5}"), ("msgs_per_s", "{:>8.0f}"),
         ("p50_ms", "{:>7.1f}"), ("p99_ms", "{:>7.1f}"), ("rss_per_socket_kib", "{:>7.1f}"),
-        ("worker_cpu_pct", "{:>6.0f}"), ("other_cpu_pct", "{:>6.0f}"), ("client_cpu_pct", "{:>6.0f}")]
-HEAD = ["variant", "N", "open", "pairs", "msgs/s", "p50 ms", "p99 ms", "KiB/sk", "srv%", "ngx+r%", "cli%"]
+        ("worker_cpu_pct", "{:>6.0f}"), ("other_cpu_pct", "{:>6.0f}"), ("client_cpu_pct", "{:>6.0f}"),
+        ("worker_us_per_msg", "{:>7.0f}"), ("other_us_per_msg", "{:>7.0f}"), ("client_us_per_msg", "{:>7.0f}")]
+HEAD = ["variant", "N", "open", "pairs", "msgs/s", "p50 ms", "p99 ms", "KiB/sk", "srv%", "ngx+r%", "cli%",
+        "srv us", "ngx+r us", "cli us"]
 
 
 def table(results):
@@ -620,6 +631,7 @@ def main(argv=None):
                     "raised out of the way, since the baselines have none)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy record every chat worker during each measured window (raw stacks)")
     ap.add_argument("--profile-svg", action="store_true", help="with --profile: flame graphs too")
+    ap.add_argument("--keep-state", action="store_true", help="keep each run's state directory (logs) under $TMPDIR")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -675,7 +687,8 @@ def summary(r):
             f"{sorted(r['nodes'].values())}, {r['pairs']} pairs ({r['reopened']} sockets reopened to balance, {r['same_node_pairs']} same-node, {r['active_pairs']} active); "
             f"{r['msgs_per_s']:.0f} msgs/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms; "
             f"RSS {r['rss_before_kib']}->{r['rss_after_kib']} KiB = {r['rss_per_socket_kib']:.1f} KiB/socket; "
-            f"CPU workers {r['worker_cpu_pct']:.0f}% nginx+redis {r['other_cpu_pct']:.0f}% client {r['client_cpu_pct']:.0f}%; "
+            f"CPU workers {r['worker_cpu_pct']:.0f}% nginx+redis {r['other_cpu_pct']:.0f}% client {r['client_cpu_pct']:.0f}% "
+            f"= {r['worker_us_per_msg']:.0f}/{r['other_us_per_msg']:.0f}/{r['client_us_per_msg']:.0f} us per message; "
             f"frames {r['kinds']}; Redis calls per message {r['redis_calls_per_msg']}" + (f"; samples {r['samples']}" if r["samples"] else "") + f" [{r['run_s']:.0f}s]")
 
 
