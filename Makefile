@@ -6,7 +6,7 @@ PACKAGES := -e lib/webchat_common -e services/auth -e services/files -e services
 SYSTEM_PACKAGES := redis-server nginx
 UNIT_TESTS = $(wildcard lib/*/tests services/*/tests)
 
-.PHONY: help run test test-unit test-integration system-deps venv clean bench-chat
+.PHONY: help run test test-unit test-integration test-deploy system-deps venv clean bench-chat
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ run: system-deps venv ## run Redis, the services and nginx locally (GATEWAY_PORT
 test: system-deps venv ## unit tests of each package, then integration tests through the gateway
 	$(PY) -m pytest $(UNIT_TESTS)
 	$(PY) -m pytest tests
+
+test-deploy: system-deps venv ## static checks of the Dockerfiles, docker-compose.yml and k8s/ (needs kubectl, nginx)
+	$(PY) -m pytest tests/test_deploy.py
 
 system-deps: ## install redis-server and nginx from the system packages when missing (needs root)
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
