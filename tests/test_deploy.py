@@ -401,8 +401,9 @@ def test_compose_file_matches_the_compose_spec_schema():
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)
     validator = validator_cls(schema, format_checker=validator_cls.FORMAT_CHECKER)
-    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose_raw())]
-    assert not errors, "\n".join(errors)
+    for config in (compose_raw(), compose()):  # as written, and as compose reads it (interpolated)
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)]
+        assert not errors, "\n".join(errors)
     # The schema is strict enough to notice a misspelt key (so this test can fail).
     broken = compose_raw()
     broken["services"]["auth"]["helthcheck"] = broken["services"]["auth"].get("healthcheck")
@@ -827,11 +828,14 @@ def test_every_overlay_and_component_combination_is_covered():
     assert len(variants()) == len(OVERLAYS) * 2 ** len(COMPONENTS)
 
 
-def test_objects_match_the_kubernetes_api_schemas(rendered):
+@pytest.mark.parametrize("version", [K8S_VERSION, kubernetes_validate.latest_version()])
+def test_objects_match_the_kubernetes_api_schemas(rendered, version):
+    """Against the oldest version we support and the newest the package knows (an API removed
+    since would show here)."""
     errors = []
     for obj in rendered["objects"]:
         try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+            kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
     assert not errors, "\n".join(errors)
