@@ -624,7 +624,9 @@ def test_package_data_reaches_the_image(folder):
         shipped = {p for g in globs for p in base.glob(g)}
         for path in base.rglob("*"):
             if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts:
-                assert path in shipped, f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data] {package}"
+                assert path in shipped, (
+                    f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data] {package} of "
+                    f"{folder}/pyproject.toml: a non-editable install (the image) lacks it; add a pattern for it")
 
 
 # ------------------------------------------------------------------------- docker-compose.yml
