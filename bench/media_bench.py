@@ -1,0 +1,187 @@
+"""Media benchmark: ``GET /media/<file>`` for a logged-in user through the real gateway, against
+nginx serving the same files directly, on this machine, in one run.
+
+    python bench/media_bench.py                       # 1 MiB and 64 KiB, 5 rounds of 5 s per variant
+    python bench/media_bench.py --rounds 9 --duration 10 --connections 64
+
+It starts the local stack (the same code as ``make run``: Redis, the services under gunicorn,
+nginx rendered from the one gateway template) with one extra nginx ``server`` block in the same
+nginx process, so every variant shares nginx's workers, ``sendfile`` and access log:
+
+- ``nginx-static``  the file from a plain ``alias`` location: the ceiling;
+- ``gateway``       the signed link the files service handed out (``secure_link`` in nginx,
+                    Python not involved): what a page does;
+- ``x-accel``       the gateway with a link nginx refuses, so the files service checks the
+                    session and answers ``X-Accel-Redirect`` ("Flask checks, nginx streams");
+- ``flask``         the files service run alone (``send_from_directory``) behind nginx.
+
+The load tool is wrk (Debian/Ubuntu package ``wrk``; installed with scripts/system-deps.sh when
+missing).  Printed: requests/s of each variant and its ratio to nginx-static.  Before each run
+one request checks that the variant answers 200 with the whole file (a 302 would be counted by
+wrk as a success).
+
+The machine is shared and noisy, so the variants are measured in rounds, each round running
+every variant once back to back (the order rotated from round to round); the ratio to
+nginx-static is taken within each round and the median over the rounds is reported, with the
+per-round figures, so the noise is visible rather than hidden.
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from localstack import Service, Stack  # noqa: E402
+from webchat_common.testing import free_port  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SIZES = {"1 MiB": 1024 * 1024, "64 KiB": 64 * 1024}
+TARGETS = {"1 MiB": 0.90, "64 KiB": 0.80}
+
+
+def ensure_wrk():
+    if not shutil.which("wrk"):
+        subprocess.run(["bash", str(ROOT / "scripts" / "system-deps.sh"), "wrk"], check=True)
+    return shutil.which("wrk")
+
+
+class BenchStack(Stack):
+    """The local stack plus a standalone files service and a second nginx server block
+    (static files and the standalone service), in the gateway's own nginx process."""
+
+    def __init__(self, state_dir):
+        super().__init__(state_dir, chat_replicas=1)
+        self.bench_port = free_port()
+        self.services["files_alone"] = Service("files_alone", "files_service:create_app()", free_port())
+
+    def service_env(self, name):
+        env = super().service_env(name)
+        if name == "files_alone":
+            env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="0", SERVICE_NAME="files_alone")
+        return env
+
+    def render_gateway(self):
+        path = super().render_gateway()
+        text = path.read_text().rstrip()
+        assert text.endswith("}")
+        extra = f"""
+    upstream files_alone {{
+        server 127.0.0.1:{self.services['files_alone'].port};
+        keepalive 16;
+    }}
+    server {{
+        listen {self.bench_port};
+        proxy_http_version 1.1;
+        proxy_set_header Host $http_host;
+        proxy_set_header Connection "";
+        location /static/ {{
+            alias {self.media_root}/;
+        }}
+        location /media/ {{
+            proxy_pass http://files_alone;
+        }}
+    }}
+}}
+"""
+        path.write_text(text[:-1] + extra)
+        return path
+
+
+def wrk(url, cookie, duration, connections, threads):
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+         "-H", f"Cookie: webchat_session={cookie}", url],
+        capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return rate, (int(bad.group(1)) if bad else 0), (errors.group(1) if errors else "")
+
+
+def check(url, cookie, size):
+    resp = requests.get(url, cookies={"webchat_session": cookie}, allow_redirects=False, timeout=10)
+    if resp.status_code != 200 or len(resp.content) != size:
+        raise SystemExit(f"{url} answered {resp.status_code} with {len(resp.content)} bytes, not 200 with {size}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of every variant, in rotated order (default 5)")
+    args = ap.parse_args()
+    ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="media-bench-") as tmp, BenchStack(tmp) as stack:
+        gw = stack.url
+        bench = f"http://127.0.0.1:{stack.bench_port}"
+        http = requests.Session()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(gw + "/register").text).group(1)
+        http.post(gw + "/register", data={"username": "bench", "password": "bench-password-1", "csrf_token": token})
+        cookie = http.cookies["webchat_session"]
+        csrf = http.get(gw + "/api/me").json()["csrf_token"]
+        names = {}
+        for label, size in SIZES.items():
+            data = PNG + os.urandom(size - len(PNG))
+            resp = http.post(gw + "/media/", files={"file": (f"{label}.png", data)},
+                             headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+            resp.raise_for_status()
+            names[label] = resp.json()["name"]
+
+        def signed(name):  # a fresh link (they live 60-120 s) before each run
+            listing = http.get(gw + "/media/", headers={"Accept": "application/json"}).json()["media"]
+            return gw + next(m["url"] for m in listing if m["name"] == name)
+
+        variants = {
+            "nginx-static": lambda n: f"{bench}/static/{n}",
+            "gateway": signed,
+            "x-accel": lambda n: f"{gw}/media/{n}?exp={int(time.time()) + 3600}&sig=refused-by-nginx",
+            "flask": lambda n: f"{bench}/media/{n}",
+        }
+        print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds in rotated order; "
+              f"nginx worker_processes auto ({os.cpu_count()} CPUs), gunicorn 2 workers x 4 threads per service; "
+              f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+        rates = {}  # (size, variant) -> [req/s per round]
+        ratios = {}  # (size, variant) -> [req/s / nginx-static of the same round]
+        order = list(variants)
+        for label, size in SIZES.items():
+            for variant, make_url in variants.items():
+                check(make_url(names[label]), cookie, size)
+                wrk(make_url(names[label]), cookie, 2, args.connections, args.threads)  # warm-up
+            for rnd in range(args.rounds):
+                this_round = {}
+                for variant in order[rnd % len(order):] + order[:rnd % len(order)]:
+                    rate, bad, errors = wrk(variants[variant](names[label]), cookie, args.duration,
+                                            args.connections, args.threads)
+                    if bad or errors:
+                        print(f"  {label} {variant}: non-2xx {bad}, socket errors {errors}", flush=True)
+                    this_round[variant] = rate
+                    rates.setdefault((label, variant), []).append(rate)
+                for variant, rate in this_round.items():
+                    ratios.setdefault((label, variant), []).append(rate / this_round["nginx-static"])
+                print(f"  {label} round {rnd + 1}: " + ", ".join(f"{v} {r:.0f}" for v, r in this_round.items()),
+                      flush=True)
+        print(f"\nload average after: {os.getloadavg()[0]:.1f}")
+        print(f"{'size':>7}  {'variant':<13} {'median req/s':>12}  {'min-max req/s':>15}  {'x nginx-static':>14}"
+              f"  {'(per-round ratios)':<28} target")
+        for label in SIZES:
+            for variant in variants:
+                r, q = rates[label, variant], ratios[label, variant]
+                target = f">= {TARGETS[label]:.2f}" if variant == "gateway" else ""
+                spread = f"{min(r):.0f}-{max(r):.0f}"
+                per_round = " ".join(f"{x:.2f}" for x in q)
+                print(f"{label:>7}  {variant:<13} {statistics.median(r):>12.0f}  {spread:>15}  "
+                      f"{statistics.median(q):>14.2f}  {per_round:<28} {target}")
+
+if __name__ == "__main__":
+    main()
