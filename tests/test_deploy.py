@@ -524,6 +524,19 @@ def test_images_run_gunicorn_like_the_local_stack(name, tmp_path):
     assert f"{service_package(name)}:create_app()" == local.app
 
 
+@pytest.mark.parametrize("name", SERVICES)
+def test_image_python_satisfies_requires_python(name):
+    from packaging.specifiers import SpecifierSet
+    image = parse_dockerfile(dockerfile_path(name))[-1][0][1].split()[0]
+    m = re.match(r"python:(\d+\.\d+)", image)
+    assert m, f"{image}: name the Python version in the tag"
+    for folder in ("lib/webchat_common", f"services/{name}"):
+        spec = SpecifierSet(pyproject(ROOT / folder / "pyproject.toml")["project"]["requires-python"])
+        assert m.group(1) + ".0" in spec, (folder, str(spec), image)
+    assert all(s[0][1].split()[0] == image for s in parse_dockerfile(dockerfile_path(name))), \
+        "build and runtime stages on the same image (the venv links to its Python)"
+
+
 def test_gateway_dockerfile():
     stages = parse_dockerfile(dockerfile_path(GATEWAY))
     runtime = stages[-1]
@@ -625,7 +638,10 @@ def test_package_data_reaches_the_image(folder):
 def test_compose_services():
     services = compose()["services"]
     assert set(services) == {"redis", GATEWAY, *SERVICES}
-    assert services["chat"]["deploy"]["replicas"] == 2
+    import inspect
+    from localstack import Stack
+    local_replicas = inspect.signature(Stack).parameters["chat_replicas"].default
+    assert services["chat"]["deploy"]["replicas"] == local_replicas == 2
     for name in SERVICES + (GATEWAY,):
         spec = services[name]
         assert Path(spec["build"]["context"]) == ROOT, "build context: the repository root"
