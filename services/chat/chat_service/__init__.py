@@ -5,6 +5,7 @@ the route, before the handler body runs: a visitor gets 401, someone else's addr
 foreign ``Origin`` 403, a process that is shutting down 503, all before any upgrade.
 The frames, close codes, settings and Redis keys are documented in ``docs/chat.md``.
 """
+import socket as pysocket
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, render_template, request, session
@@ -68,6 +69,10 @@ def check_handshake():
     # No permessage-deflate: chat frames are small, and a zlib context per socket would cost
     # ~300 KiB of memory each (simple-websocket would otherwise accept the browser's offer).
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    sndbuf = current_app.config["CHAT_SOCKET_SNDBUF"]
+    raw = request.environ.get("gunicorn.socket")
+    if sndbuf and raw is not None:
+        raw.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_SNDBUF, sndbuf)
     return None
 
 

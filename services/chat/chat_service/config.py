@@ -27,6 +27,9 @@ class ChatConfig(Config):
     CHAT_SEND_QUEUE = 512
     #: Seconds one write to a socket may block before the socket is dropped.
     CHAT_SEND_TIMEOUT = 10.0
+    #: Kernel send buffer per socket, bytes (0: the kernel's autotuning).  Smaller means less
+    #: kernel memory per idle socket and a slow reader is noticed sooner.
+    CHAT_SOCKET_SNDBUF = 0
     #: WebSocket ping interval, seconds; keep it below the gateway's proxy_read_timeout (75 s).
     CHAT_PING_INTERVAL = 25.0
     #: Presence TTL, seconds: a process that dies without cleaning up stops counting after this.

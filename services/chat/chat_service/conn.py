@@ -11,6 +11,7 @@ resumes from its last id when it reconnects.
 """
 import collections
 import json
+import logging
 import re
 import time
 
@@ -22,6 +23,8 @@ from webchat_common import keys
 
 from . import metrics
 from .node import PING_FRAME, ZERO, format_id, parse_id, text_frame, ws_frame
+
+log = logging.getLogger(__name__)
 
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -95,6 +98,7 @@ class Connection:
             self.enq_last = mid
         if len(self.out) >= self.node.send_queue:
             metrics.SLOW_CONSUMER_CLOSES.inc()
+            log.warning("closing slow consumer %s: send queue full (%d frames)", self.user, len(self.out))
             self.doom(1008, "too slow: send queue overflow; reconnect to resume")
             return
         self.out.append((mid, frame))
@@ -210,6 +214,7 @@ class Connection:
             wait = next_ping - time.monotonic()
             if wait <= 0:
                 if not ws.pong_received:
+                    log.info("closing %s's socket: no pong for %ss", self.user, interval)
                     self.doom(1001, "ping timeout")
                     continue
                 ws.pong_received = False
@@ -244,6 +249,8 @@ class Connection:
                 self.ws.sock.send(data)
         except gevent.Timeout:
             metrics.SLOW_CONSUMER_CLOSES.inc()
+            log.warning("dropping slow consumer %s: a write blocked for %ss", self.user,
+                        self.node.cfg["CHAT_SEND_TIMEOUT"])
             self._abort()
             raise _Gone() from None
         except OSError:
@@ -261,13 +268,13 @@ class Connection:
         """Send a close frame with ``code`` and ``reason`` and give the peer a moment to
         answer, so the frame is read before the TCP connection goes."""
         ws = self.ws
-        try:
-            with gevent.Timeout(2):
+        with gevent.Timeout(2, False):  # False: a silent timeout, no exception
+            try:
                 if ws.connected:
                     ws.close(reason=code, message=reason)
                 ws.thread.join(2)
-        except Exception:  # noqa: BLE001 - the peer is gone; nothing more to do
-            pass
+            except Exception:  # noqa: BLE001 - the peer is gone; nothing more to do
+                pass
         ws.connected = False
 
     # ---- incoming frames ----------------------------------------------------------------

@@ -361,11 +361,11 @@ class Node:
         res = self.s_snapshot(keys=streams, args=[*starts, count])
         now_ms = int(res[-1])
         entries, gap = [], False
-        for (maxdel, items), start in zip(res[:-1], starts):
+        for (boundary, items), start in zip(res[:-1], starts):
             if start == "-":
                 continue
             s = parse_id(start) or ZERO
-            if (parse_id(maxdel) or ZERO) > s:
+            if (parse_id(boundary) or ZERO) > s:
                 gap = True
             if len(items) >= count:
                 gap = True

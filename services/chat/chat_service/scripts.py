@@ -56,7 +56,10 @@ return {id, msstr}
 #: Read what a user missed, atomically across all their streams (one snapshot, so nothing
 #: published between two reads is lost or doubled).  KEYS: the streams.  ARGV[i]: exclusive
 #: start id for KEYS[i] ("-" = read nothing from it); ARGV[#KEYS+1]: max entries per stream.
-#: Returns, per stream, {max-deleted-entry-id or "0-0", {entries...}} and last: Redis' ms.
+#: Returns, per stream, {boundary, {entries...}} and last: Redis' ms.  ``boundary`` is the
+#: first kept entry when older ones were trimmed ("0-0" otherwise): a start id below it means
+#: messages may have been lost (reported conservatively: also when the client missed exactly
+#: the whole kept history).
 SNAPSHOT = """
 local out = {}
 local n = #KEYS
@@ -66,14 +69,17 @@ for i = 1, n do
   if start == '-' or redis.call('EXISTS', KEYS[i]) == 0 then
     out[i] = {'0-0', {}}
   else
+    -- Trimming (MAXLEN ~) removes the oldest entries: if any was removed, everything older
+    -- than the first kept entry may be gone, so a cursor older than it may have missed some.
+    -- (Redis 7.0 does not update max-deleted-entry-id on trimming, so it cannot be used.)
     local info = redis.call('XINFO', 'STREAM', KEYS[i])
-    local maxdel = '0-0'
-    for j = 1, #info, 2 do
-      if info[j] == 'max-deleted-entry-id' then maxdel = info[j + 1] end
-    end
+    local f = {}
+    for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
+    local boundary = '0-0'
+    if tonumber(f['entries-added']) > tonumber(f['length']) then boundary = f['recorded-first-entry-id'] end
     local rng
     if start == '0-0' then rng = '-' else rng = '(' .. start end
-    out[i] = {maxdel, redis.call('XRANGE', KEYS[i], rng, '+', 'COUNT', count)}
+    out[i] = {boundary, redis.call('XRANGE', KEYS[i], rng, '+', 'COUNT', count)}
   end
 end
 local t = redis.call('TIME')

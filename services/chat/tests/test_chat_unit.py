@@ -1,0 +1,203 @@
+"""Unit tests of the chat service against a real redis-server: the Lua scripts (ids, storage,
+snapshot and gap detection, presence), the Origin rule and the handshake refusals."""
+import json
+import time
+
+import pytest
+
+from chat_service import origin_allowed, scripts
+from chat_service.node import ZERO, format_id, parse_id, ws_frame
+from webchat_common import keys
+from webchat_common.sessions import session_key
+
+
+def register(r, name):
+    r.hset(keys.user(name), mapping={"name": name, "password": "x"})
+
+
+def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_600_000):
+    tail = json.dumps({"sender": sender, "data": data})[1:]
+    return r.register_script(scripts.SEND_PRIVATE)(
+        keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE],
+        args=[tail, maxlen, age_ms, keys.chat_user_channel(receiver)])
+
+
+def send_room(r, room, data="hi", maxlen=1000):
+    tail = json.dumps({"room": room, "sender": "alice", "data": data})[1:]
+    return r.register_script(scripts.SEND_ROOM)(
+        keys=[keys.CHAT_CLOCK, keys.chat_room(room)], args=[tail, maxlen, 3_600_000, keys.chat_room_channel(room)])
+
+
+def test_ids_are_global_and_increasing_across_streams(r):
+    register(r, "Bob")
+    ids = []
+    for i in range(50):
+        if i % 2:
+            mid, ts, name, online = send_private(r, "bob", f"p{i}")
+            assert name == "Bob" and online == 0
+        else:
+            mid, ts = send_room(r, "lobby", f"r{i}")
+        ids.append(parse_id(mid))
+        assert int(ts) == ids[-1][0]
+    assert ids == sorted(ids) and len(set(ids)) == 50
+
+
+def test_clock_never_goes_back(r):
+    register(r, "bob")
+    r.hset(keys.CHAT_CLOCK, "ms", str(int(time.time() * 1000) + 60_000))  # as if the clock jumped back
+    first = parse_id(send_private(r, "bob")[0])
+    second = parse_id(send_private(r, "bob")[0])
+    assert second > first and first[0] >= int(time.time() * 1000) + 59_000
+
+
+def test_private_message_is_stored_as_the_frame_and_published(r):
+    register(r, "bob")
+    ps = r.pubsub()
+    ps.subscribe(keys.chat_user_channel("bob"))
+    ps.get_message(timeout=1)
+    mid, ts, name, online = send_private(r, "BOB", 'quote " and <tag> and ünïcode')
+    (sid, fields), = r.xrange(keys.chat_inbox("bob"))
+    frame = json.loads(fields["f"])
+    assert sid == mid and frame == {"type": "message", "id": mid, "ts": int(ts), "receiver": "bob",
+                                    "sender": "alice", "data": 'quote " and <tag> and ünïcode'}
+    msg = ps.get_message(timeout=1)
+    assert msg["data"] == mid + " " + fields["f"]
+    assert 0 < r.pttl(keys.chat_inbox("bob")) <= 3_600_000
+
+
+def test_unknown_receiver_stores_nothing(r):
+    assert send_private(r, "ghost") == [None]
+    assert not r.exists(keys.chat_inbox("ghost"))
+
+
+def test_online_flag_follows_presence(r):
+    register(r, "bob")
+    up = r.register_script(scripts.PRESENCE_UP)
+    assert up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", 3000, keys.CHAT_PRESENCE_CHANNEL]) == 1
+    assert send_private(r, "bob")[3] == 1
+    # a second node: no second "online"
+    assert up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n2", "bob", 3000, keys.CHAT_PRESENCE_CHANNEL]) == 0
+    down = r.register_script(scripts.PRESENCE_DOWN)
+    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", keys.CHAT_PRESENCE_CHANNEL]) == 0
+    assert send_private(r, "bob")[3] == 1, "still on n2"
+    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n2", "bob", keys.CHAT_PRESENCE_CHANNEL]) == 1
+    assert send_private(r, "bob")[3] == 0
+
+
+def test_sweep_drops_users_of_a_dead_node_once(r):
+    up = r.register_script(scripts.PRESENCE_UP)
+    sweep = r.register_script(scripts.PRESENCE_SWEEP)
+    up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["dead", "bob", 300, keys.CHAT_PRESENCE_CHANNEL])
+    up(keys=[keys.chat_conn("carol"), keys.CHAT_ONLINE], args=["alive", "carol", 60_000, keys.CHAT_PRESENCE_CHANNEL])
+    ps = r.pubsub()
+    ps.subscribe(keys.CHAT_PRESENCE_CHANNEL)
+    ps.get_message(timeout=1)
+    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 100]) == 0
+    time.sleep(0.4)
+    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 100]) == 1
+    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 100]) == 0
+    assert json.loads(ps.get_message(timeout=1)["data"]) == {"type": "presence", "user": "bob", "online": False}
+    assert r.zrange(keys.CHAT_ONLINE, 0, -1) == ["carol"]
+
+
+def test_snapshot_reads_after_the_cursor_and_reports_trimmed_history(r):
+    register(r, "bob")
+    snap = r.register_script(scripts.SNAPSHOT)
+    ids = [send_private(r, "bob", f"m{i}", maxlen=10)[0] for i in range(300)]
+    # MAXLEN ~ trims whole stream nodes: the oldest are gone, the newest kept.
+    kept = [sid for sid, _ in r.xrange(keys.chat_inbox("bob"))]
+    assert kept[-1] == ids[-1] and kept[0] != ids[0]
+    (boundary, entries), now = snap(keys=[keys.chat_inbox("bob")], args=[ids[0], 1000])
+    assert boundary == kept[0] and parse_id(boundary) > parse_id(ids[0]), "trimmed after the cursor: a gap"
+    assert [e[0] for e in entries] == kept
+    (boundary, entries), now = snap(keys=[keys.chat_inbox("bob")], args=[ids[-3], 1000])
+    assert [e[0] for e in entries] == ids[-2:] and parse_id(boundary) < parse_id(ids[-3])
+    register(r, "carol")
+    send_private(r, "carol")
+    (boundary, entries), now = snap(keys=[keys.chat_inbox("carol")], args=["0-0", 1000])
+    assert boundary == "0-0" and len(entries) == 1, "never trimmed: no gap"
+    # "-" reads nothing from that stream; a missing stream is empty
+    res = snap(keys=[keys.chat_inbox("bob"), keys.chat_room("nowhere")], args=["-", "0-0", 1000])
+    assert res[0] == ["0-0", []] and res[1] == ["0-0", []] and int(res[2]) > 0
+
+
+def test_cursor_only_moves_forward(r):
+    cur = r.register_script(scripts.CURSOR_MAX)
+    k = keys.chat_cursor("bob")
+    assert cur(keys=[k], args=["100-5", 60]) == 1
+    assert cur(keys=[k], args=["100-4", 60]) == 0
+    assert cur(keys=[k], args=["99-9", 60]) == 0
+    assert cur(keys=[k], args=["101-0", 60]) == 1
+    assert r.get(k) == "101-0"
+
+
+def test_ids_parse_and_compare():
+    assert parse_id("1700000000000-12") == (1700000000000, 12)
+    assert parse_id("1700000000000-12") > parse_id("1700000000000-9") > parse_id("1699999999999-99")
+    for bad in ("", "12", "a-1", "1-2-3", "-1-2", None, 5, "1" * 20 + "-1"):
+        assert parse_id(bad) is None
+    assert format_id((5, 6)) == "5-6" and ZERO < (0, 1)
+
+
+def test_server_frames_are_valid_websocket_frames():
+    assert ws_frame(1, b"hi") == b"\x81\x02hi"
+    assert ws_frame(1, b"x" * 200)[:4] == b"\x81\x7e\x00\xc8"
+    assert ws_frame(1, b"x" * 70000)[:2] == b"\x81\x7f" and int.from_bytes(ws_frame(1, b"x" * 70000)[2:10], "big") == 70000
+
+
+def test_origin_rule():
+    allowed = {"https://chat.example"}
+    assert origin_allowed("http://127.0.0.1:8080", "127.0.0.1:8080", allowed)
+    assert origin_allowed("https://gw.example", "gw.example", allowed)
+    assert origin_allowed("https://chat.example/", "gw.example", allowed)
+    assert not origin_allowed("http://evil.example", "gw.example", allowed)
+    assert not origin_allowed("http://gw.example.evil", "gw.example", allowed)
+    assert not origin_allowed(None, "gw.example", allowed)
+    assert not origin_allowed("null", "gw.example", allowed)
+    assert not origin_allowed("file://gw.example", "gw.example", allowed)
+
+
+WS_HEADERS = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+              "Sec-WebSocket-Version": "13"}
+
+
+def login(client, r, name):
+    """Plant a session as auth would write it (the contract in webchat_common.sessions)."""
+    sid = "s" * 42 + name[0]
+    r.set(session_key(sid), json.dumps({"created": time.time(), "data": {"user": name, "csrf": "t"}}), ex=60)
+    client.set_cookie("webchat_session", sid)
+
+
+@pytest.mark.parametrize("who, origin, status", [
+    (None, "http://localhost", 401),
+    ("alice", "http://localhost", None),  # the right user and origin get past the hook
+    ("mallory", "http://localhost", 403),
+    ("alice", "http://evil.example", 403),
+    ("alice", None, 403),
+    ("alice", "http://other.example:8443", None),
+])
+def test_handshake_is_refused_before_the_upgrade(app, r, who, origin, status):
+    client = app.test_client()
+    if who:
+        login(client, r, who)
+    headers = dict(WS_HEADERS)
+    if origin:
+        headers["Origin"] = origin
+    if status is None:
+        # Past the checks, flask-sock tries to take over the socket, which the test client
+        # does not have: that error proves the hook let it through.
+        with pytest.raises(RuntimeError, match="Cannot obtain socket"):
+            client.get("/chat/alice", headers=headers, environ_overrides={"wsgi.url_scheme": "ws"})
+    else:
+        resp = client.get("/chat/alice", headers=headers, environ_overrides={"wsgi.url_scheme": "ws"})
+        assert resp.status_code == status
+        assert resp.json["error"]
+
+
+def test_chat_page_needs_login(app, r):
+    client = app.test_client()
+    assert client.get("/chat/", headers={"Accept": "text/html"}).status_code == 302
+    login(client, r, "alice")
+    page = client.get("/chat/", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and b'<span id="chat-user">alice</span>' in page.data
+    assert client.get("/chat/static/chat.js").status_code == 200
