@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, render_template, request, session
 from flask_sock import Sock
+from redis.exceptions import RedisError
 
 import webchat_common
 from webchat_common import current_user, error_response, login_required
@@ -88,8 +89,11 @@ def socket(ws, username):
     node = app.extensions.get("chat_node")
     if node is None:
         node = app.extensions["chat_node"] = Node(app)
-    r = node.redis
-    rooms = {node.default_room, *r.smembers(keys.chat_rooms(username))}
+    try:
+        rooms = {node.default_room, *node.redis.smembers(keys.chat_rooms(username))}
+    except RedisError:
+        ws.close(reason=1011, message="chat store unavailable: try again shortly")
+        return
     last = request.args.get("last_id")
     conn = Connection(node, ws, username, session.key_hash, rooms, parse_id(last) if last else None)
     conn.run()

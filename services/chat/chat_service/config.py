@@ -42,6 +42,8 @@ class ChatConfig(Config):
     CHAT_PUBSUB_HEALTH_INTERVAL = 5.0
     #: Named rooms one user may be in (the default room does not count).
     CHAT_MAX_ROOMS = 50
+    #: Online users listed in the ``hello`` frame (changes come as presence frames).
+    CHAT_HELLO_ONLINE_MAX = 1000
     #: The room everyone is in.
     CHAT_DEFAULT_ROOM = "lobby"
 

@@ -74,6 +74,7 @@ class Connection:
         self.since = since                 # the client's last id (tuple) or None
         self.out = collections.deque()     # (mid or None, frame bytes)
         self.held = None                   # live frames arriving while a replay is read
+        self.holds = 0                     # replays in progress (held is a list while > 0)
         self.enq_last = ZERO               # highest id queued
         self.sent_last = ZERO              # highest id written to the socket
         self.closing = None                # (code, reason) once the socket must close
@@ -109,10 +110,28 @@ class Connection:
             self.closing = (code, reason)
         self.ws.event.set()
 
+    def hold(self):
+        """Keep live frames aside (in order) until :meth:`release`: a replay goes first."""
+        if self.holds == 0:
+            self.held = []
+        self.holds += 1
+
+    def release(self):
+        self.holds -= 1
+        if self.holds == 0:
+            held, self.held = self.held, None
+            for mid, frame in held:
+                self.push(mid, frame)
+            self.ws.event.set()
+
     def catch_up(self):
-        """After the node's pub/sub reconnected: queue what was published meanwhile."""
-        if self.closing is None:
-            self.resync(self.enq_last, announce=False)
+        """After the node's pub/sub reconnected (this socket was put on hold when it was lost):
+        queue what was published meanwhile, then the live frames held since."""
+        try:
+            if self.closing is None:
+                self.resync(self.enq_last, announce=False)
+        finally:
+            self.release()
 
     # ---- replay -------------------------------------------------------------------------
 
@@ -124,7 +143,7 @@ class Connection:
         """Queue the stored messages after ``since`` (None: inbox only, from the start of the
         history) before any live message that arrives meanwhile.  Returns (count, gap)."""
         node = self.node
-        self.held = []
+        self.hold()
         try:
             streams = self.streams()
             floor = (node._now_ms() - node.age_ms, 0)
@@ -153,10 +172,7 @@ class Connection:
                     "type": "sync", "replayed": n, "gap": gap,
                     "last_id": format_id(self.enq_last) if self.enq_last > ZERO else None})))
         finally:
-            held, self.held = self.held, None
-            for mid, frame in held:
-                self.push(mid, frame)
-        self.ws.event.set()
+            self.release()
         return n, gap
 
     # ---- the request greenlet -----------------------------------------------------------
@@ -170,7 +186,7 @@ class Connection:
             self._close(1011, "chat store unavailable: try again shortly")
             return
         try:
-            online = node.online_users()
+            online = node.online_users(limit=node.cfg["CHAT_HELLO_ONLINE_MAX"])
             self.send_raw(text_frame({
                 "type": "hello", "user": self.user, "node": node.id, "online": online,
                 "rooms": sorted(self.rooms), "default_room": node.default_room,

@@ -113,6 +113,7 @@ class Node:
         self.pending = {}        # channel -> Event set on confirmation
         self.ps = None
         self.ps_lock = Semaphore()
+        self.holding = set()     # sockets on hold until the catch-up after a pub/sub reconnect
         self.shutting_down = False
         self._listener = gevent.spawn(self._listen)
         self._beat = gevent.spawn(self._heartbeat)
@@ -243,6 +244,7 @@ class Node:
         interval = self.cfg["CHAT_PUBSUB_HEALTH_INTERVAL"]
         first = True
         backoff = 0.1
+        caught_up_pending = False
         while True:
             ps = None
             try:
@@ -283,12 +285,21 @@ class Node:
                             ev.set()
                         if not caught_up and not self.pending:
                             caught_up = True
+                            caught_up_pending = False
                             backoff = 0.1
-                            gevent.spawn(self._catch_up_all)
+                            holding, self.holding = self.holding, set()
+                            gevent.spawn(self._catch_up_all, holding)
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die
                 log.warning("pub/sub connection lost (%s: %s); reconnecting", exc.__class__.__name__, exc)
                 metrics.REDIS_RECONNECTS.inc()
                 self.ps = None
+                if caught_up_pending is False:
+                    # From now on live frames wait behind the catch-up of every local socket
+                    # (released one by one by _catch_up_all), so none is skipped.
+                    for conn in list(self.conns):
+                        conn.hold()
+                    self.holding = set(self.conns)
+                    caught_up_pending = True
                 first = False
                 try:
                     if ps is not None:
@@ -343,9 +354,10 @@ class Node:
         if new:
             self.subscribe(new)  # no wait: we are the greenlet that reads the confirmations
 
-    def _catch_up_all(self):
-        """After a pub/sub reconnect: every local socket gets what was published meanwhile."""
-        for conn in list(self.conns):
+    def _catch_up_all(self, conns):
+        """After a pub/sub reconnect: every socket that was open when it was lost gets what
+        was published meanwhile (sockets opened since did their own replay)."""
+        for conn in conns:
             try:
                 conn.catch_up()
             except RedisError as exc:
@@ -377,8 +389,10 @@ class Node:
         entries.sort(key=lambda e: e[0])
         return entries, gap, now_ms
 
-    def online_users(self):
-        return self.redis.zrangebyscore(keys.CHAT_ONLINE, self._now_ms(), "+inf")
+    def online_users(self, limit=None):
+        if limit is None:
+            return self.redis.zrangebyscore(keys.CHAT_ONLINE, self._now_ms(), "+inf")
+        return self.redis.zrangebyscore(keys.CHAT_ONLINE, self._now_ms(), "+inf", start=0, num=limit)
 
     @staticmethod
     def _now_ms():
