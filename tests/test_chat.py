@@ -588,6 +588,8 @@ def test_pubsub_reconnect_catches_every_socket_up(chat_stack, r):
         if f.get("type") == "message":
             got.append(f["data"])
     assert got == sent, "every message exactly once, in order, after the subscriber came back"
+    logs = "".join(p.read_text() for p in chat_stack.log_dir.glob("chat-*.log"))
+    assert "pub/sub connection lost" in logs and "pub/sub back: caught up" in logs
     assert r.pubsub_numsub(keys.chat_user_channel(bob.name))[0][1] >= 1
     sa.close()
     sb.close()

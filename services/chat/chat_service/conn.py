@@ -129,7 +129,8 @@ class Connection:
         queue what was published meanwhile, then the live frames held since."""
         try:
             if self.closing is None:
-                self.resync(self.enq_last, announce=False)
+                return self.resync(self.enq_last, announce=False)[0]
+            return 0
         finally:
             self.release()
 

@@ -357,12 +357,14 @@ class Node:
     def _catch_up_all(self, conns):
         """After a pub/sub reconnect: every socket that was open when it was lost gets what
         was published meanwhile (sockets opened since did their own replay)."""
+        total = 0
         for conn in conns:
             try:
-                conn.catch_up()
+                total += conn.catch_up()
             except RedisError as exc:
                 log.warning("catch-up failed for a socket (%s); closing it so it resumes", exc)
                 conn.doom(1011, "could not catch up: reconnect to resume")
+        log.info("pub/sub back: caught up %d sockets with %d messages from history", len(conns), total)
 
     # ---- storage --------------------------------------------------------------------------
 
