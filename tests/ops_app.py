@@ -55,4 +55,15 @@ def create_app():
         t.join()
         return "crashed"
 
+    @app.get("/greenlet-crash")
+    def greenlet_crash():
+        """Under the gevent worker: a greenlet dies with an exception gevent would print."""
+        import gevent
+
+        def crash():
+            raise KeyError("greenlet crash on purpose")
+
+        gevent.spawn(crash).join()
+        return "crashed"
+
     return app

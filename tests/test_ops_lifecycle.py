@@ -212,12 +212,15 @@ def parse_all(lines):
     return parsed
 
 
-def test_every_line_a_service_writes_is_json(gunicorn):
-    g = gunicorn(name="logs")
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
+def test_every_line_a_service_writes_is_json(gunicorn, worker_class):
+    g = gunicorn(name="logs", worker_class=worker_class)
     rid = f"ops-{time.time_ns()}"
     assert get(g.url + "/boom", headers={"X-Request-ID": rid}).status_code == 500
     assert get(g.url + "/warn").status_code == 200
     assert get(g.url + "/thread-crash").status_code == 200
+    if worker_class == "gevent":
+        assert get(g.url + "/greenlet-crash").status_code == 200
     g.proc.send_signal(signal.SIGTERM)
     assert g.proc.wait(30) == 0
     lines = parse_all(g.lines())
@@ -231,6 +234,8 @@ def test_every_line_a_service_writes_is_json(gunicorn):
     assert len(access) == 1 and access[0]["status"] == 500 and access[0]["level"] == "ERROR"
     assert any("a warning on purpose" in o["message"] and o["level"] == "WARNING" for o in lines)
     assert any("thread crash on purpose" in o.get("exc_info", "") for o in lines)
+    if worker_class == "gevent":
+        assert any("greenlet crash on purpose" in o.get("exc_info", "") for o in lines)
     assert lines[-1]["message"].startswith("Shutting down")
 
 
