@@ -122,6 +122,7 @@
     switch (f.type) {
       case "hello":
         attempt = 0;
+        root.dataset.node = f.node;  // which chat process serves us (shown for support and tests)
         online = new Set(f.online || []);
         rooms = new Set(f.rooms || [defaultRoom]);
         renderLists();

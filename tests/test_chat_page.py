@@ -1,0 +1,97 @@
+"""The chat page in a real browser (headless Chromium via Playwright) against the chat test
+stack: contacts with presence, a private conversation, the offline notice, and the automatic
+reconnect that resumes from the last id after the browser's chat process is killed."""
+import os
+import signal
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from test_chat import Person
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def chat_page(chromium, chat_stack):
+    """Open /chat/ in a fresh browser context as a newly registered person."""
+    contexts = []
+
+    def open_as(person):
+        context = chromium.new_context()
+        contexts.append(context)
+        context.add_cookies([{"name": "webchat_session", "value": person.browser.sid, "url": chat_stack.url}])
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.goto(chat_stack.url + "/chat/")
+        expect(page.locator("#chat-status")).to_have_attribute("data-state", "online")
+        return page
+
+    yield open_as
+    for c in contexts:
+        c.close()
+
+
+def test_private_chat_presence_and_offline_notice_in_the_browser(chat_page, chat_stack):
+    alice, bob, carol = Person(chat_stack), Person(chat_stack), Person(chat_stack)
+    pa = chat_page(alice)
+    pb = chat_page(bob)
+    # alice sees bob online (presence pushed to an open page), and carol (registered, offline)
+    expect(pa.locator(f"#contacts li[data-user='{bob.name}']")).to_have_class("online")
+    expect(pa.locator(f"#contacts li[data-user='{carol.name}']")).not_to_have_class("online")
+
+    pa.click(f"#contacts li[data-user='{bob.name}']")
+    pa.fill("#send-text", "hello <b>bob</b> from a browser")
+    pa.click("#send-form button")
+    mine = pa.locator("#messages li.mine")
+    expect(mine).to_have_count(1)
+    expect(mine).not_to_have_class("pending")  # acked
+    # bob: an unread badge on alice, then the conversation (text, not HTML)
+    expect(pb.locator(f"#contacts li[data-user='{alice.name}'] .unread")).to_have_text("1")
+    pb.click(f"#contacts li[data-user='{alice.name}']")
+    expect(pb.locator("#messages li")).to_have_text(alice.name + "hello <b>bob</b> from a browser")
+    assert pb.locator("#messages li b").count() == 0
+
+    # the tutorial's offline notice, and carol gets the message when she comes
+    pa.click(f"#contacts li[data-user='{carol.name}']")
+    pa.fill("#send-text", "see you later")
+    pa.click("#send-form button")
+    expect(pa.locator("#messages li.system")).to_contain_text("receiver is offline")
+    pc = chat_page(carol)
+    expect(pc.locator(f"#contacts li[data-user='{alice.name}'] .unread")).to_have_text("1")
+
+    # rooms: bob joins one; alice's lobby message reaches bob's lobby view
+    pb.fill("#join-name", "browsers")
+    pb.click("#join-form button")
+    expect(pb.locator("#rooms li[data-room='browsers']")).to_have_count(1)
+    pa.click("#rooms li[data-room='lobby']")
+    pa.fill("#send-text", "hi lobby")
+    pa.click("#send-form button")
+    pb.click("#rooms li[data-room='lobby']")
+    expect(pb.locator("#messages li", has_text="hi lobby")).to_have_count(1)
+
+
+def test_page_reconnects_and_resumes_after_its_process_dies(chat_page, chat_stack):
+    alice, bob = Person(chat_stack), Person(chat_stack)
+    pb = chat_page(bob)
+    node = pb.locator("#chat").get_attribute("data-node")
+    sa = alice.connect_not_on(node)
+    sa.send(receiver=bob.name, data="one")
+    sa.expect("ack")
+    pb.click(f"#contacts li[data-user='{alice.name}']")
+    expect(pb.locator("#messages li")).to_have_count(1)
+
+    os.kill(int(node.split("-")[-2]), signal.SIGKILL)  # bob's chat process dies: no close frame
+    expect(pb.locator("#chat-status")).not_to_have_attribute("data-state", "online")
+    sa.send(receiver=bob.name, data="two")  # while bob's page is reconnecting
+    sa.expect("ack")
+    expect(pb.locator("#chat-status")).to_have_attribute("data-state", "online", timeout=20_000)
+    assert pb.locator("#chat").get_attribute("data-node") != node
+    expect(pb.locator("#messages li")).to_have_count(2)  # "two" once, "one" not again
+    expect(pb.locator("#messages li").nth(1)).to_contain_text("two")
+    sa.send(receiver=bob.name, data="three")
+    expect(pb.locator("#messages li")).to_have_count(3)
+    time.sleep(0.5)
+    expect(pb.locator("#messages li")).to_have_count(3)
+    sa.close()
