@@ -234,3 +234,23 @@ def test_gateway_mode_needs_a_secret(redis_url, media_root):
 
     with pytest.raises(RuntimeError, match="MEDIA_URL_SECRET"):
         create_app(as_mapping(FilesTestConfig, REDIS_URL=redis_url, MEDIA_ROOT=str(media_root), MEDIA_GATEWAY=True))
+
+
+def test_metrics_count_uploads_refusals_and_bytes_served(people):
+    from prometheus_client import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    alice = people("alice")
+    uploaded, served = value("webchat_files_bytes_uploaded_total"), value("webchat_files_bytes_served_total")
+    fake, big = (value("webchat_files_uploads_refused_total", reason=r) for r in ("bad_type", "too_large"))
+    name = alice.upload("a.txt", b"12345").json["name"]
+    alice.upload("a.png", b"not a png")
+    alice.upload("a.txt", b"x" * (300 * 1024))
+    alice.client.get(f"/media/{name}")
+    alice.client.get(f"/media/{name}", headers={"Range": "bytes=0-1"})
+    assert value("webchat_files_bytes_uploaded_total") - uploaded == 5
+    assert value("webchat_files_bytes_served_total") - served == 5 + 2
+    assert value("webchat_files_uploads_refused_total", reason="bad_type") - fake == 1
+    assert value("webchat_files_uploads_refused_total", reason="too_large") - big == 1
