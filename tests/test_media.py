@@ -301,3 +301,27 @@ def test_chat_style_sharing_lets_the_other_person_read(gateway, username):
                       headers={"X-CSRF-Token": alice.me()["csrf_token"], **API})
     assert resp.status_code == 200 and resp.json()["added"] == [(username + "b").lower()]
     assert bob.http.get(gateway + f"/media/{body['name']}", timeout=5).content == b"for bob"
+
+
+def test_an_aborted_upload_leaves_nothing(stack, gateway, username):
+    import socket
+
+    alice = person(gateway, username)
+    token = alice.me()["csrf_token"]
+    before = visible_media(stack)
+    incoming_before = set((stack.media_root / ".incoming").iterdir())
+    head = b'--B\r\nContent-Disposition: form-data; name="file"; filename="half.bin"\r\n\r\n'
+    u = urlsplit(gateway)
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(b"POST /media/ HTTP/1.1\r\nHost: " + u.netloc.encode()
+                  + b"\r\nCookie: webchat_session=" + alice.sid.encode()
+                  + b"\r\nX-CSRF-Token: " + token.encode()
+                  + b"\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 2000000\r\n\r\n"
+                  + head + b"x" * 500_000)
+        wait_until(lambda: set((stack.media_root / ".incoming").iterdir()) - incoming_before, timeout=5,
+                   what="the service writing the part into .incoming")
+        assert visible_media(stack) == before
+    wait_until(lambda: set((stack.media_root / ".incoming").iterdir()) == incoming_before, timeout=10,
+               what="the partial upload removed")
+    assert visible_media(stack) == before
+    assert alice.get("/media/", headers=API).json() == {"media": []}
