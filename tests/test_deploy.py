@@ -1127,6 +1127,29 @@ def test_no_secret_values_in_the_deploy_files():
     assert not LITERAL_SECRETS[2].search('--from-literal=url="redis://:$P@redis:6379/0"')
 
 
+def tracked_files():
+    proc = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [ROOT / name for name in proc.stdout.split("\0") if name]
+
+
+def test_no_redis_password_in_any_committed_file():
+    """Beyond the deploy files: no tracked file outside the tests has a Redis URL with a
+    password or a requirepass line (tests may use throwaway values)."""
+    checked = 0
+    for path in tracked_files():
+        if "tests" in path.relative_to(ROOT).parts or not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        checked += 1
+        for pattern in LITERAL_SECRETS[:2]:
+            m = pattern.search(text)
+            assert not m, f"{path.relative_to(ROOT)}: {m.group(0)!r} looks like a committed secret"
+    assert checked > 20
+
+
 def test_no_env_file_is_committed():
     proc = subprocess.run(["git", "ls-files", "--", ".env", "*.env", "secrets"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout
