@@ -169,6 +169,19 @@ def test_request_id_and_user_in_the_gateway_and_the_service_log(stack, gateway, 
         assert line["method"] == "GET" and line["path"] == path and line["status"] == 200
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", line["time"])
 
+    # A WebSocket: the gateway logs the 101 with its user; chat logs it (as 101, with the same
+    # request id) when the socket closes.
+    rid = f"ops-ws-{time.time_ns()}"
+    ws = websocket.create_connection(gateway.replace("http", "ws", 1) + f"/chat/{username}",
+                                     cookie=f"webchat_session={b.sid}", origin=gateway, timeout=10,
+                                     header=[f"X-Request-ID: {rid}"])
+    ws.close()
+    gw = wait_until(lambda: find(stack, ["gateway"], request_id=rid), timeout=5, what="the WebSocket's gateway line")
+    assert gw[0]["status"] == 101 and gw[0]["user"] == username and gw[0]["path"] == f"/chat/{username}"
+    svc = wait_until(lambda: find(stack, service_logs(stack, "chat"), request_id=rid, logger="webchat.access"),
+                     timeout=10, what="the WebSocket's chat line")
+    assert svc[0]["status"] == 101 and svc[0]["user"] == username
+
     # No id from the client: the gateway makes one, and the service logs that same one.
     resp = b.get("/api/me")
     made = resp.headers["X-Request-ID"]

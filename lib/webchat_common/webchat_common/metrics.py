@@ -35,7 +35,8 @@ be computed when scraped (from Redis, say) is a collector registered with
 
 Every service gets, from :func:`webchat_common.init_app`:
 
-- ``webchat_http_requests_total{endpoint,method,status}``: requests answered;
+- ``webchat_http_requests_total{endpoint,method,status}``: requests answered (an accepted
+  WebSocket counts as ``101`` when it closes);
 - ``webchat_http_request_duration_seconds{endpoint,method,status}``: time from the first
   ``before_request`` hook to the response (WebSocket upgrades are counted but not timed:
   their "duration" is the life of the socket).
@@ -150,12 +151,25 @@ def metrics_view():
     return Response(encoder(scrape_registry(current_app)), headers={"Content-Type": content_type})
 
 
-def record_request(response):
+def _is_upgrade():
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def logged_status(response):
+    """The status to log and count: 101 for a WebSocket that was accepted.  flask-sock sends
+    the 101 itself and hands Flask a placeholder 200 response when the socket closes; a
+    refused handshake keeps its own 4xx."""
+    if response.status_code == 200 and _is_upgrade() and request.endpoint is not None:
+        return 101
+    return response.status_code
+
+
+def record_request(response, status=None):
     """Count and time one answered request (called from init_app's ``after_request``)."""
     endpoint = request.endpoint or "none"
     method = request.method if request.method in _METHODS else "other"
-    status = str(response.status_code)
+    status = str(status if status is not None else response.status_code)
     HTTP_REQUESTS.labels(endpoint, method, status).inc()
     start = g.get("start")
-    if start is not None and request.headers.get("Upgrade", "").lower() != "websocket":
+    if start is not None and not _is_upgrade():
         HTTP_LATENCY.labels(endpoint, method, status).observe(time.perf_counter() - start)

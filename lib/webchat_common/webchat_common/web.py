@@ -195,11 +195,11 @@ def init_app(app, service, static_url_path):
     @app.after_request
     def finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        metrics.record_request(response)
+        status = metrics.logged_status(response)
+        metrics.record_request(response, status)
         user = current_user()
         if user:
             response.headers["X-User"] = user  # for the gateway's access log; it strips it
-        status = response.status_code
         access_log.log(
             logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO,
             "request",
