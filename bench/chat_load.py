@@ -186,7 +186,7 @@ PROTOCOLS = {"webchat": WebchatProto, "socketio": SocketIOProto}
 # one client process
 
 class Slot:
-    __slots__ = ("user", "sid", "ws", "node", "hello", "partner", "seq", "error")
+    __slots__ = ("user", "sid", "ws", "node", "hello", "partner", "seq", "rx", "error")
 
     def __init__(self, user, sid):
         self.user, self.sid = user, sid
@@ -194,7 +194,8 @@ class Slot:
         self.node = None
         self.hello = None
         self.partner = None
-        self.seq = 0
+        self.seq = 0   # messages this socket sent
+        self.rx = 0    # messages this socket received
         self.error = None
 
 
@@ -247,6 +248,7 @@ class Client:
                 if kind == "message":
                     now = perf()
                     self.received += 1
+                    slot.rx += 1
                     data = payload.get("data", "") if payload else ""
                     try:
                         t0 = float(data[:data.index(" ")])
@@ -360,10 +362,12 @@ class Client:
             elapsed = time.perf_counter() - t0
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             self.sending = False
-            await asyncio.sleep(1.0)  # drain what is in flight
+            await asyncio.sleep(2.0)  # drain what is in flight
             self.conn.send({"received_window": self.received_window, "elapsed": elapsed,
                             "latencies": self.latencies, "sent": self.sent, "received": self.received,
                             "active_pairs": len(senders),
+                            # pairs whose last message in either direction never arrived (after the drain)
+                            "stalled_pairs": sum(1 for a, b in senders if a.seq + b.seq > a.rx + b.rx),
                             "client_cpu": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
                             "kinds": dict(self.kinds), "samples": self.samples})
             cmd = await self.command()
@@ -513,7 +517,8 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             p50_ms=percentile(lat, 50) * 1000, p99_ms=percentile(lat, 99) * 1000,
             max_ms=(lat[-1] * 1000) if lat else float("nan"),
             sent=sum(o["sent"] for o in outs), received=sum(o["received"] for o in outs),
-            active_pairs=sum(o["active_pairs"] for o in outs),
+            active_pairs=sum(o["active_pairs"] for o in outs), stalled_pairs=sum(o["stalled_pairs"] for o in outs),
+            lost=sum(o["sent"] for o in outs) - sum(o["received"] for o in outs),
             client_cpu_pct=100 * sum(o["client_cpu"] for o in outs) / elapsed,
             worker_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in workers) / wall,
             other_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in variant.other_pids()) / wall,
@@ -685,6 +690,7 @@ def summary(r):
     return (f"{r['variant']:<13} N={r['n']:<6} {r['mode']}: {r['connected']} open ({r['failed']} failed"
             f"{', ' + str(r['connect_errors']) if r['connect_errors'] else ''}) in {r['connect_s']:.1f}s on nodes "
             f"{sorted(r['nodes'].values())}, {r['pairs']} pairs ({r['reopened']} sockets reopened to balance, {r['same_node_pairs']} same-node, {r['active_pairs']} active); "
+            f"{r['sent']} sent, {r['received']} received ({r['lost']} missing after the drain, {r['stalled_pairs']} pairs stalled); "
             f"{r['msgs_per_s']:.0f} msgs/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms; "
             f"RSS {r['rss_before_kib']}->{r['rss_after_kib']} KiB = {r['rss_per_socket_kib']:.1f} KiB/socket; "
             f"CPU workers {r['worker_cpu_pct']:.0f}% nginx+redis {r['other_cpu_pct']:.0f}% client {r['client_cpu_pct']:.0f}% "

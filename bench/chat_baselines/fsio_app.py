@@ -13,6 +13,7 @@ durable inbox; ``FSIO_HISTORY=0`` only forwards.
 import json
 import os
 
+import socketio as socketio_module
 from flask import Flask, request
 from flask_socketio import SocketIO, emit, join_room
 
@@ -23,7 +24,14 @@ def create_app():
     app = Flask(__name__)
     history = os.environ.get("FSIO_HISTORY", "0") == "1"
     r = redis_client()
-    socketio = SocketIO(app, async_mode="gevent", message_queue=os.environ["REDIS_URL"],
+    # The message queue's Redis pool: redis-py caps a pool at 100 connections by default, and
+    # under gevent every greenlet that emits holds one.  With 1,000 sockets publishes then fail
+    # ("Too many connections"); python-socketio reconnects on that and *replaces the pub/sub
+    # connection its listener reads*, so messages published in the next second are lost.  Give
+    # the pool room, as anyone running this for real would.
+    queue = socketio_module.RedisManager(os.environ["REDIS_URL"], channel="flask-socketio",
+                                         redis_options={"max_connections": 20000})
+    socketio = SocketIO(app, async_mode="gevent", client_manager=queue,
                         cors_allowed_origins=None, transports=["websocket"], logger=False,
                         engineio_logger=False)
     users = {}  # sid -> username
