@@ -640,3 +640,26 @@ def test_chat_page_is_served(chat_stack):
     assert js.status_code == 200 and "last_id" in js.text
     assert requests.get(chat_stack.url + "/chat/", timeout=5, allow_redirects=False,
                         headers={"Accept": "text/html"}).status_code == 302
+
+
+def test_chat_metrics_are_exported(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa, sb = alice.connect(), bob.connect()
+    sa.send(receiver=bob.name, data="counted")
+    sb.expect("message")
+    sa.send_raw("not json")
+    sa.expect("error")
+    port = chat_stack.services["chat"].port
+    names = ("webchat_chat_open_sockets", "webchat_chat_messages_in_total", "webchat_chat_messages_out_total",
+             "webchat_chat_delivery_seconds_bucket", 'webchat_chat_frames_refused_total{reason="bad_json"}')
+    # A scrape reaches one of the two processes (each sums its own workers): ask until the
+    # one that refused alice's frame answers.
+    for _ in range(30):
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text  # as the cluster scrapes
+        if all(n in text for n in names):
+            break
+    else:
+        raise AssertionError("chat metrics missing: " + ", ".join(n for n in names if n not in text))
+    assert requests.get(chat_stack.url + "/metrics", timeout=5).status_code == 404
+    sa.close()
+    sb.close()
