@@ -223,6 +223,9 @@ class Client:
 
         proto = self.proto
         async with gate:
+            if time.monotonic() > self.deadline:
+                slot.error = "NotTried: the connect deadline passed"
+                return
             try:
                 slot.hello = asyncio.get_running_loop().create_future()
                 slot.ws = await websockets.connect(
@@ -334,6 +337,7 @@ class Client:
         cfg = self.cfg
         gate = asyncio.Semaphore(cfg["connect_concurrency"])
         t = time.monotonic()
+        self.deadline = t + cfg["connect_deadline"]
         await asyncio.gather(*(self.open(i, s, gate) for i, s in enumerate(self.slots)))
         reopened = await self.rebalance(gate) if cfg["nodes"] >= 2 else 0
         pairs, same = self.pair()
@@ -463,7 +467,8 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             parent, child = mp.Pipe()
             cfg = {"users": [(u, sids[u]) for u in chunk], "protocol": variant.protocol, "ws_base": variant.ws_base,
                    "origin": variant.url, "offset": c * per, "nodes": variant.node_count, "window": args.window, "size": args.size,
-                   "connect_concurrency": args.connect_concurrency}
+                   "connect_concurrency": args.max_connect_concurrency if max_mode else args.connect_concurrency,
+                   "connect_deadline": args.max_connect_time if max_mode else 600}
             p = mp.Process(target=client_process, args=(cfg, child), daemon=True)
             p.start()
             procs.append(p)
@@ -495,9 +500,11 @@ def measure(variant_name, n, args, max_mode=False, active=None):
         profilers = start_profiles(workers, args, f"{variant_name}-{n}") if args.profile else []
         calls0 = redis_calls(variant.redis_url)
         cpu0 = {p: cpu_seconds(p) for p in server_pids}
+        sys0 = {p: cpu_seconds(p, "sys") for p in workers}
         t0 = time.monotonic()
         time.sleep(args.duration)
         cpu1 = {p: cpu_seconds(p) for p in server_pids}
+        sys1 = {p: cpu_seconds(p, "sys") for p in workers}
         calls1 = redis_calls(variant.redis_url)
         wall = time.monotonic() - t0
         for p in profilers:
@@ -521,6 +528,7 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             lost=sum(o["sent"] for o in outs) - sum(o["received"] for o in outs),
             client_cpu_pct=100 * sum(o["client_cpu"] for o in outs) / elapsed,
             worker_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in workers) / wall,
+            worker_sys_share=sum(sys1[p] - sys0[p] for p in workers) / max(1e-9, sum(cpu1[p] - cpu0[p] for p in workers)),
             other_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in variant.other_pids()) / wall,
             # CPU time per delivered message: less at the mercy of other load on the machine than msgs/s
             worker_us_per_msg=1e6 * sum(cpu1[p] - cpu0[p] for p in workers) / delivered if delivered else float("nan"),
@@ -630,6 +638,9 @@ def main(argv=None):
     ap.add_argument("--max-only", action="store_true", help="run only the max-sockets mode")
     ap.add_argument("--max-n", type=int, default=0, help="sockets to try in max mode (default: fd limit - 1000)")
     ap.add_argument("--max-variants", default="webchat,inmem", help="variants for the max-sockets mode")
+    ap.add_argument("--max-connect-time", type=float, default=150,
+                    help="max mode: stop opening sockets after this many seconds and measure what is open (default 150)")
+    ap.add_argument("--max-connect-concurrency", type=int, default=32, help="max mode: handshakes in flight per client process")
     ap.add_argument("--max-active", type=int, default=100, help="pairs that send during the max-sockets run (default 100)")
     ap.add_argument("--chat-env", action="append", default=["CHAT_RATE_LIMIT=100000", "CHAT_RATE_BURST=100000"],
                     metavar="KEY=VALUE", help="environment for webchat's services (default: per-socket rate limit "
@@ -694,7 +705,8 @@ def summary(r):
             f"{r['msgs_per_s']:.0f} msgs/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.0f} ms; "
             f"RSS {r['rss_before_kib']}->{r['rss_after_kib']} KiB = {r['rss_per_socket_kib']:.1f} KiB/socket; "
             f"CPU workers {r['worker_cpu_pct']:.0f}% nginx+redis {r['other_cpu_pct']:.0f}% client {r['client_cpu_pct']:.0f}% "
-            f"= {r['worker_us_per_msg']:.0f}/{r['other_us_per_msg']:.0f}/{r['client_us_per_msg']:.0f} us per message; "
+            f"= {r['worker_us_per_msg']:.0f}/{r['other_us_per_msg']:.0f}/{r['client_us_per_msg']:.0f} us per message "
+            f"(workers {100 * r['worker_sys_share']:.0f}% in the kernel); "
             f"frames {r['kinds']}; Redis calls per message {r['redis_calls_per_msg']}" + (f"; samples {r['samples']}" if r["samples"] else "") + f" [{r['run_s']:.0f}s]")
 
 

@@ -85,12 +85,14 @@ def rss_kib(pid):
     return 0
 
 
-def cpu_seconds(pid):
-    """utime + stime of a process, in seconds."""
+def cpu_seconds(pid, which="all"):
+    """utime + stime of a process (or only ``"user"`` or ``"sys"``), in seconds."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        user, sys_ = int(fields[11]), int(fields[12])
+        ticks = {"all": user + sys_, "user": user, "sys": sys_}[which]
+        return ticks / os.sysconf("SC_CLK_TCK")
     except OSError:
         return 0.0
 
