@@ -5,10 +5,25 @@ import time
 
 import pytest
 
-from chat_service import origin_allowed, scripts
+from chat_service import create_app, origin_allowed, scripts
+from chat_service.config import ChatTestConfig
+from webchat_common import as_mapping
 from chat_service.node import ZERO, format_id, parse_id, ws_frame
 from webchat_common import keys
 from webchat_common.sessions import session_key
+
+
+# Fixtures live here, not in a conftest.py: the integration tests' tests/conftest.py is
+# imported as "conftest" when both folders run in one pytest session.
+@pytest.fixture
+def app(redis_url):
+    return create_app(as_mapping(ChatTestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0,
+                                 CHAT_ALLOWED_ORIGINS="https://chat.example, http://other.example:8443/"))
+
+
+@pytest.fixture
+def r(app):
+    return app.extensions["redis"]
 
 
 def register(r, name):
