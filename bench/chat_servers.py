@@ -136,6 +136,9 @@ class Variant:
         """Processes that are not the chat workers but do work for every message (nginx, Redis)."""
         return []
 
+    def redis_pid(self):
+        return None
+
     def wait_workers(self, timeout=30):
         wait_until(lambda: len(self.workers()) >= len(self.masters()), timeout=timeout, what=f"{self.name} workers")
 
@@ -188,6 +191,9 @@ class WebchatVariant(Variant):
 
     def masters(self):
         return [p.pid for p in self.stack.services["chat"].procs]
+
+    def redis_pid(self):
+        return self.stack.redis.proc.pid if self.stack.redis.proc else None
 
     def other_pids(self):
         pids = [self.stack.redis.proc.pid] if self.stack.redis.proc else []
@@ -250,6 +256,9 @@ class BaselineVariant(Variant):
 
     def masters(self):
         return [p.pid for p in self.procs]
+
+    def redis_pid(self):
+        return self.redis.proc.pid if self.redis.proc else None
 
     def other_pids(self):
         pids = [self.redis.proc.pid] if self.redis.proc else []
