@@ -83,6 +83,7 @@ class Connection:
         self.tokens = float(self.burst)
         self.t_last = time.monotonic()
         self.strikes = 0
+        self.ping_due = False
 
     # ---- called by the dispatcher and other greenlets -----------------------------------
 
@@ -187,17 +188,7 @@ class Connection:
             self._close(1011, "chat store unavailable: try again shortly")
             return
         try:
-            online = node.online_users(limit=node.cfg["CHAT_HELLO_ONLINE_MAX"])
-            self.send_raw(text_frame({
-                "type": "hello", "user": self.user, "node": node.id, "online": online,
-                "rooms": sorted(self.rooms), "default_room": node.default_room,
-                "limits": {"max_frame": node.cfg["CHAT_MAX_FRAME"], "rate": self.rate, "burst": self.burst},
-            }))
-            since, explicit = self.since, self.since is not None
-            if since is None:
-                stored = node.redis.get(keys.chat_cursor(self.user))
-                since = parse_id(stored) if stored else None
-            self.resync(since, announce=True, explicit=explicit)
+            self._start()
             self.loop()
         except RedisError:
             self._close(1011, "chat store unavailable: reconnect to resume")
@@ -206,11 +197,30 @@ class Connection:
         finally:
             node.remove(self)
 
+    def _start(self):
+        """hello, then the replay.  A method of its own so that its temporaries (the online
+        list above all) are freed before the socket's long wait, not kept for its life."""
+        node = self.node
+        online = node.online_users(limit=node.cfg["CHAT_HELLO_ONLINE_MAX"])
+        self.send_raw(text_frame({
+            "type": "hello", "user": self.user, "node": node.id, "online": online,
+            "rooms": sorted(self.rooms), "default_room": node.default_room,
+            "limits": {"max_frame": node.cfg["CHAT_MAX_FRAME"], "rate": self.rate, "burst": self.burst},
+        }))
+        since, explicit = self.since, self.since is not None
+        if since is None:
+            stored = node.redis.get(keys.chat_cursor(self.user))
+            since = parse_id(stored) if stored else None
+        self.resync(since, announce=True, explicit=explicit)
+
+    def ping(self):
+        """Called by the node's pinger every CHAT_PING_INTERVAL (one timer for all sockets)."""
+        self.ping_due = True
+        self.ws.event.set()
+
     def loop(self):
         ws = self.ws
         event = ws.event
-        interval = self.node.cfg["CHAT_PING_INTERVAL"]
-        next_ping = time.monotonic() + interval
         while True:
             if self.closing is not None:
                 self._close(*self.closing)
@@ -225,20 +235,19 @@ class Connection:
             if self.out:
                 self.flush()
                 continue
-            event.clear()
-            if ws.input_buffer or self.out or self.closing is not None or not ws.connected:
-                continue
-            wait = next_ping - time.monotonic()
-            if wait <= 0:
+            if self.ping_due:
+                self.ping_due = False
                 if not ws.pong_received:
-                    log.info("closing %s's socket: no pong for %ss", self.user, interval)
+                    log.info("closing %s's socket: no pong within %ss", self.user, self.node.cfg["CHAT_PING_INTERVAL"])
                     self.doom(1001, "ping timeout")
                     continue
                 ws.pong_received = False
                 self.send_raw(PING_FRAME)
-                next_ping = time.monotonic() + interval
                 continue
-            event.wait(wait)
+            event.clear()
+            if ws.input_buffer or self.out or self.closing is not None or not ws.connected or self.ping_due:
+                continue
+            event.wait()  # no timeout: no timer per socket
 
     def flush(self):
         out = self.out

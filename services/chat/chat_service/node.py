@@ -117,6 +117,7 @@ class Node:
         self.shutting_down = False
         self._listener = gevent.spawn(self._listen)
         self._beat = gevent.spawn(self._heartbeat)
+        self._pinger = gevent.spawn(self._ping_all)
         self._install_sigterm()
 
     # ---- registry -------------------------------------------------------------------------
@@ -401,6 +402,17 @@ class Node:
         return int(time.time() * 1000)
 
     # ---- heartbeat ------------------------------------------------------------------------
+
+    def _ping_all(self):
+        """One timer for every socket: each gets a ping every CHAT_PING_INTERVAL, and is
+        closed when the previous ping got no pong."""
+        interval = self.cfg["CHAT_PING_INTERVAL"]
+        while True:
+            gevent.sleep(interval)
+            for i, conn in enumerate(list(self.conns)):
+                conn.ping()
+                if i % 200 == 199:
+                    gevent.sleep(0)  # let the woken sockets write before waking more
 
     def _heartbeat(self):
         """Every TTL/3: refresh presence of local users, sweep users whose node died, save

@@ -238,12 +238,19 @@
     if (current.charAt(0) === "#") send({ type: "leave", room: current.slice(1) });
   });
 
-  fetch("/api/users", { credentials: "same-origin", headers: { Accept: "application/json" } })
-    .then(function (r) { return r.ok ? r.json() : { users: [] }; })
-    .then(function (d) {
-      contacts = (d.users || []).map(function (u) { return typeof u === "string" ? u : u.name; });
-      renderLists();
-    }).catch(function () { /* contacts come from presence too */ });
+  // Contacts: the registered users, 50 a page (auth's /api/users), up to 40 pages; anyone
+  // else still shows up through presence and conversations.
+  function loadContacts(page) {
+    fetch("/api/users/page/" + page, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : { users: [] }; })
+      .then(function (d) {
+        var users = (d.users || []).map(function (u) { return typeof u === "string" ? u : u.name; });
+        contacts = contacts.concat(users);
+        renderLists();
+        if (users.length === 50 && page < 40) loadContacts(page + 1);
+      }).catch(function () { /* contacts come from presence too */ });
+  }
+  loadContacts(1);
 
   // Chatting is activity: keep the shared session's idle timeout sliding.
   setInterval(function () { fetch("/api/me", { credentials: "same-origin" }); }, 5 * 60 * 1000);
