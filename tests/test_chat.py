@@ -663,3 +663,25 @@ def test_chat_metrics_are_exported(chat_stack):
     assert requests.get(chat_stack.url + "/metrics", timeout=5).status_code == 404
     sa.close()
     sb.close()
+
+
+def test_joining_a_room_from_one_socket_brings_the_others_on_other_processes(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    room = "tabs" + uuid.uuid4().hex[:6]
+    b1 = bob.connect()
+    b2 = bob.connect_not_on(b1.node)  # bob's second tab, on the other process
+    sa = alice.connect()
+    sa.send(type="join", room=room)
+    sa.expect("room", room=room)
+    b1.send(type="join", room=room)
+    b1.expect("room", room=room, action="join")
+    b2.expect("room", room=room, action="join")  # told, and following
+    sa.send(room=room, data="both tabs")
+    for s in (b1, b2):
+        assert s.expect("message", room=room)["data"] == "both tabs"
+    b2.send(type="leave", room=room)
+    b1.expect("room", room=room, action="leave")
+    sa.send(room=room, data="nobody of bob")
+    assert not [f for s in (b1, b2) for f in s.collect(0.7) if f.get("type") == "message"]
+    for s in (sa, b1, b2):
+        s.close()

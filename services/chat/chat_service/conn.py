@@ -177,6 +177,32 @@ class Connection:
             self.release()
         return n, gap
 
+    def follow(self, room, since):
+        """Start getting ``room``: subscribe (waiting for the confirmation), then replay what
+        was published in any of this socket's streams after ``since`` (the last id issued
+        before the join), so no room message is lost between the join and the subscription.
+        Live frames are held meanwhile and released in order."""
+        self.hold()
+        try:
+            ch = self.node.join_local(self, room)
+            if ch:
+                self.node.subscribe([ch], wait=True)
+            self.resync(max(since, self.enq_last), announce=False)
+        finally:
+            self.release()
+
+    def follow_elsewhere(self, room, since):
+        """The user joined ``room`` from another socket (any node): this one follows too.
+        Runs in its own short-lived greenlet (it waits for a subscription confirmation, which
+        the dispatcher that called it delivers)."""
+        try:
+            if self.closing is None and room not in self.rooms:
+                self.follow(room, since)
+        except RedisError:
+            self.doom(1011, "could not join the room here: reconnect to resume")
+        finally:
+            self.release()  # the hold taken by the dispatcher
+
     # ---- the request greenlet -----------------------------------------------------------
 
     def run(self):
@@ -418,13 +444,18 @@ class Connection:
             if room not in self.rooms and r.scard(keys.chat_rooms(self.user)) >= node.cfg["CHAT_MAX_ROOMS"]:
                 self.error("too_many_rooms", f"at most {node.cfg['CHAT_MAX_ROOMS']} rooms", cid)
                 return
-            pipe = r.pipeline(transaction=False)
-            pipe.sadd(keys.chat_rooms(self.user), room)
-            pipe.sadd(keys.chat_members(room), self.user)
-            pipe.execute()
-            ch = node.join_local(self, room)
-            if ch:
-                node.subscribe([ch], wait=True)
+            since = None
+            self.hold()
+            try:
+                pipe = r.pipeline(transaction=False)
+                pipe.hmget(keys.CHAT_CLOCK, "ms", "seq")  # the last id issued before the join
+                pipe.sadd(keys.chat_rooms(self.user), room)
+                pipe.sadd(keys.chat_members(room), self.user)
+                (ms, seq), _, _ = pipe.execute()
+                since = (int(ms or 0), int(seq or 0))
+                self.follow(room, since)
+            finally:
+                self.release()
         else:
             pipe = r.pipeline(transaction=False)
             pipe.srem(keys.chat_rooms(self.user), room)
@@ -434,5 +465,8 @@ class Connection:
                 node.leave_local(self, room)
         # Every socket of this user, on every node, follows (this one included: it gets the
         # frame below as its confirmation).
-        body = json.dumps({"type": "room", "action": kind, "room": room, "cid": cid}, separators=(",", ":"))
+        frame = {"type": "room", "action": kind, "room": room, "cid": cid}
+        if kind == "join":
+            frame["since"] = format_id(since)  # for the user's other sockets: see follow()
+        body = json.dumps(frame, separators=(",", ":"))
         r.publish(keys.chat_user_channel(self.user), "- " + body)

@@ -343,17 +343,17 @@ class Node:
         except (ValueError, KeyError, TypeError):
             return
         frame = ws_frame(0x1, body)
-        new = []
+        since = parse_id(ctl.get("since", "")) or ZERO
         for conn in list(conns):
-            if action == "join":
-                ch = self.join_local(conn, room)
-                if ch:
-                    new.append(ch)
+            if action == "join" and room not in conn.rooms:
+                # Hold its live frames now (in dispatch order); a greenlet of its own waits for
+                # the subscription (we are the greenlet that reads the confirmation) and
+                # replays the room from the join.
+                conn.hold()
+                gevent.spawn(conn.follow_elsewhere, room, since)
             elif action == "leave" and room in conn.rooms:
                 self.leave_local(conn, room)
             conn.push(None, frame)
-        if new:
-            self.subscribe(new)  # no wait: we are the greenlet that reads the confirmations
 
     def _catch_up_all(self, conns):
         """After a pub/sub reconnect: every socket that was open when it was lost gets what
