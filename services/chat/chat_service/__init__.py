@@ -99,13 +99,37 @@ def socket(ws, username):
     conn.run()
 
 
+def _reader_class():
+    import gevent
+
+    # gevent records who spawned each greenlet, with a stack summary (a debugging aid): about
+    # 2.5 KiB per greenlet, i.e. per socket and per connection.  Off in chat.
+    gevent.config.track_greenlet_tree = False
+
+    class Reader(gevent.Greenlet):
+        def __init__(self, target):
+            super().__init__(target)
+
+    return Reader
+
+
+def _event_class():
+    from gevent.event import Event
+
+    return Event
+
+
 def create_app(config=None):
     """App factory.  ``config`` (a mapping) replaces the environment, for tests."""
     app = Flask(__name__)
     webchat_common.load_config(app, ChatConfig, config)
     app.config["CHAT_ORIGINS"] = {
         o.strip().rstrip("/").lower() for o in app.config["CHAT_ALLOWED_ORIGINS"].split(",") if o.strip()}
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": app.config["CHAT_MAX_FRAME"]}
+    # simple-websocket's reader as a plain greenlet with a gevent Event: a monkey-patched
+    # threading.Thread and Event cost about 3 KiB more per socket.  No ping_interval here:
+    # the node pings every socket from one greenlet (see Node._ping_all).
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": app.config["CHAT_MAX_FRAME"],
+                                         "thread_class": _reader_class(), "event_class": _event_class()}
     webchat_common.init_app(app, "chat", static_url_path="/chat/static")
     app.register_blueprint(bp)
     return app

@@ -9,7 +9,6 @@ A slow reader only ever blocks its own greenlet: the dispatcher never writes to 
 appends to a bounded deque; when the deque is full the socket is closed (1008) and the client
 resumes from its last id when it reconnects.
 """
-import collections
 import json
 import logging
 import re
@@ -72,7 +71,7 @@ class Connection:
         self.session_hash = session_hash
         self.rooms = set(rooms)
         self.since = since                 # the client's last id (tuple) or None
-        self.out = collections.deque()     # (mid or None, frame bytes)
+        self.out = []                      # (mid or None, frame bytes); a list: 700 B less than a deque
         self.held = None                   # live frames arriving while a replay is read
         self.holds = 0                     # replays in progress (held is a list while > 0)
         self.enq_last = ZERO               # highest id queued
@@ -281,8 +280,9 @@ class Connection:
         last = None
         first = None
         n = 0
-        while out and len(batch) < BATCH:
-            mid, frame = out.popleft()
+        taken = out[:BATCH]
+        del out[:BATCH]
+        for mid, frame in taken:
             batch.append(frame)
             if mid is not None:
                 last = mid
