@@ -8,7 +8,9 @@ It starts the local stack (the same code as ``make run``: Redis, the services un
 nginx rendered from the one gateway template) with one extra nginx ``server`` block in the same
 nginx process, so every variant shares nginx's workers, ``sendfile`` and access log:
 
-- ``nginx-static``  the file from a plain ``alias`` location: the ceiling;
+- ``nginx-static``  the file from a plain ``alias`` location: the ceiling the targets refer to;
+- ``static-cached`` the same with the ``open_file_cache`` the gateway's media location has, so
+                    the gateway can also be compared like for like;
 - ``gateway``       the signed link the files service handed out (``secure_link`` in nginx,
                     Python not involved): what a page does;
 - ``x-accel``       the gateway with a link nginx refuses, so the files service checks the
@@ -87,6 +89,11 @@ class BenchStack(Stack):
         location /static/ {{
             alias {self.media_root}/;
         }}
+        location /cached/ {{
+            alias {self.media_root}/;
+            open_file_cache max=10000 inactive=60s;
+            open_file_cache_valid 10s;
+        }}
         location /media/ {{
             proxy_pass http://files_alone;
         }}
@@ -144,6 +151,7 @@ def main():
 
         variants = {
             "nginx-static": lambda n: f"{bench}/static/{n}",
+            "static-cached": lambda n: f"{bench}/cached/{n}",
             "gateway": signed,
             "x-accel": lambda n: f"{gw}/media/{n}?exp={int(time.time()) + 3600}&sig=refused-by-nginx",
             "flask": lambda n: f"{bench}/media/{n}",
@@ -153,6 +161,7 @@ def main():
               f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
         rates = {}  # (size, variant) -> [req/s per round]
         ratios = {}  # (size, variant) -> [req/s / nginx-static of the same round]
+        cached_ratios = {}  # the same against static-cached
         order = list(variants)
         for label, size in SIZES.items():
             for variant, make_url in variants.items():
@@ -169,19 +178,21 @@ def main():
                     rates.setdefault((label, variant), []).append(rate)
                 for variant, rate in this_round.items():
                     ratios.setdefault((label, variant), []).append(rate / this_round["nginx-static"])
+                    cached_ratios.setdefault((label, variant), []).append(rate / this_round["static-cached"])
                 print(f"  {label} round {rnd + 1}: " + ", ".join(f"{v} {r:.0f}" for v, r in this_round.items()),
                       flush=True)
         print(f"\nload average after: {os.getloadavg()[0]:.1f}")
         print(f"{'size':>7}  {'variant':<13} {'median req/s':>12}  {'min-max req/s':>15}  {'x nginx-static':>14}"
-              f"  {'(per-round ratios)':<28} target")
+              f"  {'(per-round ratios)':<36} {'x static-cached':>15}  target")
         for label in SIZES:
             for variant in variants:
                 r, q = rates[label, variant], ratios[label, variant]
                 target = f">= {TARGETS[label]:.2f}" if variant == "gateway" else ""
                 spread = f"{min(r):.0f}-{max(r):.0f}"
                 per_round = " ".join(f"{x:.2f}" for x in q)
+                vs_cached = statistics.median(cached_ratios[label, variant])
                 print(f"{label:>7}  {variant:<13} {statistics.median(r):>12.0f}  {spread:>15}  "
-                      f"{statistics.median(q):>14.2f}  {per_round:<28} {target}")
+                      f"{statistics.median(q):>14.2f}  {per_round:<36} {vs_cached:>15.2f}  {target}")
 
 if __name__ == "__main__":
     main()
