@@ -462,7 +462,9 @@ def test_flooding_gets_error_frames_then_1008(chat_stack):
     assert any(f.get("code") == "rate_limited" for f in frames if f["type"] == "error")
     assert code == 1008 and "rate" in reason
     got = [f for f in sb.collect(1.5) if f.get("type") == "message"]
-    assert 25 <= len(got) <= 40, "the burst got through, the rest was refused"
+    # The burst (30) and what the bucket refilled (20/s) while the server read the flood got
+    # through; then 5 refusals closed the socket, so most of the 80 never counted.
+    assert 25 <= len(got) <= 60, "the burst got through, the rest was refused"
     carol = person(chat_stack)
     sc = carol.connect()
     sc.send(receiver=bob.name, data="not affected")

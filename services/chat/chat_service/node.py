@@ -441,15 +441,17 @@ class Node:
                 prev = users.get(c.user)
                 if prev is None or c.sent_last > prev:
                     users[c.user] = c.sent_last
-        if users:
+        items = list(users.items())
+        for i in range(0, len(items), 500):  # in slices, so Redis is never busy long for us
+            chunk = items[i:i + 500]
             pipe = self.redis.pipeline(transaction=False)
-            for user, sent in users.items():
+            for user, sent in chunk:
                 pipe.zadd(keys.chat_conn(user), {self.id: exp})
                 pipe.pexpire(keys.chat_conn(user), self.ttl_ms)
                 if sent > ZERO:
                     self.s_cursor(keys=[keys.chat_cursor(user)],
                                   args=[format_id(sent), int(self.cfg["CHAT_HISTORY_AGE"])], client=pipe)
-            pipe.zadd(keys.CHAT_ONLINE, {u: exp for u in users}, gt=True)
+            pipe.zadd(keys.CHAT_ONLINE, {u: exp for u, _ in chunk}, gt=True)
             pipe.execute()
         self.s_sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 500])
 
