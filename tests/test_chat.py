@@ -209,6 +209,16 @@ def test_private_message_across_processes_with_server_set_sender(chat_stack):
     sb.close()
 
 
+def test_a_message_sent_just_before_closing_is_delivered(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sb = bob.connect()
+    sa = alice.connect()
+    sa.send(receiver=bob.name, data="send and go")
+    sa.ws.close()  # at once, without waiting for the ack
+    assert sb.expect("message")["data"] == "send and go"
+    sb.close()
+
+
 def test_handshake_refused_before_upgrade(chat_stack):
     alice, bob = person(chat_stack), person(chat_stack)
     for kwargs, status in (

@@ -251,6 +251,10 @@ class Connection:
                 self._close(*self.closing)
                 return
             if not ws.connected:
+                # Frames that arrived just before the client's close are still handled (a
+                # script may send and close at once): stored and published, replies dropped.
+                while ws.input_buffer:
+                    self.handle(ws.input_buffer.pop(0))
                 return
             if ws.input_buffer:
                 self.handle(ws.input_buffer.pop(0))
