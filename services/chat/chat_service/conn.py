@@ -248,6 +248,13 @@ class Connection:
         event = ws.event
         while True:
             if self.closing is not None:
+                if self.closing[0] == 1012 and ws.connected:
+                    # A restart is not the client's fault: what it sent before it heard of
+                    # the restart is handled and acked first.
+                    while ws.input_buffer:
+                        self.handle(ws.input_buffer.pop(0))
+                    if self.out:
+                        self.flush()
                 self._close(*self.closing)
                 return
             if not ws.connected:

@@ -191,6 +191,12 @@
     };
     ws.onclose = function (ev) {
       ws = null;
+      // Sent but never acknowledged: it may or may not have been stored; say so.
+      Object.keys(pending).forEach(function (cid) {
+        var it = pending[cid];
+        if (!it.id) { it.pending = false; it.data += "  (not confirmed: the connection dropped)"; delete pending[cid]; }
+      });
+      renderMessages();
       setStatus("offline", "disconnected" + (ev.reason ? " (" + ev.reason + ")" : ""));
       if (ev.code === 1008 && /session/.test(ev.reason)) { location.href = "/login?next=/chat/"; return; }
       if (!opened && attempt >= 2) {
