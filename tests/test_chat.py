@@ -697,3 +697,32 @@ def test_joining_a_room_from_one_socket_brings_the_others_on_other_processes(cha
     assert not [f for s in (b1, b2) for f in s.collect(0.7) if f.get("type") == "message"]
     for s in (sa, b1, b2):
         s.close()
+
+
+def test_redis_restart_is_survived(chat_stack):
+    """Redis goes away and comes back empty (the test Redis keeps nothing): open sockets of
+    sessions that no longer exist are closed, and chat works again by itself."""
+    alice = person(chat_stack)
+    s = alice.connect()
+    chat_stack.redis.stop()
+    try:
+        time.sleep(1.5)
+    finally:
+        chat_stack.redis.start()
+    closed = s.expect_close(timeout=15)
+    assert closed.code in (1008, 1011)
+    # everything again, across both processes (scripts reloaded, pub/sub resubscribed)
+    carol, dave = Person(chat_stack), Person(chat_stack)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            sc, sd = two_nodes(carol, dave)
+            break
+        except (websocket.WebSocketException, Closed, TimeoutError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    sc.send(receiver=dave.name, data="after the restart")
+    assert sd.expect("message", timeout=10)["data"] == "after the restart"
+    sc.close()
+    sd.close()
