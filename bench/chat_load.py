@@ -276,6 +276,10 @@ class Client:
                     self.samples[kind] = str(payload)[:300]
         except Exception as exc:  # noqa: BLE001 - a socket dropped: counted
             self.kinds["reader-" + type(exc).__name__] += 1
+            rcvd = getattr(exc, "rcvd", None)
+            if rcvd is not None:  # the server closed it: keep its close code and reason
+                key = f"closed {rcvd.code} {rcvd.reason}"[:120]
+                self.kinds[key] += 1
             if slot.hello is not None and not slot.hello.done():
                 slot.hello.set_exception(exc)
 
