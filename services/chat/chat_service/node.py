@@ -256,8 +256,15 @@ class Node:
                     self.ps = ps
                     wanted = self.wanted_channels()
                     self.subscribed.clear()
+                    # Every wanted channel is (re)subscribed now; a socket already waiting for
+                    # one keeps its event.  Pending channels no longer wanted (their socket
+                    # left while the connection was down) are released and forgotten, or a
+                    # later socket of that user would wait for a SUBSCRIBE never sent.
+                    old, self.pending = self.pending, {}
                     for ch in wanted:
-                        self.pending.setdefault(ch, Event())
+                        self.pending[ch] = old.pop(ch, None) or Event()
+                    for ev in old.values():
+                        ev.set()
                     ps.subscribe(*wanted)
                 last_seen = time.monotonic()
                 pinged = False
