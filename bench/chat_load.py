@@ -668,6 +668,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     soft, hard = raise_nofile()
+    print(f"# code under test: {code_version()}", flush=True)
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; "
           f"nofile {soft}/{hard}; webchat env {args.chat_env}; window {args.window}, {args.size} B messages, {args.duration:.0f}+{args.warmup:.0f} s per run",
           flush=True)
@@ -709,6 +710,24 @@ def main(argv=None):
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
+
+
+def code_version():
+    """Where the chat service is imported from, and its git commit (with "+changes" when the
+    working tree differs), so that a figure can be tied to the code it measured."""
+    import subprocess
+
+    import chat_service
+
+    where = Path(chat_service.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", ".", "../../lib"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        head, dirty = "", ""
+    return f"chat_service from {where} at {head or 'no git'}{' +uncommitted changes' if dirty else ''}"
 
 
 def summary(r):
