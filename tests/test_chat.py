@@ -726,3 +726,51 @@ def test_redis_restart_is_survived(chat_stack):
     assert sd.expect("message", timeout=10)["data"] == "after the restart"
     sc.close()
     sd.close()
+
+
+def _png():
+    """A real 1x1 PNG (the files service checks the magic number)."""
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+
+
+def test_a_shared_file_is_readable_by_the_conversation_only(chat_stack):
+    alice, bob, carol, dave = (person(chat_stack) for _ in range(4))
+    up = alice.browser.post("/media/", files={"file": ("cat.png", _png())},
+                            headers={"X-CSRF-Token": alice.browser.me()["csrf_token"], "Accept": "application/json"})
+    assert up.status_code == 201, up.text
+    name = up.json()["name"]
+    get = lambda p: p.browser.http.get(chat_stack.url + "/media/" + name, timeout=5)  # noqa: E731
+    assert get(bob).status_code == 404, "not shared yet"
+    sa, sb, sc = alice.connect(), bob.connect(), carol.connect()
+    sa.send(receiver=bob.name, data="look", media=name, cid="m")
+    sa.expect("ack", cid="m")
+    got = sb.expect("message")
+    assert got["media"] == name and got["data"] == "look"
+    shown = get(bob)
+    assert shown.status_code == 200 and shown.content == _png()
+    assert get(carol).status_code == 404
+    # Only the owner may share it: carol cannot hand alice's file to herself or anyone.
+    sc.send(receiver=carol.name, data="mine now", media=name, cid="x")
+    assert sc.expect("error", cid="x")["code"] == "bad_media"
+    assert get(carol).status_code == 404
+    # In a named room: its members at the time can read it; not in the default room.
+    room = "pics" + uuid.uuid4().hex[:6]
+    for s in (sa, sc):
+        s.send(type="join", room=room)
+        s.expect("room", room=room)
+    sa.send(room=room, data="for the room", media=name, cid="r")
+    sc.expect("message", room=room)
+    assert get(carol).status_code == 200
+    assert get(dave).status_code == 404
+    sa.send(room=sa.hello["default_room"], data="everyone?", media=name, cid="l")
+    assert sa.expect("error", cid="l")["code"] == "bad_media"
+    sa.send(receiver=bob.name, data="x", media="../../etc/passwd", cid="t")
+    assert sa.expect("error", cid="t")["code"] == "bad_media"
+    for s in (sa, sb, sc):
+        s.close()

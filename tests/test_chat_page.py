@@ -71,6 +71,19 @@ def test_private_chat_presence_and_offline_notice_in_the_browser(chat_page, chat
     pb.click("#rooms li[data-room='lobby']")
     expect(pb.locator("#messages li", has_text="hi lobby")).to_have_count(1)
 
+    # a picture: uploaded by alice's page, shown in bob's (his own signed link)
+    from test_chat import _png
+    pa.click(f"#contacts li[data-user='{bob.name}']")
+    pa.set_input_files("#send-file", files=[{"name": "cat.png", "mimeType": "image/png", "buffer": _png()}])
+    pa.fill("#send-text", "a cat")
+    pa.click("#send-form button")
+    expect(pa.locator("#messages li.mine img.media")).to_have_count(1)
+    pb.click(f"#contacts li[data-user='{alice.name}']")
+    img = pb.locator("#messages li img.media")
+    expect(img).to_have_count(1)
+    pb.wait_for_function("() => { const i = document.querySelector('#messages li img.media');"
+                         " return i && i.complete && i.naturalWidth === 1; }")
+
 
 def test_page_reconnects_and_resumes_after_its_process_dies(chat_page, chat_stack):
     alice, bob = Person(chat_stack), Person(chat_stack)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+MEDIA_RE = re.compile(r"^[A-Za-z0-9_-]{22}\.[a-z0-9]{2,4}$")  # the files service's stored names
 BATCH = 64
 
 
@@ -411,14 +412,18 @@ class Connection:
             self.error("bad_frame", "give exactly one of receiver (a user name) or room", cid)
             return
         node = self.node
-        cfg = node.cfg
         fields = {"sender": self.user, "data": data}
         if cid is not None:
             fields["cid"] = cid
-        if receiver is not None:
-            if not isinstance(receiver, str) or not NAME_RE.match(receiver):
-                self.error("unknown_receiver", "no such user", cid)
+        if receiver is not None and (not isinstance(receiver, str) or not NAME_RE.match(receiver)):
+            self.error("unknown_receiver", "no such user", cid)
+            return
+        media = msg.get("media")
+        if media is not None:
+            if not self._share_media(media, receiver, room, cid):
                 return
+            fields["media"] = media
+        if receiver is not None:
             tail = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]
             res = node.s_private(
                 keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE],
@@ -441,6 +446,39 @@ class Connection:
         mid, ts = node.s_room(keys=[keys.CHAT_CLOCK, keys.chat_room(room)],
                               args=[tail, node.maxlen, node.age_ms, keys.chat_room_channel(room)])
         self.out.append((None, text_frame({"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "room": room})))
+
+    def _share_media(self, name, receiver, room, cid):
+        """A message may carry one of the sender's uploads (``media``: its name in the files
+        service).  The people of the conversation are added to its readers (the files
+        service's ``media:<name>:readers``, see docs/media.md) before the message goes out,
+        so their browsers can open ``/media/<name>``.  Only the owner can share a file."""
+        node = self.node
+        if not isinstance(name, str) or not MEDIA_RE.match(name):
+            self.error("bad_media", "media must be the name of a file you uploaded", cid)
+            return False
+        if room is not None and room == node.default_room:
+            self.error("bad_media", "files are shared in private conversations and named rooms", cid)
+            return False
+        if room is not None and (not isinstance(room, str) or room not in self.rooms):
+            self.error("not_member", "join the room first", cid)
+            return False
+        r = node.redis
+        pipe = r.pipeline(transaction=False)
+        pipe.hget(keys.media(name), "owner")
+        if receiver is not None:
+            pipe.hget(keys.user(receiver), "name")
+        else:
+            pipe.smembers(keys.chat_members(room))
+        owner, who = pipe.execute()
+        if not owner or owner.lower() != self.lower:
+            self.error("bad_media", "no such file of yours", cid)
+            return False
+        if not who:
+            self.error("unknown_receiver", f"no such user: {receiver}", cid)
+            return False
+        readers = [who.lower()] if receiver is not None else [m.lower() for m in who]
+        r.sadd(keys.media_readers(name), *readers)
+        return True
 
     def _membership(self, kind, room, cid):
         node = self.node

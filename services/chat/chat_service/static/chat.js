@@ -74,6 +74,20 @@
         who.textContent = it.sender;
         el.appendChild(who);
         el.appendChild(document.createTextNode(it.data));
+        if (it.media) {
+          // /media/<name> redirects each allowed reader to their own signed link.
+          var href = "/media/" + encodeURIComponent(it.media);
+          if (/\.(png|jpe?g|gif|webp)$/i.test(it.media)) {
+            var img = document.createElement("img");
+            img.className = "media"; img.src = href; img.alt = it.data;
+            el.appendChild(img);
+          } else {
+            var a = document.createElement("a");
+            a.className = "media"; a.href = href; a.target = "_blank"; a.rel = "noopener";
+            a.textContent = "open the file";
+            el.appendChild(a);
+          }
+        }
         if (it.id) el.dataset.id = it.id;
       }
       box.appendChild(el);
@@ -145,7 +159,7 @@
           if (key === current) renderMessages();
           break;
         }
-        addItem(key, { id: f.id, sender: f.sender, data: f.data });
+        addItem(key, { id: f.id, sender: f.sender, data: f.data, media: f.media });
         break;
       case "ack":
         var item = pending[f.cid];
@@ -217,20 +231,52 @@
     return true;
   }
 
+  function sendMessage(text, media) {
+    var cid = "c" + (++cidSeq) + "-" + Date.now();
+    var frame = { data: text, cid: cid };
+    if (media) frame.media = media;
+    if (current.charAt(0) === "#") frame.room = current.slice(1); else frame.receiver = current.slice(1);
+    if (!send(frame)) return false;
+    notice("");
+    var item = { sender: me, data: text, media: media, pending: true };
+    pending[cid] = item;
+    addItem(current, item);
+    return true;
+  }
+
+  // A file: uploaded to the files service first (POST /media/, with the session's CSRF
+  // token), then sent as a message whose "media" is its name; chat lets the conversation read it.
+  function sendFile(file, caption) {
+    notice("Uploading " + file.name + "…");
+    fetch("/api/me", { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.json(); })
+      .then(function (me_) {
+        var body = new FormData();
+        body.append("file", file);
+        return fetch("/media/", { method: "POST", body: body, credentials: "same-origin",
+                                  headers: { Accept: "application/json", "X-CSRF-Token": me_.csrf_token } });
+      })
+      .then(function (r) { return r.json().then(function (d) { return { ok: r.ok, d: d }; }); })
+      .then(function (res) {
+        if (!res.ok) { notice("Upload refused: " + (res.d.error || "error")); return; }
+        sendMessage(caption || res.d.original_name || res.d.name, res.d.name);
+      })
+      .catch(function () { notice("Upload failed."); });
+  }
+
   $("send-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
     var input = $("send-text");
+    var fileInput = $("send-file");
     var text = input.value;
+    if (fileInput.files && fileInput.files.length) {
+      sendFile(fileInput.files[0], text.trim());
+      fileInput.value = "";
+      input.value = "";
+      return;
+    }
     if (!text.trim()) return;
-    var cid = "c" + (++cidSeq) + "-" + Date.now();
-    var frame = { data: text, cid: cid };
-    if (current.charAt(0) === "#") frame.room = current.slice(1); else frame.receiver = current.slice(1);
-    if (!send(frame)) return;
-    notice("");
-    var item = { sender: me, data: text, pending: true };
-    pending[cid] = item;
-    addItem(current, item);
-    input.value = "";
+    if (sendMessage(text)) input.value = "";
   });
 
   $("join-form").addEventListener("submit", function (ev) {
