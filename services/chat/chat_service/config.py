@@ -35,6 +35,8 @@ class ChatConfig(Config):
     #: Presence TTL, seconds: a process that dies without cleaning up stops counting after this.
     #: Each process refreshes its users every TTL/3.
     CHAT_PRESENCE_TTL = 30.0
+    #: Presence changes are collected this long, seconds, and pushed to every socket together.
+    CHAT_PRESENCE_BATCH = 0.25
     #: Seconds between checks that each open socket's session still exists (expiry, deletion
     #: that was not announced on ``sessions:ended``).
     CHAT_SESSION_CHECK_INTERVAL = 30.0

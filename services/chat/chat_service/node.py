@@ -114,6 +114,8 @@ class Node:
         self.ps = None
         self.ps_lock = Semaphore()
         self.holding = set()     # sockets on hold until the catch-up after a pub/sub reconnect
+        self.presence_pending = {}   # user -> presence frame JSON, until the next batch
+        self.presence_flush_scheduled = False
         self.shutting_down = False
         self._listener = gevent.spawn(self._listen)
         self._beat = gevent.spawn(self._heartbeat)
@@ -336,12 +338,32 @@ class Node:
             for conn in list(conns):
                 conn.push(mid, frame)
         elif channel == _PRESENCE:
-            frame = ws_frame(0x1, data)
-            for conn in list(self.conns):
-                conn.push(None, frame)
+            # Batched: every socket hears every change, so pushing each one at once would cost
+            # O(sockets) per connect (O(n^2) while a big node fills up).  Changes are collected
+            # for CHAT_PRESENCE_BATCH seconds (the last state of a user wins) and written to each
+            # socket as one write of ordinary presence frames.
+            try:
+                change = json.loads(data)
+                self.presence_pending[change["user"]] = data
+            except (ValueError, KeyError, TypeError):
+                return
+            if not self.presence_flush_scheduled:
+                self.presence_flush_scheduled = True
+                gevent.spawn_later(self.cfg["CHAT_PRESENCE_BATCH"], self._flush_presence)
         elif channel == _ENDED:
             for conn in list(self.by_session.get(data.decode(), ())):
                 conn.doom(1008, "session ended: log in again")
+
+    def _flush_presence(self):
+        self.presence_flush_scheduled = False
+        changes, self.presence_pending = self.presence_pending, {}
+        if not changes:
+            return
+        blob = b"".join(ws_frame(0x1, data) for data in changes.values())
+        for i, conn in enumerate(list(self.conns)):
+            conn.push(None, blob)
+            if i % 500 == 499:
+                gevent.sleep(0)  # let sockets write between slices on a big node
 
     def _control(self, conns, body):
         try:
