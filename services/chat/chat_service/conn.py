@@ -51,6 +51,17 @@ class LockedSocket:
             self.raw.sendall(data)
         return len(data)
 
+    def try_send(self, data):
+        """One non-blocking write (the OS socket under gevent's is non-blocking): the bytes
+        not written yet, or None when the lock is taken (the caller then waits its turn)."""
+        if self.lock.locked():
+            return None
+        try:
+            n = self.raw._sock.send(data)
+        except BlockingIOError:
+            return data
+        return data[n:]
+
     def recv(self, n):
         return self.raw.recv(n)
 
@@ -309,6 +320,12 @@ class Connection:
 
     def send_raw(self, data):
         try:
+            # Fast path: most writes fit in the kernel buffer at once, with no timer to arm.
+            rest = self.ws.sock.try_send(data)
+            if rest is not None:
+                if not rest:
+                    return
+                data = rest
             with gevent.Timeout(self.node.cfg["CHAT_SEND_TIMEOUT"]):
                 self.ws.sock.send(data)
         except gevent.Timeout:
