@@ -442,9 +442,10 @@ class Connection:
             fields["media"] = media
         if receiver is not None:
             tail = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]
-            res = node.s_private(
-                keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE],
-                args=[tail, node.maxlen, node.age_ms, keys.chat_user_channel(receiver)])
+            res = node.run_send(
+                node.s_private,
+                [keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE],
+                [tail, node.maxlen, node.age_ms, keys.chat_user_channel(receiver)])
             if not res or not res[0]:
                 self.error("unknown_receiver", f"no such user: {receiver}", cid)
                 return
@@ -460,8 +461,8 @@ class Connection:
             self.error("not_member", "join the room first", cid)
             return
         tail = json.dumps({"room": room, **fields}, ensure_ascii=False, separators=(",", ":"))[1:]
-        mid, ts = node.s_room(keys=[keys.CHAT_CLOCK, keys.chat_room(room)],
-                              args=[tail, node.maxlen, node.age_ms, keys.chat_room_channel(room)])
+        mid, ts = node.run_send(node.s_room, [keys.CHAT_CLOCK, keys.chat_room(room)],
+                                [tail, node.maxlen, node.age_ms, keys.chat_room_channel(room)])
         self.out.append((None, text_frame({"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "room": room})))
 
     def _share_media(self, name, receiver, room, cid):

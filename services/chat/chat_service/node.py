@@ -27,10 +27,10 @@ import uuid
 
 import gevent
 import redis
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
 from webchat_common import keys
@@ -120,6 +120,9 @@ class Node:
         self._listener = gevent.spawn(self._listen)
         self._beat = gevent.spawn(self._heartbeat)
         self._pinger = gevent.spawn(self._ping_all)
+        self.sends = []          # (script, keys, args, AsyncResult) waiting for the next batch
+        self.sends_ready = Event()
+        self._sender = gevent.spawn(self._send_loop)
         self._install_sigterm()
 
     # ---- registry -------------------------------------------------------------------------
@@ -397,6 +400,53 @@ class Node:
         log.info("pub/sub back: caught up %d sockets with %d messages from history", len(conns), total)
 
     # ---- storage --------------------------------------------------------------------------
+
+    def run_send(self, script, keys_, args):
+        """Run a send script (store + publish) in the next batch and return its result.
+
+        One greenlet per node runs the sends of all its sockets: whatever accumulated while
+        the previous batch was in Redis goes out as one pipeline (one pool checkout, one write,
+        one read for k messages).  Each socket still sends one message at a time, so its own
+        messages are stored in order."""
+        res = AsyncResult()
+        self.sends.append((script, keys_, args, res))
+        self.sends_ready.set()
+        return res.get()
+
+    def _send_loop(self):
+        while True:
+            self.sends_ready.wait()
+            self.sends_ready.clear()
+            while self.sends:
+                batch, self.sends = self.sends[:256], self.sends[256:]
+                try:
+                    results = self._run_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - every waiter gets the error
+                    for *_, res in batch:
+                        res.set_exception(exc)
+                    continue
+                for (*_, res), result in zip(batch, results):
+                    if isinstance(result, Exception):
+                        res.set_exception(result)
+                    else:
+                        res.set(result)
+
+    def _run_batch(self, batch):
+        pipe = self.redis.pipeline(transaction=False)
+        for script, keys_, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        results = pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # Redis restarted (or SCRIPT FLUSH): load and run just those again
+            for script in {batch[i][0] for i in missing}:
+                script.sha = self.redis.script_load(script.script)
+            pipe = self.redis.pipeline(transaction=False)
+            for i in missing:
+                script, keys_, args, _ = batch[i]
+                pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+            for i, r in zip(missing, pipe.execute(raise_on_error=False)):
+                results[i] = r
+        return results
 
     def snapshot(self, streams, starts):
         """Read ``streams`` after their start ids (``"-"``: skip) in one atomic script.
