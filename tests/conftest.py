@@ -145,3 +145,16 @@ def chat_stack(tmp_path_factory):
     kill and restart chat processes and use short timeouts."""
     with Stack(tmp_path_factory.mktemp("chatstack"), chat_replicas=2, env=CHAT_TEST_ENV) as s:
         yield s
+
+
+def tiny_png(width=2, height=2, rgb=(200, 30, 30)):
+    """A real, decodable PNG (browsers render it; the files service detects it)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))

@@ -23,7 +23,8 @@ def test_one_session_is_seen_by_every_service(browser, username):
 
     home = browser.get("/")
     assert home.status_code == 200 and f'<span id="username">{username}</span>' in home.text
-    assert browser.get("/media/").json() == {"media": []}
+    assert browser.get("/media/", headers={"Accept": "application/json"}).json() == {"media": []}
+    assert 'id="no-media"' in browser.get("/media/").text  # a browser gets the media page
     chat = browser.get("/chat/")
     assert chat.status_code == 200 and f'<span id="chat-user">{username}</span>' in chat.text
     assert browser.me()["user"] == username

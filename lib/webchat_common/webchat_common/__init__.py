@@ -3,8 +3,10 @@
 from .config import Config, TestConfig, as_mapping, load_config
 from .redis_store import get_redis
 from .web import (
+    CSRF_REFUSED,
     csrf_exempt,
     csrf_token,
+    csrf_valid,
     current_user,
     error_response,
     init_app,
@@ -17,7 +19,9 @@ __all__ = [
     "Config",
     "TestConfig",
     "as_mapping",
+    "CSRF_REFUSED",
     "csrf_exempt",
+    "csrf_valid",
     "csrf_token",
     "current_user",
     "error_response",

@@ -101,11 +101,20 @@ def error_response(code, message, headers=()):
     return resp
 
 
-def _check_csrf():
+CSRF_REFUSED = "The form has expired or is missing its security token. Reload the page and try again."
+
+
+def csrf_valid():
+    """Whether the request carries the session's CSRF token (header ``X-CSRF-Token`` or form
+    field ``csrf_token``)."""
     token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
     expected = session.get("csrf")
-    if not isinstance(expected, str) or not hmac.compare_digest(token.encode(), expected.encode()):
-        abort(400, description="The form has expired or is missing its security token. Reload the page and try again.")
+    return isinstance(expected, str) and hmac.compare_digest(token.encode(), expected.encode())
+
+
+def _check_csrf():
+    if not csrf_valid():
+        abort(400, description=CSRF_REFUSED)
 
 
 def _wrap_errors(app):

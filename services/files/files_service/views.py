@@ -10,14 +10,13 @@ Serving has two modes (``MEDIA_GATEWAY``):
   ``X-Accel-Redirect`` — never a redirect loop.
 - run alone, Flask sends the file (``send_from_directory``: Range, ETag, Last-Modified, 304).
 """
-import hmac
 import os
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request, send_from_directory, session
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, send_from_directory
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from webchat_common import csrf_exempt, current_user, error_response, login_required, wants_json
+from webchat_common import CSRF_REFUSED, csrf_exempt, csrf_valid, current_user, error_response, login_required, wants_json
 
 from . import detect, metrics, signing, store
 
@@ -63,9 +62,13 @@ def _json_error(code, message, reason=None, headers=()):
 @bp.get("/")
 @login_required
 def media_list():
-    """The user's own media, newest first, with links to use in pages."""
-    items = store.list_for(current_user(), current_app.config["MEDIA_LIST_LIMIT"])
-    resp = jsonify(media=[_public(m) for m in items])
+    """The user's own media, newest first, with links to use in pages: JSON, or for a
+    browser the media page (the list, previews and an upload form)."""
+    items = [_public(m) for m in store.list_for(current_user(), current_app.config["MEDIA_LIST_LIMIT"])]
+    if wants_json():
+        resp = jsonify(media=items)
+    else:
+        resp = Response(render_template("media.html", items=items, limit=current_app.config["MEDIA_MAX_UPLOAD_BYTES"]))
     resp.headers["Cache-Control"] = "private, no-store"
     return resp
 
@@ -85,12 +88,9 @@ def _cross_site_refusal():
         if _same_origin(origin):
             return None
         return _json_error(403, "Cross-site upload refused.", "cross_site")
-    expected = session.get("csrf")
-    token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
-    if isinstance(expected, str) and hmac.compare_digest(token.encode(), expected.encode()):
+    if csrf_valid():
         return None
-    return _json_error(400, "The form has expired or is missing its security token. Reload the page and try again.",
-                       "cross_site")
+    return _json_error(400, CSRF_REFUSED, "cross_site")
 
 
 def _receive(limit):
@@ -129,13 +129,15 @@ def _store(upload, kind, allowed=None):
 @csrf_exempt  # checked by _cross_site_refusal: a token, or our own Origin
 @login_required
 def upload():
-    """Store the multipart field ``file``; 201 with its metadata and ``url``."""
+    """Store the multipart field ``file``; 201 with its metadata and ``url`` (a browser's
+    form goes back to the media page, or gets an error page)."""
     received, error = _receive(current_app.config["MEDIA_MAX_UPLOAD_BYTES"])
+    if error is None:
+        meta, error = _store(received, "upload")
     if error is not None:
-        return error
-    meta, error = _store(received, "upload")
-    if error is not None:
-        return error
+        return error if wants_json() else error_response(error.status_code, error.get_json()["error"])
+    if not wants_json():
+        return redirect("/media/", code=303)
     resp = jsonify(_public(meta))
     resp.status_code = 201
     resp.headers["Location"] = f"/media/{meta['name']}"
@@ -152,9 +154,7 @@ def avatar():
     if error is None:
         meta, error = _store(received, "avatar", allowed=detect.IMAGE_KINDS)
     if error is not None:
-        if wants_json():
-            return error
-        return error_response(error.status_code, error.get_json()["error"])
+        return error if wants_json() else error_response(error.status_code, error.get_json()["error"])
     store.set_avatar(current_user(), meta["name"])
     if not wants_json():
         return redirect("/profile", code=303)
