@@ -8,10 +8,10 @@
 | users                            | zset   | none                | auth       | chat (contacts) |
 | throttle:login:user:<lower(name)>| string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
 | throttle:login:ip:<ip>           | string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
+| sessions:active                  | zset   | none (members pruned at scrape) | auth | auth (metrics: session key hash -> predicted expiry, ms) |
 | media:<name>                     | hash   | none                | files      | files        |
 | media:<name>:readers             | set    | none                | files, chat | files       |
 | media:owner:<lower(name)>        | zset   | none                | files      | files        |
-| sessions:active                  | zset   | none (members pruned at scrape) | auth | auth (metrics: session key hash -> predicted expiry, ms) |
 | chat:inbox:<lower(name)>         | stream | CHAT_HISTORY_AGE (refreshed per message) | chat | chat |
 | chat:room:<room>                 | stream | CHAT_HISTORY_AGE (refreshed per message) | chat | chat |
 | chat:clock                       | hash   | none (fields ms, seq: the message id generator) | chat | chat |
