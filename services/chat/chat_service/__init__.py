@@ -99,18 +99,12 @@ def socket(ws, username):
     conn.run()
 
 
-def _reader_class():
+def _untracked_greenlets():
     import gevent
 
     # gevent records who spawned each greenlet, with a stack summary (a debugging aid): about
     # 2.5 KiB per greenlet, i.e. per socket and per connection.  Off in chat.
     gevent.config.track_greenlet_tree = False
-
-    class Reader(gevent.Greenlet):
-        def __init__(self, target):
-            super().__init__(target)
-
-    return Reader
 
 
 def _event_class():
@@ -125,11 +119,14 @@ def create_app(config=None):
     webchat_common.load_config(app, ChatConfig, config)
     app.config["CHAT_ORIGINS"] = {
         o.strip().rstrip("/").lower() for o in app.config["CHAT_ALLOWED_ORIGINS"].split(",") if o.strip()}
-    # simple-websocket's reader as a plain greenlet with a gevent Event: a monkey-patched
-    # threading.Thread and Event cost about 3 KiB more per socket.  No ping_interval here:
-    # the node pings every socket from one greenlet (see Node._ping_all).
+    # No reader greenlet for simple-websocket: the request greenlet reads its socket itself
+    # (conn.NoReader, Connection._read); a gevent Event wakes it.  No ping_interval here: the
+    # node pings every socket from one greenlet (see Node._ping_all).
+    from .conn import NoReader
+
+    _untracked_greenlets()
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": app.config["CHAT_MAX_FRAME"],
-                                         "thread_class": _reader_class(), "event_class": _event_class()}
+                                         "thread_class": NoReader, "event_class": _event_class()}
     webchat_common.init_app(app, "chat", static_url_path="/chat/static")
     app.register_blueprint(bp)
     return app

@@ -1,9 +1,11 @@
 """One open WebSocket: its send queue, rate limit, and the loop of its request greenlet.
 
-The request greenlet does everything for its socket: it handles the frames simple-websocket's
-reader greenlet puts in ``ws.input_buffer``, writes what the dispatcher queued in ``out``, and
-pings.  Both wake it through ``ws.event``.  So each socket costs the request greenlet plus the
-reader: no writer greenlet, no polling.
+The request greenlet does everything for its socket: it reads the socket (simple-websocket's
+parser turns the bytes into ``ws.input_buffer`` messages and answers pings), handles the
+frames, writes what the dispatcher queued in ``out``, and pings.  It sleeps on ``ws.event``,
+which the dispatcher sets when it queues something and the socket's read watcher sets when
+bytes arrive.  So each socket costs one greenlet: simple-websocket's reader greenlet is not
+started (see ``NoReader``), there is no writer greenlet and no timer or polling per socket.
 
 A slow reader only ever blocks its own greenlet: the dispatcher never writes to a socket, it
 appends to a bounded deque; when the deque is full the socket is closed (1008) and the client
@@ -15,8 +17,8 @@ import re
 import time
 
 import gevent
-from gevent.lock import Semaphore
 from redis.exceptions import RedisError
+from wsproto.utilities import LocalProtocolError
 
 from webchat_common import keys
 
@@ -29,47 +31,50 @@ ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MEDIA_RE = re.compile(r"^[A-Za-z0-9_-]{22}\.[a-z0-9]{2,4}$")  # the files service's stored names
 BATCH = 64
+RECV_BYTES = 16384  # one read; more waiting is read on the next turn of the loop
 
 
 class _Gone(Exception):
     """The socket is dead (write failed or timed out): stop, nothing more can be sent."""
 
 
-class LockedSocket:
-    """Stands in for the socket simple-websocket writes to: every write is a complete
-    ``sendall`` under one lock, so the reader's pong replies can never cut into a frame the
-    request greenlet is writing (gevent's ``send`` may write only part of the data)."""
+class NoReader:
+    """Given to simple-websocket as its ``thread_class``: the reader "thread" it starts does
+    nothing, because the request greenlet reads the socket itself (:meth:`Connection._read`).
+    A greenlet less per socket: about 3 KiB of memory and two greenlet switches per incoming
+    frame."""
 
-    __slots__ = ("raw", "lock")
+    __slots__ = ("name",)
 
-    def __init__(self, raw):
+    def __init__(self, target):
+        self.name = "chat-no-reader"
+
+    def start(self):
+        pass
+
+
+class Socket:
+    """The client socket as the connection and simple-websocket (pongs, close frames) write
+    to it.  Only the request greenlet writes, so no lock; each write is complete (gevent's
+    ``send`` may write only part) and blocks at most ``timeout`` seconds (gevent.Timeout).
+    The first attempt is one plain non-blocking send: most writes fit in the kernel buffer,
+    and then no timer is armed at all."""
+
+    __slots__ = ("raw", "timeout")
+
+    def __init__(self, raw, timeout):
         self.raw = raw
-        self.lock = Semaphore()
+        self.timeout = timeout
 
     def send(self, data):
-        with self.lock:
-            self.raw.sendall(data)
-        return len(data)
-
-    def try_send(self, data):
-        """One non-blocking write (the OS socket under gevent's is non-blocking): the bytes
-        not written yet, or None when the lock is taken (the caller then waits its turn)."""
-        if self.lock.locked():
-            return None
         try:
-            n = self.raw._sock.send(data)
+            n = self.raw._sock.send(data)  # the OS socket under gevent's is non-blocking
         except BlockingIOError:
-            return data
-        return data[n:]
-
-    def recv(self, n):
-        return self.raw.recv(n)
-
-    def close(self):
-        self.raw.close()
-
-    def fileno(self):
-        return self.raw.fileno()
+            n = 0
+        if n < len(data):
+            with gevent.Timeout(self.timeout):
+                self.raw.sendall(memoryview(data)[n:])
+        return len(data)
 
 
 class Connection:
@@ -77,7 +82,9 @@ class Connection:
         cfg = node.cfg
         self.node = node
         self.ws = ws
-        ws.sock = LockedSocket(ws.sock)
+        self.raw = ws.sock
+        ws.sock = Socket(ws.sock, cfg["CHAT_SEND_TIMEOUT"])
+        self.readable = False              # set by the read watcher: bytes are waiting
         self.user = user
         self.lower = user.lower()
         self.session_hash = session_hash
@@ -232,6 +239,8 @@ class Connection:
         except _Gone:
             pass
         finally:
+            self._abort()
+            self.ws.sock = self.raw  # no cycle left through simple-websocket's socket
             node.remove(self)
 
     def _start(self):
@@ -258,17 +267,24 @@ class Connection:
     def loop(self):
         ws = self.ws
         event = ws.event
+        watcher = self.raw._read_event  # gevent's own read watcher of this socket, idle here
         while True:
             if self.closing is not None:
                 if self.closing[0] == 1012 and ws.connected:
                     # A restart is not the client's fault: what it sent before it heard of
-                    # the restart is handled and acked first.
+                    # the restart (read or still in the kernel buffer) is handled and acked.
+                    for _ in range(8):
+                        if not self._read():
+                            break
                     while ws.input_buffer:
                         self.handle(ws.input_buffer.pop(0))
                     if self.out:
                         self.flush()
                 self._close(*self.closing)
                 return
+            if self.readable:
+                self.readable = self._read()
+                continue
             if not ws.connected:
                 # Frames that arrived just before the client's close are still handled (a
                 # script may send and close at once): stored and published, replies dropped.
@@ -293,9 +309,44 @@ class Connection:
                 self.send_raw(PING_FRAME)
                 continue
             event.clear()
-            if ws.input_buffer or self.out or self.closing is not None or not ws.connected or self.ping_due:
+            if self.out or self.closing is not None or self.ping_due:
                 continue
-            event.wait()  # no timeout: no timer per socket
+            # Level-triggered: bytes that arrived while this greenlet was busy wake it at once.
+            watcher.start(self._on_readable)
+            try:
+                event.wait()  # no timeout: no timer per socket
+            finally:
+                watcher.stop()
+
+    def _on_readable(self):
+        self.readable = True
+        self.ws.event.set()
+
+    def _read(self):
+        """One non-blocking read, handed to simple-websocket's parser (what its reader greenlet
+        would do): messages land in ``ws.input_buffer``, pings are answered, a close frame,
+        EOF or a protocol error mark the socket disconnected, a frame over CHAT_MAX_FRAME is
+        answered with 1009.  True when a full read suggests more is waiting."""
+        ws = self.ws
+        try:
+            data = self.raw._sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return False
+        except OSError:
+            ws.connected = False
+            return False
+        if not data:
+            ws.connected = False
+            return False
+        try:
+            ws.ws.receive_data(data)
+            ws.connected = ws._handle_events()
+        except LocalProtocolError:
+            ws.connected = False
+        except (gevent.Timeout, OSError):  # its pong or close reply could not be written
+            self._abort()
+            raise _Gone() from None
+        return len(data) == RECV_BYTES
 
     def flush(self):
         out = self.out
@@ -320,14 +371,7 @@ class Connection:
 
     def send_raw(self, data):
         try:
-            # Fast path: most writes fit in the kernel buffer at once, with no timer to arm.
-            rest = self.ws.sock.try_send(data)
-            if rest is not None:
-                if not rest:
-                    return
-                data = rest
-            with gevent.Timeout(self.node.cfg["CHAT_SEND_TIMEOUT"]):
-                self.ws.sock.send(data)
+            self.ws.sock.send(data)
         except gevent.Timeout:
             metrics.SLOW_CONSUMER_CLOSES.inc()
             log.warning("dropping slow consumer %s: a write blocked for %ss", self.user,
@@ -341,19 +385,20 @@ class Connection:
     def _abort(self):
         self.ws.connected = False
         try:
-            self.ws.sock.raw.close()
+            self.raw.close()
         except OSError:
             pass
 
     def _close(self, code, reason):
         """Send a close frame with ``code`` and ``reason`` and give the peer a moment to
-        answer, so the frame is read before the TCP connection goes."""
+        answer (one read: its close reply or EOF), so the frame is read before the TCP
+        connection goes."""
         ws = self.ws
         with gevent.Timeout(2, False):  # False: a silent timeout, no exception
             try:
                 if ws.connected:
                     ws.close(reason=code, message=reason)
-                ws.thread.join(2)
+                    self.raw.recv(RECV_BYTES)
             except Exception:  # noqa: BLE001 - the peer is gone; nothing more to do
                 pass
         ws.connected = False
