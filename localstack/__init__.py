@@ -65,6 +65,9 @@ class Stack:
             SERVICE_NAME=name,
             PYTHONUNBUFFERED="1",
         )
+        if name == "chat":
+            # As the chat image does: as many sockets per process as the fd limit allows.
+            env["GUNICORN_WORKER_CONNECTIONS"] = "auto"
         if name == "files":
             env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="1", MEDIA_URL_SECRET=self.media_url_secret)
         env.update(self.env)

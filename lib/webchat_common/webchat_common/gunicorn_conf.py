@@ -3,7 +3,8 @@
 Command-line flags override these (the worker class of chat, the local stack's bind address).
 Environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, default 2),
 ``SERVICE_NAME`` (the ``service`` field of gunicorn's own JSON log lines),
-``PROMETHEUS_MULTIPROC_DIR`` (metrics of all workers, see :mod:`webchat_common.metrics`; one
+``GUNICORN_WORKER_CONNECTIONS`` (connections one gevent worker serves at once: a number, or
+``auto`` for the open-files limit less 1000; gunicorn's default is 1000), ``PROMETHEUS_MULTIPROC_DIR`` (metrics of all workers, see :mod:`webchat_common.metrics`; one
 directory per gunicorn master, wiped when it starts), ``SHUTDOWN_DRAIN_SECONDS`` (default 5).
 
 Shutdown (SIGTERM to the master, what ``docker stop`` and Kubernetes send):
@@ -20,6 +21,7 @@ SIGINT and SIGQUIT still stop at once, also during the drain.
 """
 import logging
 import os
+import resource
 import sys
 import time
 
@@ -33,6 +35,20 @@ logs.capture_stray_output()
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = 4
+
+
+def _worker_connections(value):
+    """``auto``: as many as the open-files limit allows, less 1000 descriptors kept for the
+    worker's Redis connections, listener and logs (chat: one WebSocket per connection)."""
+    if value == "auto":
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(1000, soft - 1000) if soft != resource.RLIM_INFINITY else 100_000
+    return int(value)
+
+
+#: gunicorn's default (1000) would cap a chat process at 1,000 WebSockets whatever its fd limit;
+#: the chat image sets ``auto``.  The other services' thread workers keep the default.
+worker_connections = _worker_connections(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 graceful_timeout = 20
 accesslog = None  # each request is logged once, by the app, as JSON with its request id
 # gunicorn 25+ opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl):
