@@ -13,8 +13,8 @@ drops anything not above the last id it queued.  After the subscriber reconnects
 socket is caught up from the streams (a snapshot, see :meth:`Node.snapshot`) before the live
 messages that arrived meanwhile.
 
-Greenlets: per socket, the request greenlet (reads, writes, pings) plus simple-websocket's
-reader; per node, the dispatcher and the heartbeat.
+Greenlets: per socket, only the request greenlet (reads, writes, pings; see :mod:`.conn`); per
+node, the dispatcher, the heartbeat, the pinger and the sender.
 """
 import json
 import logging
