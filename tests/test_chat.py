@@ -21,7 +21,7 @@ import requests
 import websocket
 from websocket import ABNF
 
-from conftest import Browser
+from conftest import Browser, tiny_png
 from webchat_common import keys
 from webchat_common.testing import wait_until
 
@@ -728,20 +728,9 @@ def test_redis_restart_is_survived(chat_stack):
     sd.close()
 
 
-def _png():
-    """A real 1x1 PNG (the files service checks the magic number)."""
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
-
-
 def test_a_shared_file_is_readable_by_the_conversation_only(chat_stack):
     alice, bob, carol, dave = (person(chat_stack) for _ in range(4))
-    up = alice.browser.post("/media/", files={"file": ("cat.png", _png())},
+    up = alice.browser.post("/media/", files={"file": ("cat.png", tiny_png(1, 1))},
                             headers={"X-CSRF-Token": alice.browser.me()["csrf_token"], "Accept": "application/json"})
     assert up.status_code == 201, up.text
     name = up.json()["name"]
@@ -753,7 +742,7 @@ def test_a_shared_file_is_readable_by_the_conversation_only(chat_stack):
     got = sb.expect("message")
     assert got["media"] == name and got["data"] == "look"
     shown = get(bob)
-    assert shown.status_code == 200 and shown.content == _png()
+    assert shown.status_code == 200 and shown.content == tiny_png(1, 1)
     assert get(carol).status_code == 404
     # Only the owner may share it: carol cannot hand alice's file to herself or anyone.
     sc.send(receiver=carol.name, data="mine now", media=name, cid="x")

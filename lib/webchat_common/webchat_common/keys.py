@@ -1,28 +1,8 @@
-"""Every Redis key the system uses, in one place.  The README's key table mirrors this.
+"""Every Redis key the system uses, built in one place.
 
-| key                              | type   | TTL                 | written by | read by      |
-|----------------------------------|--------|---------------------|------------|--------------|
-| session:<sha256(sid)>            | string | idle, capped by abs | all        | all          |
-| sessions:ended (pub/sub)         | channel| -                   | all        | chat         |
-| user:<lower(name)>               | hash   | none                | auth       | auth, files, chat |
-| users                            | zset   | none                | auth       | chat (contacts) |
-| throttle:login:user:<lower(name)>| string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
-| throttle:login:ip:<ip>           | string | LOGIN_THROTTLE_WINDOW | auth     | auth         |
-| sessions:active                  | zset   | none (members pruned at scrape) | auth | auth (metrics: session key hash -> predicted expiry, ms) |
-| media:<name>                     | hash   | none                | files      | files        |
-| media:<name>:readers             | set    | none                | files, chat | files       |
-| media:owner:<lower(name)>        | zset   | none                | files      | files        |
-| chat:inbox:<lower(name)>         | stream | CHAT_HISTORY_AGE (refreshed per message) | chat | chat |
-| chat:room:<room>                 | stream | CHAT_HISTORY_AGE (refreshed per message) | chat | chat |
-| chat:clock                       | hash   | none (fields ms, seq: the message id generator) | chat | chat |
-| chat:cursor:<lower(name)>        | string | CHAT_HISTORY_AGE    | chat       | chat (delivered-up-to id) |
-| chat:rooms:<lower(name)>         | set    | none                | chat       | chat (rooms a user joined) |
-| chat:members:<room>              | set    | none                | chat       | chat         |
-| chat:online                      | zset   | none (score = presence expiry, ms) | chat | chat |
-| chat:conn:<lower(name)>          | zset   | CHAT_PRESENCE_TTL (node -> expiry ms) | chat | chat |
-| chat:u:<lower(name)> (pub/sub)   | channel| -                   | chat       | chat (the user's process) |
-| chat:r:<room> (pub/sub)          | channel| -                   | chat       | chat (members' processes) |
-| chat:presence (pub/sub)          | channel| -                   | chat       | chat (every process) |
+The table of keys (type, TTL, who writes and reads each) is the README's *Redis keys*
+section; ``tests`` check that it names every key built here.  The session keys are in
+:mod:`.sessions`.
 """
 
 
