@@ -42,7 +42,7 @@ from chat_servers import cpu_seconds, nofile_limit, rss_kib  # noqa: E402
 
 SOURCE_NET = "127.77.0."  # client sockets come from 127.77.0.2 .. 127.77.0.33
 SOURCES = [SOURCE_NET + str(i) for i in range(2, 34)]
-PASSWORD = "bench-password-1"
+PASSWORD = secrets.token_urlsafe(16)  # the bench users' password, new every run
 
 
 def raise_nofile():
