@@ -169,15 +169,15 @@ class WebchatVariant(Variant):
 
     def _start_big_gateway(self):
         """Max-sockets mode: the real gateway, rendered as usual but with its connection cap
-        raised (the template's 8192 per nginx worker allows ~8k proxied sockets in all)."""
+        raised to fit N sockets (each proxied socket takes two nginx connections)."""
         stack = self.stack
         render = stack.render_gateway
 
         def render_more():
             path = render()
             text = path.read_text()
-            text = text.replace("worker_connections 8192;", f"worker_connections {self.worker_connections * 2 + 1024};")
-            text = text.replace("worker_processes auto;", f"worker_processes auto;\nworker_rlimit_nofile {self.worker_connections * 2 + 1024};")
+            text = re.sub(r"worker_connections \d+;", f"worker_connections {self.worker_connections * 2 + 1024};", text)
+            text = re.sub(r"worker_rlimit_nofile \d+;", f"worker_rlimit_nofile {self.worker_connections * 2 + 2048};", text)
             text = re.sub(r"access_log /dev/stdout json;", "access_log off;", text)
             path.write_text(text)
             return path

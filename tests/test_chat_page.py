@@ -8,6 +8,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from conftest import tiny_png
 from test_chat import Person
 
 pytestmark = pytest.mark.timeout(120)
@@ -72,9 +73,8 @@ def test_private_chat_presence_and_offline_notice_in_the_browser(chat_page, chat
     expect(pb.locator("#messages li", has_text="hi lobby")).to_have_count(1)
 
     # a picture: uploaded by alice's page, shown in bob's (his own signed link)
-    from test_chat import _png
     pa.click(f"#contacts li[data-user='{bob.name}']")
-    pa.set_input_files("#send-file", files=[{"name": "cat.png", "mimeType": "image/png", "buffer": _png()}])
+    pa.set_input_files("#send-file", files=[{"name": "cat.png", "mimeType": "image/png", "buffer": tiny_png(1, 1)}])
     pa.fill("#send-text", "a cat")
     pa.click("#send-form button")
     expect(pa.locator("#messages li.mine img.media")).to_have_count(1)
