@@ -14,10 +14,8 @@ the gateway's worker settings.  Every variant gets its own Redis.
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
@@ -25,7 +23,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from localstack import Stack, nginx_binary  # noqa: E402
+from localstack import Stack, nginx_binary, stop_processes  # noqa: E402
 from webchat_common.testing import RedisServer, free_port, wait_until  # noqa: E402
 
 VARIANTS = ("webchat", "fsio", "fsio-history", "inmem")
@@ -267,17 +265,7 @@ class BaselineVariant(Variant):
         return pids
 
     def stop(self):
-        procs = list(self.procs) + ([self.nginx] if self.nginx else [])
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGQUIT if p is self.nginx else signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_processes(list(self.procs) + ([self.nginx] if self.nginx else []), 15, graceful_quit=[self.nginx])
         self.procs, self.nginx = [], None
         self.redis.stop()
         shutil.rmtree(self.state_dir / "redis", ignore_errors=True)

@@ -147,17 +147,7 @@ class Stack:
         return [p for p in procs if p is not None]
 
     def stop(self, timeout=25):
-        procs = self.processes()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM if p is not self.nginx else signal.SIGQUIT)
-        deadline = time.monotonic() + timeout
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_processes(self.processes(), timeout, graceful_quit=[self.nginx])
         self.nginx = None
         for svc in self.services.values():
             svc.procs.clear()
@@ -175,6 +165,21 @@ def nginx_user():
     a private state directory: keep them as the user running the stack (local runs only; the
     containers run nginx unprivileged)."""
     return " user root;" if os.geteuid() == 0 else ""
+
+
+def stop_processes(procs, timeout, graceful_quit=()):
+    """SIGTERM each process (SIGQUIT, nginx's graceful stop, for those in ``graceful_quit``),
+    wait ``timeout`` seconds in all, then SIGKILL the process group of any still running."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGQUIT if p in graceful_quit else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def nginx_binary():
