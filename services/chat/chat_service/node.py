@@ -78,6 +78,20 @@ _PRESENCE = keys.CHAT_PRESENCE_CHANNEL.encode()
 _ENDED = ENDED_CHANNEL.encode()
 
 
+class PubSub(redis.client.PubSub):
+    """A pub/sub connection that never reconnects behind the dispatcher's back.
+
+    redis-py's PubSub reconnects (and resubscribes, reading the socket) in whichever greenlet
+    met the error: a socket greenlet's SUBSCRIBE on a dropped connection would then read the
+    connection the dispatcher is reading (gevent's ConcurrentObjectUseError) or leave it half
+    set up, and the dispatcher would go deaf.  Here an error only disconnects and raises; the
+    dispatcher makes a new connection, resubscribes and catches every socket up."""
+
+    def _reconnect(self, conn, error=None, *args, **kwargs):
+        conn.disconnect()
+        raise error or redis.ConnectionError("pub/sub connection lost")
+
+
 class Node:
     """The per-process hub.  Made lazily by the first socket, so importing or unit-testing the
     app starts no greenlet."""
@@ -254,7 +268,7 @@ class Node:
         while True:
             ps = None
             try:
-                ps = self.sub_client.pubsub()
+                ps = PubSub(self.sub_client.connection_pool)
                 with self.ps_lock:
                     # Published before subscribing: a socket added from now on sends its own
                     # SUBSCRIBE through ``ps`` (after this one, thanks to the lock).
@@ -305,7 +319,8 @@ class Node:
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die
                 log.warning("pub/sub connection lost (%s: %s); reconnecting", exc.__class__.__name__, exc)
                 metrics.REDIS_RECONNECTS.inc()
-                self.ps = None
+                with self.ps_lock:  # no socket greenlet is using the old connection any more
+                    self.ps = None
                 if caught_up_pending is False:
                     # From now on live frames wait behind the catch-up of every local socket
                     # (released one by one by _catch_up_all), so none is skipped.
