@@ -225,6 +225,10 @@ class Connection:
 
     def run(self):
         node = self.node
+        # Live frames wait from the moment the node can hear this socket's channels until
+        # the first replay has queued what was missed: one pushed live in between would
+        # raise enq_last above older messages the replay must still send.
+        self.hold()
         try:
             node.add(self)
         except RedisError:
@@ -258,6 +262,7 @@ class Connection:
             stored = node.redis.get(keys.chat_cursor(self.user))
             since = parse_id(stored) if stored else None
         self.resync(since, announce=True, explicit=explicit)
+        self.release()  # the hold taken in run()
 
     def ping(self):
         """Called by the node's pinger every CHAT_PING_INTERVAL (one timer for all sockets)."""
