@@ -52,6 +52,11 @@ class ChatSock:
     def send(self, **frame):
         self.ws.send(json.dumps(frame))
 
+    def watch(self, *names, cid=None):
+        """Watch the presence of ``names`` (replacing the previous list): the ``watching`` answer."""
+        self.send(type="watch", users=list(names), cid=cid)
+        return self.expect("watching", cid=cid)
+
     def send_raw(self, data, opcode=ABNF.OPCODE_TEXT):
         self.ws.send(data, opcode)
 
@@ -193,7 +198,8 @@ def test_private_message_across_processes_with_server_set_sender(chat_stack):
     alice, bob = person(chat_stack), person(chat_stack)
     sa, sb = two_nodes(alice, bob)
     assert sa.node != sb.node
-    assert sa.hello["user"] == alice.name and bob.name in sb.hello["online"] + [bob.name]
+    assert sa.hello["user"] == alice.name and sb.hello["user"] == bob.name
+    assert sb.watch(alice.name)["online"] == [alice.name]
     sa.send(receiver=bob.name, data="hello bob 👋", cid="m1", sender="mallory")
     ack = sa.expect("ack", cid="m1")
     got = sb.expect("message")
@@ -256,6 +262,7 @@ def test_offline_notice_then_delivery_on_connect(chat_stack):
     assert [first["data"], second["data"]] == ["are you there?", "second"]
     assert sb.expect("sync")["replayed"] == 2
     # Disconnect, miss one, connect again without a last id: exactly the missed one.
+    assert sa.watch(bob.name)["online"] == [bob.name]
     sb.close()
     wait_online(sa, bob.name, online=False)
     sa.send(receiver=bob.name, data="while you were away")
@@ -371,19 +378,51 @@ def test_room_messages_reach_every_member_once(chat_stack):
 # ---- presence -----------------------------------------------------------------------------
 
 def test_presence_on_and_off_across_processes(chat_stack):
-    alice, bob = person(chat_stack), person(chat_stack)
+    alice, bob, carol = person(chat_stack), person(chat_stack), person(chat_stack)
     sa = alice.connect()
+    assert sa.watch(bob.name, cid="w1") == {
+        "type": "watching", "online": [], "offline": [bob.name], "unknown": [], "cid": "w1"}
+    sc = carol.connect()  # watches nobody: hears nothing about bob
     sb = bob.connect_not_on(sa.node)  # (its tries flap bob on and off: drain them)
-    assert alice.name in sb.hello["online"]
     flips = [f["online"] for f in sa.collect(1.5) if f.get("type") == "presence" and f["user"] == bob.name]
     assert flips and flips[-1] is True
+    # names are matched without case; the answer gives each as registered
+    assert sb.watch(alice.name.upper(), carol.name)["online"] == [alice.name, carol.name]
     # a second socket of bob, then closing one: still online; closing both: offline
     sb2 = bob.connect()
     sb.close()
     assert not [f for f in sa.collect(1.5) if f.get("type") == "presence" and f["user"] == bob.name]
     sb2.close()
     wait_online(sa, bob.name, online=False, timeout=5)
+    assert not [f for f in sc.collect(0.5) if f.get("type") == "presence"], "presence goes to watchers only"
+    # a new list replaces the old one: bob is no longer watched
+    assert sa.watch(carol.name)["online"] == [carol.name]
+    sb = bob.connect()
+    assert not [f for f in sa.collect(1.5) if f.get("type") == "presence" and f["user"] == bob.name]
+    for s in (sa, sb, sc):
+        s.close()
+
+
+def test_watch_bad_input_and_limits(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sa = alice.connect()
+    for users in (None, bob.name, [1, 2], [bob.name, "no spaces"], ["../etc"], [{"name": bob.name}]):
+        sa.send(type="watch", users=users, cid="bad")
+        err = sa.expect("error", cid="bad")
+        assert err["code"] == "bad_watch" and err["error"], users
+    limit = sa.hello["limits"]["watch"]
+    sa.send(type="watch", users=[f"u{i}" for i in range(limit + 1)], cid="many")
+    assert sa.expect("error", cid="many")["code"] == "bad_watch"
+    # unknown names are answered as such (and not watched); the user's own name is ignored
+    ghost = "ghost" + uuid.uuid4().hex[:8]
+    w = sa.watch(bob.name, ghost, alice.name, bob.name.upper())
+    assert (w["online"], w["offline"], w["unknown"]) == ([], [bob.name], [ghost])
+    sb = bob.connect()
+    wait_online(sa, bob.name, timeout=5)
+    sb.send(receiver=alice.name, data="still fine")
+    assert sa.expect("message")["data"] == "still fine"
     sa.close()
+    sb.close()
 
 
 def _worker_pids(master_pid):
@@ -394,6 +433,7 @@ def _worker_pids(master_pid):
 def test_sigkilled_process_leaves_no_ghost_online(chat_stack, r):
     alice, bob = person(chat_stack), person(chat_stack)
     sa = alice.connect()
+    sa.watch(bob.name)
     sb = bob.connect_not_on(sa.node)
     flips = [f["online"] for f in sa.collect(1.5) if f.get("type") == "presence" and f["user"] == bob.name]
     assert flips and flips[-1] is True
@@ -427,6 +467,7 @@ def test_bad_input_gets_error_frames_and_the_connection_stays(chat_stack):
         (json.dumps({"receiver": "../../etc", "data": "hi"}), "unknown_receiver"),
         (json.dumps({"type": "teleport"}), "bad_frame"),
         (json.dumps({"type": "join", "room": "no spaces"}), "bad_room"),
+        (json.dumps({"type": "watch", "users": "everyone"}), "bad_watch"),
     ]
     for raw, code in cases:
         sa.send_raw(raw)
@@ -603,6 +644,14 @@ def test_pubsub_reconnect_catches_every_socket_up(chat_stack, r):
     logs = "".join(p.read_text() for p in chat_stack.log_dir.glob("chat-*.log"))
     assert "pub/sub connection lost" in logs and "pub/sub back: caught up" in logs
     assert r.pubsub_numsub(keys.chat_user_channel(bob.name))[0][1] >= 1
+    # presence too: a change made while the subscriber was away is not lost
+    carol = person(chat_stack)
+    sc = carol.connect()
+    assert sa.watch(carol.name)["online"] == [carol.name]
+    assert r.client_kill_filter(_type="pubsub") >= 1
+    sc.close()
+    wait_online(sa, carol.name, online=False, timeout=10)
+    assert r.pubsub_numsub(keys.chat_presence_channel(carol.name))[0][1] >= 1
     sa.close()
     sb.close()
 

@@ -2,6 +2,7 @@
 stack: contacts with presence, a private conversation, the offline notice, and the automatic
 reconnect that resumes from the last id after the browser's chat process is killed."""
 import os
+import re
 import signal
 import time
 
@@ -12,6 +13,7 @@ from conftest import tiny_png
 from test_chat import Person
 
 pytestmark = pytest.mark.timeout(120)
+ONLINE = re.compile(r"\bonline\b")
 
 
 @pytest.fixture
@@ -39,8 +41,8 @@ def test_private_chat_presence_and_offline_notice_in_the_browser(chat_page, chat
     pa = chat_page(alice)
     pb = chat_page(bob)
     # alice sees bob online (presence pushed to an open page), and carol (registered, offline)
-    expect(pa.locator(f"#contacts li[data-user='{bob.name}']")).to_have_class("online")
-    expect(pa.locator(f"#contacts li[data-user='{carol.name}']")).not_to_have_class("online")
+    expect(pa.locator(f"#contacts li[data-user='{bob.name}']")).to_have_class(ONLINE)
+    expect(pa.locator(f"#contacts li[data-user='{carol.name}']")).not_to_have_class(ONLINE)
 
     pa.click(f"#contacts li[data-user='{bob.name}']")
     pa.fill("#send-text", "hello <b>bob</b> from a browser")
@@ -83,6 +85,17 @@ def test_private_chat_presence_and_offline_notice_in_the_browser(chat_page, chat
     expect(img).to_have_count(1)
     pb.wait_for_function("() => { const i = document.querySelector('#messages li img.media');"
                          " return i && i.complete && i.naturalWidth === 1; }")
+
+    # someone who registered after alice's page loaded its contacts: watched once they write
+    dave = Person(chat_stack)
+    sd = dave.connect()
+    sd.send(receiver=alice.name, data="new here")
+    expect(pa.locator(f"#contacts li[data-user='{dave.name}']")).to_have_class(ONLINE)
+    sd.close()
+    expect(pa.locator(f"#contacts li[data-user='{dave.name}']")).not_to_have_class(ONLINE)
+    # and bob closing his page shows as offline
+    pb.close()
+    expect(pa.locator(f"#contacts li[data-user='{bob.name}']")).not_to_have_class(ONLINE)
 
 
 def test_page_reconnects_and_resumes_after_its_process_dies(chat_page, chat_stack):

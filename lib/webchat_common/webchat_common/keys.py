@@ -6,9 +6,12 @@ section; ``tests`` check that it names every key built here.  The session keys a
 """
 
 
+USER_PREFIX = "user:"
+
+
 def user(name):
     """Hash: ``name`` (as registered), ``password`` (KDF hash), ``created`` (unix s), ``avatar``."""
-    return "user:" + name.lower()
+    return USER_PREFIX + name.lower()
 
 
 USERS = "users"  # zset of registered names, scored by registration time
@@ -44,7 +47,8 @@ def media_by_owner(user):
 # Chat (services/chat; docs/chat.md explains how they work together).
 CHAT_CLOCK = "chat:clock"
 CHAT_ONLINE = "chat:online"
-CHAT_PRESENCE_CHANNEL = "chat:presence"
+#: Prefix of the per-user presence channels (the Lua scripts add the lower-cased name).
+CHAT_PRESENCE_PREFIX = "chat:p:"
 
 
 def chat_inbox(name):
@@ -81,3 +85,9 @@ def chat_user_channel(name):
 
 def chat_room_channel(room):
     return "chat:r:" + room
+
+
+def chat_presence_channel(name):
+    """Pub/sub channel of ``name``'s presence changes, heard by the processes whose sockets
+    watch ``name``."""
+    return CHAT_PRESENCE_PREFIX + name.lower()

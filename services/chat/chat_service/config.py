@@ -35,7 +35,7 @@ class ChatConfig(Config):
     #: Presence TTL, seconds: a process that dies without cleaning up stops counting after this.
     #: Each process refreshes its users every TTL/3.
     CHAT_PRESENCE_TTL = 30.0
-    #: Presence changes are collected this long, seconds, and pushed to every socket together.
+    #: Presence changes are collected this long, seconds, and pushed to their watchers together.
     CHAT_PRESENCE_BATCH = 0.25
     #: Seconds between checks that each open socket's session still exists (expiry, deletion
     #: that was not announced on ``sessions:ended``).
@@ -44,8 +44,8 @@ class ChatConfig(Config):
     CHAT_PUBSUB_HEALTH_INTERVAL = 5.0
     #: Named rooms one user may be in (the default room does not count).
     CHAT_MAX_ROOMS = 50
-    #: Online users listed in the ``hello`` frame (changes come as presence frames).
-    CHAT_HELLO_ONLINE_MAX = 1000
+    #: Users one socket may watch (``watch`` frame: it is sent their presence).
+    CHAT_WATCH_MAX = 500
     #: The room everyone is in.
     CHAT_DEFAULT_ROOM = "lobby"
 

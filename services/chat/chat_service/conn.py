@@ -89,6 +89,7 @@ class Connection:
         self.lower = user.lower()
         self.session_hash = session_hash
         self.rooms = set(rooms)
+        self.watching = ()                 # lower-cased names whose presence this socket gets
         self.since = since                 # the client's last id (tuple) or None
         self.out = []                      # (mid or None, frame bytes); a list: 700 B less than a deque
         self.held = None                   # live frames arriving while a replay is read
@@ -248,14 +249,14 @@ class Connection:
             node.remove(self)
 
     def _start(self):
-        """hello, then the replay.  A method of its own so that its temporaries (the online
-        list above all) are freed before the socket's long wait, not kept for its life."""
+        """hello, then the replay.  A method of its own so that its temporaries are freed
+        before the socket's long wait, not kept for its life."""
         node = self.node
-        online = node.online_users(limit=node.cfg["CHAT_HELLO_ONLINE_MAX"])
         self.send_raw(text_frame({
-            "type": "hello", "user": self.user, "node": node.id, "online": online,
+            "type": "hello", "user": self.user, "node": node.id,
             "rooms": sorted(self.rooms), "default_room": node.default_room,
-            "limits": {"max_frame": node.cfg["CHAT_MAX_FRAME"], "rate": self.rate, "burst": self.burst},
+            "limits": {"max_frame": node.cfg["CHAT_MAX_FRAME"], "rate": self.rate, "burst": self.burst,
+                       "watch": node.cfg["CHAT_WATCH_MAX"]},
         }))
         since, explicit = self.since, self.since is not None
         if since is None:
@@ -458,10 +459,12 @@ class Connection:
                 self._message(msg, cid)
             elif kind in ("join", "leave"):
                 self._membership(kind, msg.get("room"), cid)
+            elif kind == "watch":
+                self._watch(msg.get("users"), cid)
             elif kind == "ping":
                 self.out.append((None, text_frame({"type": "pong", "cid": cid})))
             else:
-                self.error("bad_frame", "unknown type: use message, join, leave or ping", cid)
+                self.error("bad_frame", "unknown type: use message, join, leave, watch or ping", cid)
         except RedisError:
             self.error("unavailable", "the chat store is unavailable: nothing was sent, try again", cid)
 
@@ -547,6 +550,32 @@ class Connection:
         readers = [who.lower()] if receiver is not None else [m.lower() for m in who]
         r.sadd(keys.media_readers(name), *readers)
         return True
+
+    def _watch(self, users, cid):
+        """The users whose presence this socket is sent: the list replaces the previous one,
+        and the answer (``watching``) gives the state of each; later changes come as
+        ``presence`` frames.  Starting to watch costs rate-limit tokens (one per 100 users
+        new to this socket), so swapping long lists cannot load Redis with subscriptions."""
+        limit = self.node.cfg["CHAT_WATCH_MAX"]
+        if not isinstance(users, list) or not all(isinstance(u, str) and NAME_RE.match(u) for u in users):
+            self.error("bad_watch", "users must be a list of user names", cid)
+            return
+        given = {}
+        for u in users:
+            if u.lower() != self.lower:
+                given.setdefault(u.lower(), u)
+        if len(given) > limit:
+            self.error("bad_watch", f"at most {limit} users can be watched", cid)
+            return
+        self.tokens -= sum(1 for u in given if u not in self.watching) / 100
+        states = self.node.set_watch(self, list(given))
+        frame = {"type": "watching", "online": [], "offline": [], "unknown": [], "cid": cid}
+        for u, state in states.items():
+            if state is None:
+                frame["unknown"].append(given[u])
+            else:
+                frame["online" if state[1] else "offline"].append(state[0])
+        self.out.append((None, text_frame(frame)))
 
     def _membership(self, kind, room, cid):
         node = self.node

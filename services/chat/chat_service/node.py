@@ -4,8 +4,9 @@ Fan-out: a message is stored and published in one Lua call (see :mod:`.scripts`)
 receiver's channel ``chat:u:<user>`` or the room's ``chat:r:<room>``.  A node subscribes only to
 the channels of the users and rooms it has sockets for, over a single pub/sub connection, and a
 dispatcher greenlet copies each published frame (encoded once, as WebSocket bytes) onto the send
-queues of the local sockets that want it.  Nothing is sent to every node except presence
-changes and ``sessions:ended``.
+queues of the local sockets that want it.  Presence goes the same way: a socket names the users
+it watches, and the node subscribes to their presence channels ``chat:p:<user>`` (see
+:meth:`Node.set_watch`).  Nothing is sent to every node except ``sessions:ended``.
 
 Ordering and resume: ids are global and increase in the order Redis ran the sends, and one
 pub/sub connection delivers in that order, so each socket sees ids in increasing order and
@@ -74,7 +75,7 @@ def text_frame(obj):
 PING_FRAME = ws_frame(0x9, b"")
 _USER_PREFIX = b"chat:u:"
 _ROOM_PREFIX = b"chat:r:"
-_PRESENCE = keys.CHAT_PRESENCE_CHANNEL.encode()
+_PRESENCE_PREFIX = keys.CHAT_PRESENCE_PREFIX.encode()
 _ENDED = ENDED_CHANNEL.encode()
 
 
@@ -118,6 +119,7 @@ class Node:
         self.s_down = self.redis.register_script(scripts.PRESENCE_DOWN)
         self.s_sweep = self.redis.register_script(scripts.PRESENCE_SWEEP)
         self.s_cursor = self.redis.register_script(scripts.CURSOR_MAX)
+        self.s_presence = self.redis.register_script(scripts.PRESENCE_READ)
 
         self.conns = set()
         self.by_user = {}      # lower(name) -> set of Connection
@@ -128,7 +130,10 @@ class Node:
         self.ps = None
         self.ps_lock = Semaphore()
         self.holding = set()     # sockets on hold until the catch-up after a pub/sub reconnect
-        self.presence_pending = {}   # user -> presence frame JSON, until the next batch
+        self.watchers = {}       # lower(name) -> set of Connection watching that user's presence
+        self.presence = {}       # lower(name) -> (name, online, seq) of each watched user, once known
+        self.presence_seq = 0    # presence changes heard so far (orders them against reads)
+        self.presence_pending = set()  # watched users whose change waits for the next batch
         self.presence_flush_scheduled = False
         self.shutting_down = False
         self._listener = gevent.spawn(self._listen)
@@ -142,9 +147,10 @@ class Node:
     # ---- registry -------------------------------------------------------------------------
 
     def wanted_channels(self):
-        chans = {_PRESENCE, _ENDED}
+        chans = {_ENDED}
         chans.update(keys.chat_user_channel(u).encode() for u in self.by_user)
         chans.update(keys.chat_room_channel(r).encode() for r in self.by_room)
+        chans.update(keys.chat_presence_channel(u).encode() for u in self.watchers)
         return chans
 
     def add(self, conn):
@@ -162,7 +168,7 @@ class Node:
         self.subscribe(chans, wait=True)
         if first:
             self.s_up(keys=[keys.chat_conn(conn.user), keys.CHAT_ONLINE],
-                      args=[self.id, conn.user, self.ttl_ms, keys.CHAT_PRESENCE_CHANNEL])
+                      args=[self.id, conn.user, self.ttl_ms, keys.CHAT_PRESENCE_PREFIX])
         else:
             # Another socket of this user is here: make sure presence did not lapse.
             self.redis.zadd(keys.CHAT_ONLINE, {conn.user: self._now_ms() + self.ttl_ms}, gt=True)
@@ -188,6 +194,8 @@ class Node:
                 del self.by_session[conn.session_hash]
         for room in list(conn.rooms):
             self._leave_local(conn, room, drop)
+        self._unwatch(conn, conn.watching, drop)
+        conn.watching = ()
         self.unsubscribe(drop)
         try:
             if conn.sent_last > ZERO:
@@ -195,7 +203,7 @@ class Node:
                               args=[format_id(conn.sent_last), int(self.cfg["CHAT_HISTORY_AGE"])])
             if last_of_user:
                 self.s_down(keys=[keys.chat_conn(conn.user), keys.CHAT_ONLINE],
-                            args=[self.id, conn.user, keys.CHAT_PRESENCE_CHANNEL])
+                            args=[self.id, conn.user, keys.CHAT_PRESENCE_PREFIX])
         except RedisError as exc:
             log.warning("could not record a closed socket (%s); presence expires by TTL", exc.__class__.__name__)
 
@@ -221,6 +229,133 @@ class Node:
         drop = []
         self._leave_local(conn, room, drop)
         self.unsubscribe(drop)
+
+    # ---- presence -------------------------------------------------------------------------
+
+    def set_watch(self, conn, wanted):
+        """Make ``conn`` watch the presence of exactly ``wanted`` (lower-cased names, no
+        repeats) and return ``{name: (canonical name, online) or None}``, None for a name
+        nobody registered (not watched).
+
+        A user is watched once per node, whatever the number of local watchers: the first one
+        subscribes to the user's presence channel, waits for the confirmation and only then
+        reads the state (so no change falls between the read and the subscription).  From
+        then on the changes heard keep the state, which every later watcher gets at once."""
+        old = set(conn.watching)
+        drop = []
+        self._unwatch(conn, [u for u in conn.watching if u not in wanted], drop)
+        self.unsubscribe(drop)
+        chans = []
+        for u in wanted:
+            if u in old:
+                continue
+            watchers = self.watchers.get(u)
+            if watchers is None:
+                watchers = self.watchers[u] = set()
+                chans.append(keys.chat_presence_channel(u).encode())
+            watchers.add(conn)
+        conn.watching = tuple(wanted)
+        try:
+            self.subscribe(chans, wait=True)
+            unknown, _ = self._read_presence([u for u in wanted if u not in self.presence])
+        except RedisError:
+            self._unwatch(conn, conn.watching, drop)
+            conn.watching = ()
+            self.unsubscribe(drop)
+            raise
+        if unknown:
+            self._unwatch(conn, unknown, drop)
+            self.unsubscribe(drop)
+            gone = set(unknown)
+            conn.watching = tuple(u for u in wanted if u not in gone)
+        return {u: (self.presence[u][:2] if u in self.presence else None) for u in wanted}
+
+    def _unwatch(self, conn, users, drop):
+        """``conn`` stops watching ``users``; channels nobody here watches any more go into
+        ``drop`` (to unsubscribe)."""
+        for u in users:
+            watchers = self.watchers.get(u)
+            if watchers is None:
+                continue
+            watchers.discard(conn)
+            if not watchers:
+                del self.watchers[u]
+                self.presence.pop(u, None)
+                self.presence_pending.discard(u)
+                drop.append(keys.chat_presence_channel(u).encode())
+
+    def _read_presence(self, users):
+        """Read the state of watched ``users`` from Redis into ``self.presence``, except where
+        a change heard since the read began is newer.  Returns (names nobody registered,
+        users whose known state the read changed)."""
+        if not users:
+            return [], []
+        seq = self.presence_seq
+        res = []
+        for i in range(0, len(users), 500):
+            res += self.s_presence(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, *users[i:i + 500]])
+        unknown, changed = [], []
+        for u, row in zip(users, res):
+            if not row or not row[0]:
+                unknown.append(u)
+                continue
+            cur = self.presence.get(u)
+            if u in self.watchers and (cur is None or cur[2] <= seq):
+                online = bool(int(row[1]))
+                if cur is not None and cur[1] != online:
+                    changed.append(u)
+                self.presence[u] = (row[0], online, seq)
+        return unknown, changed
+
+    def refresh_presence(self):
+        """Re-read every watched user's state and push what differs from the state known here:
+        after a pub/sub reconnect (changes published meanwhile were not heard) and as a
+        periodic safety net (a Redis restarted empty: its users come back with the heartbeat,
+        which announces nothing)."""
+        _, changed = self._read_presence(list(self.watchers))
+        for u in changed:
+            self._queue_presence(u)
+
+    def _presence_change(self, channel, data):
+        user = channel[len(_PRESENCE_PREFIX):].decode()
+        if user not in self.watchers:
+            return
+        try:
+            change = json.loads(data)
+            name, online = change["user"], bool(change["online"])
+        except (ValueError, KeyError, TypeError):
+            return
+        self.presence_seq += 1
+        cur = self.presence.get(user)
+        self.presence[user] = (name, online, self.presence_seq)
+        # Unknown until now: the watchers still reading it take it with their answer.
+        if cur is not None and cur[1] != online:
+            self._queue_presence(user)
+
+    def _queue_presence(self, user):
+        """Changes are collected for CHAT_PRESENCE_BATCH seconds (the last state of a user
+        wins) and each watcher gets its share as one write: a node filling up with sockets
+        does not write to a socket per connect."""
+        self.presence_pending.add(user)
+        if not self.presence_flush_scheduled:
+            self.presence_flush_scheduled = True
+            gevent.spawn_later(self.cfg["CHAT_PRESENCE_BATCH"], self._flush_presence)
+
+    def _flush_presence(self):
+        self.presence_flush_scheduled = False
+        changes, self.presence_pending = self.presence_pending, set()
+        out = {}
+        for user in changes:
+            state = self.presence.get(user)
+            if state is None:
+                continue
+            frame = text_frame({"type": "presence", "user": state[0], "online": state[1]})
+            for conn in self.watchers.get(user, ()):
+                out.setdefault(conn, []).append(frame)
+        for i, (conn, frames) in enumerate(out.items()):
+            conn.push(None, frames[0] if len(frames) == 1 else b"".join(frames))
+            if i % 500 == 499:
+                gevent.sleep(0)  # let sockets write between slices on a big node
 
     # ---- pub/sub --------------------------------------------------------------------------
 
@@ -355,33 +490,11 @@ class Node:
             frame = ws_frame(0x1, body)
             for conn in list(conns):
                 conn.push(mid, frame)
-        elif channel == _PRESENCE:
-            # Batched: every socket hears every change, so pushing each one at once would cost
-            # O(sockets) per connect (O(n^2) while a big node fills up).  Changes are collected
-            # for CHAT_PRESENCE_BATCH seconds (the last state of a user wins) and written to each
-            # socket as one write of ordinary presence frames.
-            try:
-                change = json.loads(data)
-                self.presence_pending[change["user"]] = data
-            except (ValueError, KeyError, TypeError):
-                return
-            if not self.presence_flush_scheduled:
-                self.presence_flush_scheduled = True
-                gevent.spawn_later(self.cfg["CHAT_PRESENCE_BATCH"], self._flush_presence)
+        elif channel.startswith(_PRESENCE_PREFIX):
+            self._presence_change(channel, data)
         elif channel == _ENDED:
             for conn in list(self.by_session.get(data.decode(), ())):
                 conn.doom(1008, "session ended: log in again")
-
-    def _flush_presence(self):
-        self.presence_flush_scheduled = False
-        changes, self.presence_pending = self.presence_pending, {}
-        if not changes:
-            return
-        blob = b"".join(ws_frame(0x1, data) for data in changes.values())
-        for i, conn in enumerate(list(self.conns)):
-            conn.push(None, blob)
-            if i % 500 == 499:
-                gevent.sleep(0)  # let sockets write between slices on a big node
 
     def _control(self, conns, body):
         try:
@@ -413,6 +526,10 @@ class Node:
                 log.warning("catch-up failed for a socket (%s); closing it so it resumes", exc)
                 conn.doom(1011, "could not catch up: reconnect to resume")
         log.info("pub/sub back: caught up %d sockets with %d messages from history", len(conns), total)
+        try:
+            self.refresh_presence()
+        except RedisError as exc:
+            log.warning("presence refresh failed (%s); the next heartbeat's check retries", exc)
 
     # ---- storage --------------------------------------------------------------------------
 
@@ -486,11 +603,6 @@ class Node:
         entries.sort(key=lambda e: e[0])
         return entries, gap, now_ms
 
-    def online_users(self, limit=None):
-        if limit is None:
-            return self.redis.zrangebyscore(keys.CHAT_ONLINE, self._now_ms(), "+inf")
-        return self.redis.zrangebyscore(keys.CHAT_ONLINE, self._now_ms(), "+inf", start=0, num=limit)
-
     @staticmethod
     def _now_ms():
         return int(time.time() * 1000)
@@ -511,7 +623,7 @@ class Node:
     def _heartbeat(self):
         """Every TTL/3: refresh presence of local users, sweep users whose node died, save
         delivered cursors; every CHAT_SESSION_CHECK_INTERVAL: close sockets whose session is
-        gone."""
+        gone and re-read the presence of watched users (see :meth:`refresh_presence`)."""
         beat = max(0.5, self.cfg["CHAT_PRESENCE_TTL"] / 3)
         check_every = self.cfg["CHAT_SESSION_CHECK_INTERVAL"]
         next_check = time.monotonic() + check_every
@@ -522,6 +634,7 @@ class Node:
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + check_every
                     self._check_sessions()
+                    self.refresh_presence()
             except RedisError as exc:
                 log.warning("heartbeat failed (%s)", exc.__class__.__name__)
             except Exception:  # noqa: BLE001
@@ -547,7 +660,7 @@ class Node:
                                   args=[format_id(sent), int(self.cfg["CHAT_HISTORY_AGE"])], client=pipe)
             pipe.zadd(keys.CHAT_ONLINE, {u: exp for u, _ in chunk}, gt=True)
             pipe.execute()
-        self.s_sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 500])
+        self.s_sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_PREFIX, 500])
 
     def _check_sessions(self):
         hashes = list(self.by_session)

@@ -9,9 +9,9 @@ Message ids
     messages in id order whatever stream they belong to: one id is a complete resume cursor
     for a user's inbox *and* rooms.
 
-Scripts compute a few key names from their arguments (``chat:conn:<user>`` in the sweep) and
-publish to channels given as arguments: fine on one Redis (or a primary with replicas), not
-on Redis Cluster.
+Scripts compute a few key and channel names from their arguments (``chat:conn:<user>`` in the
+sweep, ``user:<name>`` in the presence read, ``chat:p:<user>`` where presence is published):
+fine on one Redis (or a primary with replicas), not on Redis Cluster.
 """
 
 # Shared prelude: a new id in ``id``, ``ms`` (string) from chat:clock (KEYS[1]).
@@ -88,7 +88,8 @@ return out
 """
 
 #: A user's first socket on this node.  KEYS: chat:conn:<user>, chat:online.  ARGV: node,
-#: user (canonical), ttl ms, presence channel.  Publishes "online" when the user was offline.
+#: user (canonical), ttl ms, presence channel prefix.  Publishes "online" on the user's
+#: presence channel (prefix .. lower(user)) when the user was offline.
 PRESENCE_UP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -99,14 +100,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local was = redis.call('ZSCORE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[2], 'GT', exp, ARGV[2])
 if (not was) or tonumber(was) <= now then
-  redis.call('PUBLISH', ARGV[4], '{"type":"presence","user":' .. cjson.encode(ARGV[2]) .. ',"online":true}')
+  redis.call('PUBLISH', ARGV[4] .. string.lower(ARGV[2]),
+             '{"type":"presence","user":' .. cjson.encode(ARGV[2]) .. ',"online":true}')
   return 1
 end
 return 0
 """
 
 #: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:online.  ARGV: node,
-#: user, presence channel.  Publishes "offline" when no live node holds the user any more.
+#: user, presence channel prefix.  Publishes "offline" when no live node holds the user any more.
 PRESENCE_DOWN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -115,7 +117,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[1])
   if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
-    redis.call('PUBLISH', ARGV[3], '{"type":"presence","user":' .. cjson.encode(ARGV[2]) .. ',"online":false}')
+    redis.call('PUBLISH', ARGV[3] .. string.lower(ARGV[2]),
+               '{"type":"presence","user":' .. cjson.encode(ARGV[2]) .. ',"online":false}')
     return 1
   end
 end
@@ -124,7 +127,7 @@ return 0
 
 #: Every process runs this on its heartbeat: users whose presence expired (their process died
 #: without cleaning up, e.g. SIGKILL) are dropped and announced offline, once.  KEYS:
-#: chat:online.  ARGV: key prefix of chat:conn, presence channel, max users per run.
+#: chat:online.  ARGV: key prefix of chat:conn, presence channel prefix, max users per run.
 PRESENCE_SWEEP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -134,11 +137,33 @@ for _, user in ipairs(gone) do
   local ck = ARGV[1] .. string.lower(user)
   redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
   if redis.call('ZCARD', ck) == 0 and redis.call('ZREM', KEYS[1], user) == 1 then
-    redis.call('PUBLISH', ARGV[2], '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":false}')
+    redis.call('PUBLISH', ARGV[2] .. string.lower(user),
+               '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":false}')
     n = n + 1
   end
 end
 return n
+"""
+
+#: The presence of watched users.  KEYS: chat:online.  ARGV: key prefix of user hashes, then
+#: lower-cased names.  Returns, per name, {canonical name, 1 online / 0 offline}, or {false}
+#: for a name nobody registered.
+PRESENCE_READ = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 2, #ARGV do
+  local name = redis.call('HGET', ARGV[1] .. ARGV[i], 'name')
+  if name then
+    local until_ms = redis.call('ZSCORE', KEYS[1], name)
+    local online = 0
+    if until_ms and tonumber(until_ms) > now then online = 1 end
+    out[i - 1] = {name, online}
+  else
+    out[i - 1] = {false}
+  end
+end
+return out
 """
 
 #: Advance a stored cursor, never moving it back.  KEYS: chat:cursor:<user>.  ARGV: id, ttl s.

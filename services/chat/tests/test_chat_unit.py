@@ -88,29 +88,58 @@ def test_unknown_receiver_stores_nothing(r):
 def test_online_flag_follows_presence(r):
     register(r, "bob")
     up = r.register_script(scripts.PRESENCE_UP)
-    assert up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", 3000, keys.CHAT_PRESENCE_CHANNEL]) == 1
+    assert up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", 3000, keys.CHAT_PRESENCE_PREFIX]) == 1
     assert send_private(r, "bob")[3] == 1
     # a second node: no second "online"
-    assert up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n2", "bob", 3000, keys.CHAT_PRESENCE_CHANNEL]) == 0
+    assert up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n2", "bob", 3000, keys.CHAT_PRESENCE_PREFIX]) == 0
     down = r.register_script(scripts.PRESENCE_DOWN)
-    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", keys.CHAT_PRESENCE_CHANNEL]) == 0
+    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", keys.CHAT_PRESENCE_PREFIX]) == 0
     assert send_private(r, "bob")[3] == 1, "still on n2"
-    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n2", "bob", keys.CHAT_PRESENCE_CHANNEL]) == 1
+    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n2", "bob", keys.CHAT_PRESENCE_PREFIX]) == 1
     assert send_private(r, "bob")[3] == 0
+
+
+def test_presence_is_published_on_the_users_own_channel(r):
+    ps = r.pubsub()
+    ps.subscribe(keys.chat_presence_channel("Bob"))
+    assert ps.get_message(timeout=1)["type"] == "subscribe"
+    up = r.register_script(scripts.PRESENCE_UP)
+    down = r.register_script(scripts.PRESENCE_DOWN)
+    up(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE], args=["n1", "Bob", 3000, keys.CHAT_PRESENCE_PREFIX])
+    up(keys=[keys.chat_conn("Carol"), keys.CHAT_ONLINE], args=["n1", "Carol", 3000, keys.CHAT_PRESENCE_PREFIX])
+    down(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE], args=["n1", "Bob", keys.CHAT_PRESENCE_PREFIX])
+    got = [ps.get_message(timeout=1) for _ in range(3)]
+    assert [m["channel"] for m in got if m] == ["chat:p:bob", "chat:p:bob"], "carol's change is not on bob's channel"
+    assert [json.loads(m["data"]) for m in got if m] == [
+        {"type": "presence", "user": "Bob", "online": True}, {"type": "presence", "user": "Bob", "online": False}]
+
+
+def test_presence_read_gives_canonical_names_and_state(r):
+    register(r, "Bob")
+    register(r, "carol")
+    up = r.register_script(scripts.PRESENCE_UP)
+    up(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE], args=["n1", "Bob", 60_000, keys.CHAT_PRESENCE_PREFIX])
+    up(keys=[keys.chat_conn("carol"), keys.CHAT_ONLINE], args=["n1", "carol", 200, keys.CHAT_PRESENCE_PREFIX])
+    read = r.register_script(scripts.PRESENCE_READ)
+    assert read(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, "bob", "ghost", "carol"]) == [
+        ["Bob", 1], [None], ["carol", 1]]
+    time.sleep(0.3)  # carol's presence expired (her node died without a word): offline
+    assert read(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, "carol"]) == [["carol", 0]]
 
 
 def test_sweep_drops_users_of_a_dead_node_once(r):
     up = r.register_script(scripts.PRESENCE_UP)
     sweep = r.register_script(scripts.PRESENCE_SWEEP)
-    up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["dead", "bob", 300, keys.CHAT_PRESENCE_CHANNEL])
-    up(keys=[keys.chat_conn("carol"), keys.CHAT_ONLINE], args=["alive", "carol", 60_000, keys.CHAT_PRESENCE_CHANNEL])
+    up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["dead", "bob", 300, keys.CHAT_PRESENCE_PREFIX])
+    up(keys=[keys.chat_conn("carol"), keys.CHAT_ONLINE], args=["alive", "carol", 60_000, keys.CHAT_PRESENCE_PREFIX])
     ps = r.pubsub()
-    ps.subscribe(keys.CHAT_PRESENCE_CHANNEL)
+    ps.subscribe(keys.chat_presence_channel("bob"), keys.chat_presence_channel("carol"))
     ps.get_message(timeout=1)
-    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 100]) == 0
+    ps.get_message(timeout=1)
+    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_PREFIX, 100]) == 0
     time.sleep(0.4)
-    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 100]) == 1
-    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_CHANNEL, 100]) == 0
+    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_PREFIX, 100]) == 1
+    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_PREFIX, 100]) == 0
     assert json.loads(ps.get_message(timeout=1)["data"]) == {"type": "presence", "user": "bob", "online": False}
     assert r.zrange(keys.CHAT_ONLINE, 0, -1) == ["carol"]
 

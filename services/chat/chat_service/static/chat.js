@@ -2,7 +2,8 @@
 // - one WebSocket to /chat/<me>; the server sets the sender, we only send {receiver|room, data, cid};
 // - reconnects by itself with jittered exponential backoff, sending ?last_id=<the last id seen>
 //   so the server replays what we missed before live messages (ids are global and increasing);
-// - contacts (GET /api/users) with online dots from hello + presence frames; rooms to join/leave;
+// - contacts (GET /api/users) with online dots: the page watches its conversations and contacts
+//   (a "watch" frame, answered by "watching", then "presence" frames); rooms to join/leave;
 // - the tutorial's "receiver is offline" notice (the message is kept and delivered later).
 (function () {
   "use strict";
@@ -25,6 +26,9 @@
   var pending = {};        // cid -> <li> of a message we sent, until its ack
   var current = "#" + defaultRoom;
   var cidSeq = 0;
+  var watchLimit = 0;      // from hello: the most users one watch frame may name
+  var watchSent = null;    // the list last sent (JSON), so an unchanged list is not sent again
+  var watchTimer = null;
 
   function cmpId(a, b) {
     var x = a.split("-"), y = b.split("-");
@@ -45,7 +49,28 @@
     return convs[key];
   }
 
+  // Whose presence we are sent: conversations first, then contacts, up to the server's limit.
+  // Sent after every hello (a new socket watches nobody) and when the list grows.
+  function sendWatch() {
+    watchTimer = null;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !watchLimit) return;
+    var names = new Set();
+    Object.keys(convs).forEach(function (k) { if (k.charAt(0) === "@") names.add(k.slice(1)); });
+    contacts.forEach(function (n) { names.add(n); });
+    names.delete(me);
+    var list = Array.from(names).slice(0, watchLimit);
+    var json = JSON.stringify(list);
+    if (json === watchSent) return;
+    watchSent = json;
+    ws.send(JSON.stringify({ type: "watch", users: list }));
+  }
+
+  function scheduleWatch() {
+    if (!watchTimer) watchTimer = setTimeout(sendWatch, 200);
+  }
+
   function addItem(key, item) {
+    if (key.charAt(0) === "@" && !convs[key]) scheduleWatch();
     var c = conv(key);
     c.items.push(item);
     if (c.items.length > 500) c.items.shift();
@@ -112,7 +137,6 @@
     var cl = $("contacts");
     cl.textContent = "";
     var names = new Set(contacts);
-    online.forEach(function (n) { names.add(n); });
     Object.keys(convs).forEach(function (k) { if (k.charAt(0) === "@") names.add(k.slice(1)); });
     names.delete(me);
     Array.from(names).sort().forEach(function (n) {
@@ -137,8 +161,14 @@
       case "hello":
         attempt = 0;
         root.dataset.node = f.node;  // which chat process serves us (shown for support and tests)
-        online = new Set(f.online || []);
         rooms = new Set(f.rooms || [defaultRoom]);
+        watchLimit = (f.limits && f.limits.watch) || 0;
+        watchSent = null;
+        sendWatch();
+        renderLists();
+        break;
+      case "watching":
+        online = new Set(f.online || []);
         renderLists();
         break;
       case "sync":
@@ -291,7 +321,7 @@
   });
 
   // Contacts: the registered users, 50 a page (auth's /api/users), up to 40 pages; anyone
-  // else still shows up through presence and conversations.
+  // else still shows up through their conversation.
   function loadContacts(page) {
     fetch("/api/users/page/" + page, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : { users: [] }; })
@@ -299,8 +329,9 @@
         var users = (d.users || []).map(function (u) { return typeof u === "string" ? u : u.name; });
         contacts = contacts.concat(users);
         renderLists();
+        scheduleWatch();
         if (users.length === 50 && page < 40) loadContacts(page + 1);
-      }).catch(function () { /* contacts come from presence too */ });
+      }).catch(function () { /* conversations still list their people */ });
   }
   loadContacts(1);
 
