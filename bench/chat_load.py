@@ -339,6 +339,25 @@ class Client:
             a.partner, b.partner = b, a
         return pairs, same
 
+    async def watch(self):
+        """As the page does with its contacts: each socket watches the presence of its partner
+        and of the next users of this client process, ``watch`` users in all (webchat only)."""
+        k = self.cfg["watch"]
+        live = [s for s in self.slots if s.ws is not None]
+        if not k or len(live) < 2:
+            return
+        for i, s in enumerate(live):
+            names = {s.partner.user} if s.partner else set()
+            for j in range(1, len(live)):
+                if len(names) >= k:
+                    break
+                names.add(live[(i + j) % len(live)].user)
+            names.discard(s.user)
+            try:
+                await s.ws.send(json.dumps({"type": "watch", "users": sorted(names)}))
+            except Exception as exc:  # noqa: BLE001
+                self.kinds["watch-" + type(exc).__name__] += 1
+
     async def run(self):
         cfg = self.cfg
         gate = asyncio.Semaphore(cfg["connect_concurrency"])
@@ -347,9 +366,10 @@ class Client:
         await asyncio.gather(*(self.open(i, s, gate) for i, s in enumerate(self.slots)))
         reopened = await self.rebalance(gate) if cfg["nodes"] >= 2 else 0
         pairs, same = self.pair()
-        # Let the connect phase's traffic (presence frames about everyone who came online)
-        # drain before measuring: steady-state messaging is what the load run measures; the
-        # time this takes is reported on its own.
+        await self.watch()
+        # Let the connect phase's traffic (watch answers, presence frames about watched users
+        # who came online) drain before measuring: steady-state messaging is what the load run
+        # measures; the time this takes is reported on its own.
         t_quiet = time.monotonic()
         while time.monotonic() - self.last_frame < 1.0 and time.monotonic() - t_quiet < cfg["settle_max"]:
             await asyncio.sleep(0.2)
@@ -481,7 +501,8 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             cfg = {"users": [(u, sids[u]) for u in chunk], "protocol": variant.protocol, "ws_base": variant.ws_base,
                    "origin": variant.url, "offset": c * per, "nodes": variant.node_count, "window": args.window, "size": args.size,
                    "connect_concurrency": args.max_connect_concurrency if max_mode else args.connect_concurrency,
-                   "connect_deadline": args.max_connect_time if max_mode else 600, "settle_max": args.settle_max}
+                   "connect_deadline": args.max_connect_time if max_mode else 600, "settle_max": args.settle_max,
+                   "watch": args.watch if variant_name == "webchat" else 0}
             p = mp.Process(target=client_process, args=(cfg, child), daemon=True)
             p.start()
             procs.append(p)
@@ -652,6 +673,9 @@ def main(argv=None):
     ap.add_argument("--max-only", action="store_true", help="run only the max-sockets mode")
     ap.add_argument("--max-n", type=int, default=0, help="sockets to try in max mode (default: fd limit - 1000)")
     ap.add_argument("--max-variants", default="webchat,inmem", help="variants for the max-sockets mode")
+    ap.add_argument("--watch", type=int, default=10,
+                    help="webchat: presence watch list of each socket, as a page sends for its contacts (default 10; "
+                    "the baselines have no presence)")
     ap.add_argument("--settle-max", type=float, default=60,
                     help="after connecting, wait until no frame arrived for 1 s, at most this long (default 60)")
     ap.add_argument("--max-connect-time", type=float, default=150,
@@ -670,7 +694,7 @@ def main(argv=None):
     soft, hard = raise_nofile()
     print(f"# code under test: {code_version()}", flush=True)
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; "
-          f"nofile {soft}/{hard}; webchat env {args.chat_env}; window {args.window}, {args.size} B messages, {args.duration:.0f}+{args.warmup:.0f} s per run",
+          f"nofile {soft}/{hard}; webchat env {args.chat_env}, each socket watching {args.watch} users; window {args.window}, {args.size} B messages, {args.duration:.0f}+{args.warmup:.0f} s per run",
           flush=True)
     results = []
     ns = [] if args.max_only else [int(x) for x in args.sockets.split(",") if int(x) > 0]
