@@ -553,9 +553,10 @@ class Connection:
 
     def _watch(self, users, cid):
         """The users whose presence this socket is sent: the list replaces the previous one,
-        and the answer (``watching``) gives the state of each; later changes come as
-        ``presence`` frames.  Starting to watch costs rate-limit tokens (one per 100 users
-        new to this socket), so swapping long lists cannot load Redis with subscriptions."""
+        and the answer (``watching``, queued by the node once their state is known) gives the
+        state of each; later changes come as ``presence`` frames.  Starting to watch costs
+        rate-limit tokens (one per 100 users new to this socket), so swapping long lists
+        cannot load Redis with subscriptions."""
         limit = self.node.cfg["CHAT_WATCH_MAX"]
         if not isinstance(users, list) or not all(isinstance(u, str) and NAME_RE.match(u) for u in users):
             self.error("bad_watch", "users must be a list of user names", cid)
@@ -567,15 +568,9 @@ class Connection:
         if len(given) > limit:
             self.error("bad_watch", f"at most {limit} users can be watched", cid)
             return
-        self.tokens -= sum(1 for u in given if u not in self.watching) / 100
-        states = self.node.set_watch(self, list(given))
-        frame = {"type": "watching", "online": [], "offline": [], "unknown": [], "cid": cid}
-        for u, state in states.items():
-            if state is None:
-                frame["unknown"].append(given[u])
-            else:
-                frame["online" if state[1] else "offline"].append(state[0])
-        self.out.append((None, text_frame(frame)))
+        old = set(self.watching)
+        self.tokens -= sum(1 for u in given if u not in old) / 100
+        self.node.set_watch(self, given, cid)
 
     def _membership(self, kind, room, cid):
         node = self.node

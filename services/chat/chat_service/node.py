@@ -15,7 +15,7 @@ socket is caught up from the streams (a snapshot, see :meth:`Node.snapshot`) bef
 messages that arrived meanwhile.
 
 Greenlets: per socket, only the request greenlet (reads, writes, pings; see :mod:`.conn`); per
-node, the dispatcher, the heartbeat, the pinger and the sender.
+node, the dispatcher, the heartbeat, the pinger, the sender and the presence loader.
 """
 import json
 import logging
@@ -142,6 +142,9 @@ class Node:
         self.sends = []          # (script, keys, args, AsyncResult) waiting for the next batch
         self.sends_ready = Event()
         self._sender = gevent.spawn(self._send_loop)
+        self.loads = []          # (users, AsyncResult) waiting for the next presence load
+        self.loads_ready = Event()
+        self._loader = gevent.spawn(self._presence_loader)
         self._install_sigterm()
 
     # ---- registry -------------------------------------------------------------------------
@@ -232,43 +235,82 @@ class Node:
 
     # ---- presence -------------------------------------------------------------------------
 
-    def set_watch(self, conn, wanted):
-        """Make ``conn`` watch the presence of exactly ``wanted`` (lower-cased names, no
-        repeats) and return ``{name: (canonical name, online) or None}``, None for a name
-        nobody registered (not watched).
+    def set_watch(self, conn, given, cid):
+        """Make ``conn`` watch the presence of exactly the users of ``given`` (lower-cased
+        name -> the name as the client sent it).  Never blocks: the ``watching`` answer is
+        queued to the socket by :meth:`_presence_loader`, in the order the watches came.
 
-        A user is watched once per node, whatever the number of local watchers: the first one
-        subscribes to the user's presence channel, waits for the confirmation and only then
-        reads the state (so no change falls between the read and the subscription).  From
-        then on the changes heard keep the state, which every later watcher gets at once."""
+        A user is watched once per node, whatever the number of local watchers: their state is
+        loaded once and then kept by the changes heard, and every later watcher gets it at
+        once."""
         old = set(conn.watching)
         drop = []
-        self._unwatch(conn, [u for u in conn.watching if u not in wanted], drop)
+        self._unwatch(conn, [u for u in conn.watching if u not in given], drop)
         self.unsubscribe(drop)
-        chans = []
-        for u in wanted:
-            if u in old:
-                continue
-            watchers = self.watchers.get(u)
-            if watchers is None:
-                watchers = self.watchers[u] = set()
-                chans.append(keys.chat_presence_channel(u).encode())
-            watchers.add(conn)
-        conn.watching = tuple(wanted)
-        try:
-            self.subscribe(chans, wait=True)
-            unknown, _ = self._read_presence([u for u in wanted if u not in self.presence])
-        except RedisError:
-            self._unwatch(conn, conn.watching, drop)
-            conn.watching = ()
+        for u in given:
+            if u not in old:
+                self.watchers.setdefault(u, set()).add(conn)
+        conn.watching = tuple(given)
+        self.loads.append((conn, given, cid))
+        self.loads_ready.set()
+
+    def _presence_loader(self):
+        """Answers ``watch`` frames, loading the state of users newly watched here for every
+        socket at once: whatever was asked while the previous load ran is one load (a node
+        whose sockets all send ``watch`` at once makes a few big SUBSCRIBEs and reads, not one
+        per socket, and no socket greenlet waits with its stack saved).  A load subscribes to
+        the users' presence channels and waits for the confirmations *before* it reads, so no
+        change can fall between the read and the subscription."""
+        while True:
+            self.loads_ready.wait()
+            self.loads_ready.clear()
+            while self.loads:
+                batch, self.loads = self.loads, []
+                users = list(dict.fromkeys(u for _, given, _ in batch for u in given
+                                           if u in self.watchers and u not in self.presence))
+                try:
+                    self.subscribe([keys.chat_presence_channel(u).encode() for u in users], wait=True)
+                    unknown, _ = self._read_presence(users)
+                except Exception as exc:  # noqa: BLE001 - every watcher in the batch is told
+                    if not isinstance(exc, RedisError):
+                        log.exception("presence load failed")
+                    for conn, given, cid in batch:
+                        self._watch_failed(conn, given, cid)
+                    continue
+                unknown = set(unknown)
+                for conn, given, cid in batch:
+                    self._watch_answer(conn, given, cid, unknown)
+
+    def _watch_answer(self, conn, given, cid, unknown):
+        if conn not in self.conns:
+            return
+        gone = [u for u in given if u in unknown]
+        if gone:
+            drop = []
+            self._unwatch(conn, gone, drop)
             self.unsubscribe(drop)
-            raise
-        if unknown:
-            self._unwatch(conn, unknown, drop)
-            self.unsubscribe(drop)
-            gone = set(unknown)
-            conn.watching = tuple(u for u in wanted if u not in gone)
-        return {u: (self.presence[u][:2] if u in self.presence else None) for u in wanted}
+            conn.watching = tuple(u for u in conn.watching if u not in unknown)
+        watching = set(conn.watching)
+        frame = {"type": "watching", "online": [], "offline": [], "unknown": [given[u] for u in gone], "cid": cid}
+        for u in given:
+            state = self.presence.get(u)
+            if state is not None and u in watching:  # (a later watch may have dropped it)
+                frame["online" if state[1] else "offline"].append(state[0])
+        conn.push(None, text_frame(frame))
+
+    def _watch_failed(self, conn, given, cid):
+        """Redis failed during the load: the socket stops watching what could not be loaded
+        and is told; it may send its ``watch`` again."""
+        if conn not in self.conns:
+            return
+        lost = [u for u in given if u not in self.presence]
+        drop = []
+        self._unwatch(conn, lost, drop)
+        self.unsubscribe(drop)
+        conn.watching = tuple(u for u in conn.watching if u in self.presence)
+        metrics.FRAMES_REFUSED.labels(reason="unavailable").inc()
+        conn.push(None, text_frame({"type": "error", "code": "unavailable", "cid": cid,
+                                    "error": "the chat store is unavailable: presence not loaded, send watch again"}))
 
     def _unwatch(self, conn, users, drop):
         """``conn`` stops watching ``users``; channels nobody here watches any more go into
@@ -291,9 +333,10 @@ class Node:
         if not users:
             return [], []
         seq = self.presence_seq
-        res = []
+        pipe = self.redis.pipeline(transaction=False)
         for i in range(0, len(users), 500):
-            res += self.s_presence(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, *users[i:i + 500]])
+            self.s_presence(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, *users[i:i + 500]], client=pipe)
+        res = [row for chunk in pipe.execute() for row in chunk]
         unknown, changed = [], []
         for u, row in zip(users, res):
             if not row or not row[0]:
