@@ -263,6 +263,9 @@ class Client:
                     if self.measuring:
                         self.received_window += 1
                         self.latencies.append(now - t0)
+                        if now - t0 > 1.0 and len(self.samples) < 20:
+                            # when a stall happened, to match with the server's logs
+                            self.samples[f"slow at {time.strftime('%H:%M:%S')}"] = f"{now - t0:.2f} s"
                     if self.sending:
                         # the message came from our partner: the partner sends its next one
                         await self.send(slot.partner)
