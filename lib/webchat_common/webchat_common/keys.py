@@ -74,9 +74,12 @@ def chat_members(room):
     return "chat:members:" + room
 
 
+CHAT_CONN_PREFIX = "chat:conn:"
+
+
 def chat_conn(name):
     """Which chat processes (node ids) hold sockets of ``name``, scored by expiry (ms)."""
-    return "chat:conn:" + name.lower()
+    return CHAT_CONN_PREFIX + name.lower()
 
 
 def chat_user_channel(name):

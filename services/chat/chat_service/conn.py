@@ -96,6 +96,7 @@ class Connection:
         self.holds = 0                     # replays in progress (held is a list while > 0)
         self.enq_last = ZERO               # highest id queued
         self.sent_last = ZERO              # highest id written to the socket
+        self.cursor_saved = ZERO           # highest id saved as the user's delivered cursor
         self.closing = None                # (code, reason) once the socket must close
         self.rate = cfg["CHAT_RATE_LIMIT"]
         self.burst = cfg["CHAT_RATE_BURST"]

@@ -186,8 +186,8 @@ class Node:
         metrics.OPEN_SOCKETS.inc()
         self.subscribe(chans, wait=True)
         if first:
-            self.s_up(keys=[keys.chat_conn(conn.user), keys.CHAT_ONLINE],
-                      args=[self.id, conn.user, self.ttl_ms, keys.CHAT_PRESENCE_PREFIX])
+            self.s_up(keys=[keys.CHAT_ONLINE],
+                      args=[self.id, self.ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, conn.user])
         else:
             # Another socket of this user is here: make sure presence did not lapse.
             self.redis.zadd(keys.CHAT_ONLINE, {conn.user: self._now_ms() + self.ttl_ms}, gt=True)
@@ -217,7 +217,7 @@ class Node:
         conn.watching = ()
         self.unsubscribe(drop)
         try:
-            if conn.sent_last > ZERO:
+            if conn.sent_last > conn.cursor_saved:
                 self.s_cursor(keys=[keys.chat_cursor(conn.user)],
                               args=[format_id(conn.sent_last), int(self.cfg["CHAT_HISTORY_AGE"])])
             if last_of_user:
@@ -700,26 +700,30 @@ class Node:
                 log.exception("heartbeat error")
 
     def _beat_once(self):
-        exp = self._now_ms() + self.ttl_ms
-        users = {}
+        """Refresh the presence of every local user (one PRESENCE_UP call per 500 users, not a
+        few commands each), save the delivered cursors that moved, sweep the dead."""
+        names = {}
+        moved = {}   # user -> (highest id written to their sockets, those sockets), if not saved
         for conns in self.by_user.values():
             for c in conns:
-                prev = users.get(c.user)
-                if prev is None or c.sent_last > prev:
-                    users[c.user] = c.sent_last
-        items = list(users.items())
-        for i in range(0, len(items), 500):  # in slices, so Redis is never busy long for us
-            chunk = items[i:i + 500]
+                names[c.user] = None
+                if c.sent_last > c.cursor_saved:
+                    sent, cs = moved.get(c.user, (ZERO, []))
+                    moved[c.user] = (max(sent, c.sent_last), cs + [c])
+        names, moved = list(names), list(moved.items())
+        age = int(self.cfg["CHAT_HISTORY_AGE"])
+        for i in range(0, max(len(names), len(moved)), 500):  # in slices: Redis is never busy long for us
             pipe = self.redis.pipeline(transaction=False)
-            for user, sent in chunk:
-                pipe.zadd(keys.chat_conn(user), {self.id: exp})
-                pipe.pexpire(keys.chat_conn(user), self.ttl_ms)
-                if sent > ZERO:
-                    self.s_cursor(keys=[keys.chat_cursor(user)],
-                                  args=[format_id(sent), int(self.cfg["CHAT_HISTORY_AGE"])], client=pipe)
-            pipe.zadd(keys.CHAT_ONLINE, {u: exp for u, _ in chunk}, gt=True)
+            if names[i:i + 500]:
+                self.s_up(keys=[keys.CHAT_ONLINE], args=[self.id, self.ttl_ms, keys.CHAT_CONN_PREFIX,
+                                                         keys.CHAT_PRESENCE_PREFIX, *names[i:i + 500]], client=pipe)
+            for user, (sent, _) in moved[i:i + 500]:
+                self.s_cursor(keys=[keys.chat_cursor(user)], args=[format_id(sent), age], client=pipe)
             pipe.execute()
-        self.s_sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_PREFIX, 500])
+            for _, (sent, cs) in moved[i:i + 500]:
+                for c in cs:
+                    c.cursor_saved = max(c.cursor_saved, sent)
+        self.s_sweep(keys=[keys.CHAT_ONLINE], args=[keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, 500])
 
     def _check_sessions(self):
         hashes = list(self.by_session)

@@ -87,24 +87,32 @@ out[n + 1] = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2
 return out
 """
 
-#: A user's first socket on this node.  KEYS: chat:conn:<user>, chat:online.  ARGV: node,
-#: user (canonical), ttl ms, presence channel prefix.  Publishes "online" on the user's
-#: presence channel (prefix .. lower(user)) when the user was offline.
+#: Users held by this node: run for a user's first socket here, and by the heartbeat for all of
+#: the node's users (500 a call).  KEYS: chat:online.  ARGV: node, ttl ms, key prefix of
+#: chat:conn, presence channel prefix, then the users (canonical names).  Each user's node
+#: entry and online expiry are pushed forward; a user who was offline (first socket, or swept
+#: while this node was too slow to beat, or Redis restarted empty) is announced "online" on
+#: their presence channel (prefix .. lower(user)).  Returns how many were announced.
 PRESENCE_UP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local exp = now + tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], exp, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-local was = redis.call('ZSCORE', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[2], 'GT', exp, ARGV[2])
-if (not was) or tonumber(was) <= now then
-  redis.call('PUBLISH', ARGV[4] .. string.lower(ARGV[2]),
-             '{"type":"presence","user":' .. cjson.encode(ARGV[2]) .. ',"online":true}')
-  return 1
+local exp = now + tonumber(ARGV[2])
+local announced = 0
+for i = 5, #ARGV do
+  local user = ARGV[i]
+  local ck = ARGV[3] .. string.lower(user)
+  redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
+  redis.call('ZADD', ck, exp, ARGV[1])
+  redis.call('PEXPIRE', ck, ARGV[2])
+  local was = redis.call('ZSCORE', KEYS[1], user)
+  redis.call('ZADD', KEYS[1], 'GT', exp, user)
+  if (not was) or tonumber(was) <= now then
+    redis.call('PUBLISH', ARGV[4] .. string.lower(user),
+               '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":true}')
+    announced = announced + 1
+  end
 end
-return 0
+return announced
 """
 
 #: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:online.  ARGV: node,

@@ -85,13 +85,17 @@ def test_unknown_receiver_stores_nothing(r):
     assert not r.exists(keys.chat_inbox("ghost"))
 
 
+def up(r, node, ttl_ms, *users):
+    return r.register_script(scripts.PRESENCE_UP)(
+        keys=[keys.CHAT_ONLINE], args=[node, ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, *users])
+
+
 def test_online_flag_follows_presence(r):
     register(r, "bob")
-    up = r.register_script(scripts.PRESENCE_UP)
-    assert up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", 3000, keys.CHAT_PRESENCE_PREFIX]) == 1
+    assert up(r, "n1", 3000, "bob") == 1
     assert send_private(r, "bob")[3] == 1
     # a second node: no second "online"
-    assert up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n2", "bob", 3000, keys.CHAT_PRESENCE_PREFIX]) == 0
+    assert up(r, "n2", 3000, "bob") == 0
     down = r.register_script(scripts.PRESENCE_DOWN)
     assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", keys.CHAT_PRESENCE_PREFIX]) == 0
     assert send_private(r, "bob")[3] == 1, "still on n2"
@@ -103,10 +107,9 @@ def test_presence_is_published_on_the_users_own_channel(r):
     ps = r.pubsub()
     ps.subscribe(keys.chat_presence_channel("Bob"))
     assert ps.get_message(timeout=1)["type"] == "subscribe"
-    up = r.register_script(scripts.PRESENCE_UP)
     down = r.register_script(scripts.PRESENCE_DOWN)
-    up(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE], args=["n1", "Bob", 3000, keys.CHAT_PRESENCE_PREFIX])
-    up(keys=[keys.chat_conn("Carol"), keys.CHAT_ONLINE], args=["n1", "Carol", 3000, keys.CHAT_PRESENCE_PREFIX])
+    up(r, "n1", 3000, "Bob")
+    up(r, "n1", 3000, "Carol")
     down(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE], args=["n1", "Bob", keys.CHAT_PRESENCE_PREFIX])
     got = [ps.get_message(timeout=1) for _ in range(3)]
     assert [m["channel"] for m in got if m] == ["chat:p:bob", "chat:p:bob"], "carol's change is not on bob's channel"
@@ -117,9 +120,8 @@ def test_presence_is_published_on_the_users_own_channel(r):
 def test_presence_read_gives_canonical_names_and_state(r):
     register(r, "Bob")
     register(r, "carol")
-    up = r.register_script(scripts.PRESENCE_UP)
-    up(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE], args=["n1", "Bob", 60_000, keys.CHAT_PRESENCE_PREFIX])
-    up(keys=[keys.chat_conn("carol"), keys.CHAT_ONLINE], args=["n1", "carol", 200, keys.CHAT_PRESENCE_PREFIX])
+    up(r, "n1", 60_000, "Bob")
+    up(r, "n1", 200, "carol")
     read = r.register_script(scripts.PRESENCE_READ)
     assert read(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, "bob", "ghost", "carol"]) == [
         ["Bob", 1], [None], ["carol", 1]]
@@ -127,19 +129,33 @@ def test_presence_read_gives_canonical_names_and_state(r):
     assert read(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, "carol"]) == [["carol", 0]]
 
 
+def test_heartbeat_refreshes_many_users_and_announces_the_swept_again(r):
+    ps = r.pubsub()
+    ps.subscribe(keys.chat_presence_channel("bob"))
+    ps.get_message(timeout=1)
+    assert up(r, "n1", 300, "bob", "carol", "dave") == 3
+    assert up(r, "n1", 60_000, "bob", "carol", "dave") == 0, "a refresh announces nobody"
+    assert r.zscore(keys.chat_conn("carol"), "n1") > time.time() * 1000 + 50_000
+    assert 50_000 < r.pttl(keys.chat_conn("dave")) <= 60_000
+    # bob was swept (this node seemed dead, or Redis lost him): the next beat says he is back
+    r.zrem(keys.CHAT_ONLINE, "bob")
+    assert up(r, "n1", 60_000, "bob", "carol", "dave") == 1
+    msgs = [json.loads(ps.get_message(timeout=1)["data"]) for _ in range(2)]
+    assert msgs == [{"type": "presence", "user": "bob", "online": True}] * 2
+
+
 def test_sweep_drops_users_of_a_dead_node_once(r):
-    up = r.register_script(scripts.PRESENCE_UP)
     sweep = r.register_script(scripts.PRESENCE_SWEEP)
-    up(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["dead", "bob", 300, keys.CHAT_PRESENCE_PREFIX])
-    up(keys=[keys.chat_conn("carol"), keys.CHAT_ONLINE], args=["alive", "carol", 60_000, keys.CHAT_PRESENCE_PREFIX])
+    up(r, "dead", 300, "bob")
+    up(r, "alive", 60_000, "carol")
     ps = r.pubsub()
     ps.subscribe(keys.chat_presence_channel("bob"), keys.chat_presence_channel("carol"))
     ps.get_message(timeout=1)
     ps.get_message(timeout=1)
-    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_PREFIX, 100]) == 0
+    assert sweep(keys=[keys.CHAT_ONLINE], args=[keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, 100]) == 0
     time.sleep(0.4)
-    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_PREFIX, 100]) == 1
-    assert sweep(keys=[keys.CHAT_ONLINE], args=["chat:conn:", keys.CHAT_PRESENCE_PREFIX, 100]) == 0
+    assert sweep(keys=[keys.CHAT_ONLINE], args=[keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, 100]) == 1
+    assert sweep(keys=[keys.CHAT_ONLINE], args=[keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, 100]) == 0
     assert json.loads(ps.get_message(timeout=1)["data"]) == {"type": "presence", "user": "bob", "online": False}
     assert r.zrange(keys.CHAT_ONLINE, 0, -1) == ["carol"]
 
