@@ -727,15 +727,14 @@ class Node:
 
     def _check_sessions(self):
         hashes = list(self.by_session)
-        if not hashes:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for h in hashes:
-            pipe.exists(KEY_PREFIX + h)
-        for h, alive in zip(hashes, pipe.execute()):
-            if not alive:
-                for conn in list(self.by_session.get(h, ())):
-                    conn.doom(1008, "session ended: log in again")
+        for i in range(0, len(hashes), 500):  # in slices: no long stretch of packing and parsing
+            pipe = self.redis.pipeline(transaction=False)
+            for h in hashes[i:i + 500]:
+                pipe.exists(KEY_PREFIX + h)
+            for h, alive in zip(hashes[i:i + 500], pipe.execute()):
+                if not alive:
+                    for conn in list(self.by_session.get(h, ())):
+                        conn.doom(1008, "session ended: log in again")
 
     # ---- shutdown -------------------------------------------------------------------------
 
