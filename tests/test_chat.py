@@ -377,7 +377,7 @@ def test_room_messages_reach_every_member_once(chat_stack):
 
 # ---- presence -----------------------------------------------------------------------------
 
-def test_presence_on_and_off_across_processes(chat_stack):
+def test_presence_on_and_off_across_processes(chat_stack, r):
     alice, bob, carol = person(chat_stack), person(chat_stack), person(chat_stack)
     sa = alice.connect()
     assert sa.watch(bob.name, cid="w1") == {
@@ -395,12 +395,17 @@ def test_presence_on_and_off_across_processes(chat_stack):
     sb2.close()
     wait_online(sa, bob.name, online=False, timeout=5)
     assert not [f for f in sc.collect(0.5) if f.get("type") == "presence"], "presence goes to watchers only"
-    # a new list replaces the old one: bob is no longer watched
+    # a new list replaces the old one: bob is no longer watched, nor heard by any process
     assert sa.watch(carol.name)["online"] == [carol.name]
+    wait_until(lambda: r.pubsub_numsub(keys.chat_presence_channel(bob.name))[0][1] == 0, timeout=5,
+               what="bob's presence channel left")
     sb = bob.connect()
     assert not [f for f in sa.collect(1.5) if f.get("type") == "presence" and f["user"] == bob.name]
     for s in (sa, sb, sc):
         s.close()
+    # every watcher gone: no process listens to anyone's presence channel any more
+    chans = [keys.chat_presence_channel(p.name) for p in (alice, bob, carol)]
+    wait_until(lambda: all(n == 0 for _, n in r.pubsub_numsub(*chans)), timeout=5, what="presence channels left")
 
 
 def test_watch_bad_input_and_limits(chat_stack):

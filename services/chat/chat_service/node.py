@@ -101,7 +101,8 @@ class PubSub(redis.client.PubSub):
     met the error: a socket greenlet's SUBSCRIBE on a dropped connection would then read the
     connection the dispatcher is reading (gevent's ConcurrentObjectUseError) or leave it half
     set up, and the dispatcher would go deaf.  Here an error only disconnects and raises; the
-    dispatcher makes a new connection, resubscribes and catches every socket up."""
+    dispatcher makes a new connection, resubscribes and catches every socket up.  (It replaces
+    a private method of redis-py 8, hence the pin in pyproject.toml and a unit test.)"""
 
     def _reconnect(self, conn, error=None, *args, **kwargs):
         conn.disconnect()
@@ -176,7 +177,6 @@ class Node:
         """Register a socket and wait until the node hears its channels (so a snapshot taken
         afterwards cannot miss a message published in between)."""
         self.conns.add(conn)
-        first = conn.lower not in self.by_user
         self.by_user.setdefault(conn.lower, set()).add(conn)
         self.by_session.setdefault(conn.session_hash, set()).add(conn)
         chans = [keys.chat_user_channel(conn.lower).encode()]
@@ -185,12 +185,9 @@ class Node:
             chans.append(keys.chat_room_channel(room).encode())
         metrics.OPEN_SOCKETS.inc()
         self.subscribe(chans, wait=True)
-        if first:
-            self.s_up(keys=[keys.CHAT_ONLINE],
-                      args=[self.id, self.ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, conn.user])
-        else:
-            # Another socket of this user is here: make sure presence did not lapse.
-            self.redis.zadd(keys.CHAT_ONLINE, {conn.user: self._now_ms() + self.ttl_ms}, gt=True)
+        # (for a user with another socket here: makes sure their presence did not lapse)
+        self.s_up(keys=[keys.CHAT_ONLINE],
+                  args=[self.id, self.ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, conn.user])
 
     def remove(self, conn):
         if conn not in self.conns:
@@ -259,16 +256,25 @@ class Node:
         A user is watched once per node, whatever the number of local watchers: their state is
         loaded once and then kept by the changes heard, and every later watcher gets it at
         once."""
+        self.drop_watches(conn, [u for u in conn.watching if u not in given])
         old = set(conn.watching)
-        drop = []
-        self._unwatch(conn, [u for u in conn.watching if u not in given], drop)
-        self.unsubscribe(drop)
-        for u in given:
-            if u not in old:
-                self.watchers.setdefault(u, set()).add(conn)
-        conn.watching = tuple(given)
+        new = [u for u in given if u not in old]
+        for u in new:
+            self.watchers.setdefault(u, set()).add(conn)
+        conn.watching += tuple(new)
         self.loads.append((conn, given, cid))
         self.loads_ready.set()
+
+    def drop_watches(self, conn, users):
+        """``conn`` stops watching ``users`` (and the node unsubscribes from those nobody here
+        watches any more)."""
+        if not users:
+            return
+        drop = []
+        self._unwatch(conn, users, drop)
+        self.unsubscribe(drop)
+        gone = set(users)
+        conn.watching = tuple(u for u in conn.watching if u not in gone)
 
     def _presence_loader(self):
         """Answers ``watch`` frames, loading the state of users newly watched here for every
@@ -287,25 +293,26 @@ class Node:
                 try:
                     self.subscribe([keys.chat_presence_channel(u).encode() for u in users], wait=True)
                     unknown, _ = self._read_presence(users)
+                    failed = False
                 except Exception as exc:  # noqa: BLE001 - every watcher in the batch is told
                     if not isinstance(exc, RedisError):
                         log.exception("presence load failed")
-                    for conn, given, cid in batch:
-                        self._watch_failed(conn, given, cid)
-                    continue
+                    unknown, failed = (), True
                 unknown = set(unknown)
                 for conn, given, cid in batch:
-                    self._watch_answer(conn, given, cid, unknown)
+                    try:
+                        if failed:
+                            self._watch_failed(conn, given, cid)
+                        else:
+                            self._watch_answer(conn, given, cid, unknown)
+                    except Exception:  # noqa: BLE001 - one socket's answer never stops the loader
+                        log.exception("could not answer a watch")
 
     def _watch_answer(self, conn, given, cid, unknown):
         if conn not in self.conns:
             return
         gone = [u for u in given if u in unknown]
-        if gone:
-            drop = []
-            self._unwatch(conn, gone, drop)
-            self.unsubscribe(drop)
-            conn.watching = tuple(u for u in conn.watching if u not in unknown)
+        self.drop_watches(conn, gone)
         watching = set(conn.watching)
         frame = {"type": "watching", "online": [], "offline": [], "unknown": [given[u] for u in gone], "cid": cid}
         for u in given:
@@ -319,11 +326,7 @@ class Node:
         and is told; it may send its ``watch`` again."""
         if conn not in self.conns:
             return
-        lost = [u for u in given if u not in self.presence]
-        drop = []
-        self._unwatch(conn, lost, drop)
-        self.unsubscribe(drop)
-        conn.watching = tuple(u for u in conn.watching if u in self.presence)
+        self.drop_watches(conn, [u for u in given if u not in self.presence])
         metrics.FRAMES_REFUSED.labels(reason="unavailable").inc()
         conn.push(None, text_frame({"type": "error", "code": "unavailable", "cid": cid,
                                     "error": "the chat store is unavailable: presence not loaded, send watch again"}))
@@ -359,7 +362,9 @@ class Node:
                 unknown.append(u)
                 continue
             cur = self.presence.get(u)
-            if u in self.watchers and (cur is None or cur[2] <= seq):
+            # Only users this node hears: a state nobody keeps up to date is never stored.
+            heard = keys.chat_presence_channel(u).encode() in self.subscribed
+            if u in self.watchers and heard and (cur is None or cur[2] <= seq):
                 online = bool(int(row[1]))
                 if cur is not None and cur[1] != online:
                     changed.append(u)
@@ -371,7 +376,7 @@ class Node:
         after a pub/sub reconnect (changes published meanwhile were not heard) and as a
         periodic safety net (a Redis restarted empty: its users come back with the heartbeat,
         which announces nothing)."""
-        _, changed = self._read_presence(list(self.watchers))
+        _, changed = self._read_presence(list(self.presence))
         for u in changed:
             self._queue_presence(u)
 
@@ -439,6 +444,13 @@ class Node:
                 if not ev.wait(timeout):
                     raise RedisError("pub/sub subscription not confirmed")
 
+    def _wanted(self, ch):
+        for prefix, users in ((_USER_PREFIX, self.by_user), (_ROOM_PREFIX, self.by_room),
+                              (_PRESENCE_PREFIX, self.watchers)):
+            if ch.startswith(prefix):
+                return ch[len(prefix):].decode() in users
+        return True
+
     def unsubscribe(self, chans):
         chans = [c for c in chans if c not in self.pending]
         if not chans:
@@ -504,6 +516,8 @@ class Node:
                         ev = self.pending.pop(ch, None)
                         if ev is not None:
                             ev.set()
+                        if not self._wanted(ch):  # its last user left while it was pending
+                            self.unsubscribe([ch])
                         if not caught_up and not self.pending:
                             caught_up = True
                             caught_up_pending = False
@@ -714,12 +728,19 @@ class Node:
         age = int(self.cfg["CHAT_HISTORY_AGE"])
         for i in range(0, max(len(names), len(moved)), 500):  # in slices: Redis is never busy long for us
             pipe = self.redis.pipeline(transaction=False)
-            if names[i:i + 500]:
+            held = [n for n in names[i:i + 500] if n.lower() in self.by_user]  # (some may have left)
+            if held:
                 self.s_up(keys=[keys.CHAT_ONLINE], args=[self.id, self.ttl_ms, keys.CHAT_CONN_PREFIX,
-                                                         keys.CHAT_PRESENCE_PREFIX, *names[i:i + 500]], client=pipe)
+                                                         keys.CHAT_PRESENCE_PREFIX, *held], client=pipe)
             for user, (sent, _) in moved[i:i + 500]:
                 self.s_cursor(keys=[keys.chat_cursor(user)], args=[format_id(sent), age], client=pipe)
             pipe.execute()
+            for user in held:
+                if user.lower() not in self.by_user:
+                    # Left while this slice was in Redis: its PRESENCE_DOWN may have run first
+                    # and this refresh undone it; run it again.
+                    self.s_down(keys=[keys.chat_conn(user), keys.CHAT_ONLINE],
+                                args=[self.id, user, keys.CHAT_PRESENCE_PREFIX])
             for _, (sent, cs) in moved[i:i + 500]:
                 for c in cs:
                     c.cursor_saved = max(c.cursor_saved, sent)

@@ -261,3 +261,26 @@ def test_chat_page_needs_login(app, r):
     page = client.get("/chat/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and b'<span id="chat-user">alice</span>' in page.data
     assert client.get("/chat/static/chat.js").status_code == 200
+
+
+def test_pubsub_never_reconnects_inside_a_subscribe(app, r):
+    """A socket greenlet's SUBSCRIBE on a dropped pub/sub connection raises and leaves the
+    connection closed: only the dispatcher reconnects (redis-py's own PubSub would reconnect
+    and resubscribe right there, reading the socket the dispatcher reads)."""
+    import redis as redis_lib
+
+    from chat_service.node import PubSub
+
+    client = redis_lib.Redis.from_url(app.config["REDIS_URL"],
+                                      retry=redis_lib.retry.Retry(redis_lib.backoff.NoBackoff(), 0))
+    ps = PubSub(client.connection_pool)
+    ps.subscribe("chat:u:someone")
+    assert ps.get_message(timeout=1)["type"] == "subscribe"
+    assert r.client_kill_filter(_type="pubsub") == 1
+    with pytest.raises(redis_lib.ConnectionError):
+        for _ in range(3):  # the first write may still fit in the dead socket's buffer
+            ps.subscribe("chat:u:other")
+            ps.get_message(timeout=0.5)
+    assert r.pubsub_numsub("chat:u:someone")[0][1] == 0, "not reconnected and resubscribed behind our back"
+    ps.reset()
+    client.close()

@@ -62,7 +62,7 @@
     var json = JSON.stringify(list);
     if (json === watchSent) return;
     watchSent = json;
-    ws.send(JSON.stringify({ type: "watch", users: list }));
+    ws.send(JSON.stringify({ type: "watch", users: list, cid: "watch" }));
   }
 
   function scheduleWatch() {
@@ -212,6 +212,12 @@
         renderLists();
         break;
       case "error":
+        if (f.cid === "watch") {
+          // Not watched (the store was unavailable, or too many frames): try again shortly.
+          watchSent = null;
+          if (!watchTimer) watchTimer = setTimeout(sendWatch, 3000 * (0.5 + Math.random()));
+          break;
+        }
         notice(f.error);
         if (f.cid !== undefined && pending[f.cid]) {
           pending[f.cid].pending = false; pending[f.cid].data += "  (not sent: " + f.error + ")";
