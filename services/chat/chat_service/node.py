@@ -373,9 +373,8 @@ class Node:
 
     def refresh_presence(self):
         """Re-read every watched user's state and push what differs from the state known here:
-        after a pub/sub reconnect (changes published meanwhile were not heard) and as a
-        periodic safety net (a Redis restarted empty: its users come back with the heartbeat,
-        which announces nothing)."""
+        after a pub/sub reconnect (changes published meanwhile were not heard), and every
+        CHAT_SESSION_CHECK_INTERVAL as a safety net for any change not heard."""
         _, changed = self._read_presence(list(self.presence))
         for u in changed:
             self._queue_presence(u)
