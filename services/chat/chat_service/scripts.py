@@ -25,6 +25,15 @@ local msstr = string.format('%d', ms)
 local id = msstr .. '-' .. seq
 """
 
+# Shared prelude: announce(prefix, user, state) publishes a presence frame on the user's
+# presence channel (prefix .. lower(user)); state is 'true' or 'false'.
+_ANNOUNCE = """
+local function announce(prefix, user, state)
+  redis.call('PUBLISH', prefix .. string.lower(user),
+             '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":' .. state .. '}')
+end
+"""
+
 #: Private message.  KEYS: clock, user:<lower receiver> (auth's hash), chat:inbox:<receiver>,
 #: chat:online.  ARGV: frame tail (JSON object without its "{", carrying sender, data, cid),
 #: max length, age ms, the receiver's channel.
@@ -93,7 +102,7 @@ return out
 #: entry and online expiry are pushed forward; a user who was offline (first socket, or swept
 #: while this node was too slow to beat, or Redis restarted empty) is announced "online" on
 #: their presence channel (prefix .. lower(user)).  Returns how many were announced.
-PRESENCE_UP = """
+PRESENCE_UP = _ANNOUNCE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local exp = now + tonumber(ARGV[2])
@@ -107,8 +116,7 @@ for i = 5, #ARGV do
   local was = redis.call('ZSCORE', KEYS[1], user)
   redis.call('ZADD', KEYS[1], 'GT', exp, user)
   if (not was) or tonumber(was) <= now then
-    redis.call('PUBLISH', ARGV[4] .. string.lower(user),
-               '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":true}')
+    announce(ARGV[4], user, 'true')
     announced = announced + 1
   end
 end
@@ -117,7 +125,7 @@ return announced
 
 #: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:online.  ARGV: node,
 #: user, presence channel prefix.  Publishes "offline" when no live node holds the user any more.
-PRESENCE_DOWN = """
+PRESENCE_DOWN = _ANNOUNCE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -125,8 +133,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[1])
   if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
-    redis.call('PUBLISH', ARGV[3] .. string.lower(ARGV[2]),
-               '{"type":"presence","user":' .. cjson.encode(ARGV[2]) .. ',"online":false}')
+    announce(ARGV[3], ARGV[2], 'false')
     return 1
   end
 end
@@ -136,7 +143,7 @@ return 0
 #: Every process runs this on its heartbeat: users whose presence expired (their process died
 #: without cleaning up, e.g. SIGKILL) are dropped and announced offline, once.  KEYS:
 #: chat:online.  ARGV: key prefix of chat:conn, presence channel prefix, max users per run.
-PRESENCE_SWEEP = """
+PRESENCE_SWEEP = _ANNOUNCE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
@@ -145,8 +152,7 @@ for _, user in ipairs(gone) do
   local ck = ARGV[1] .. string.lower(user)
   redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
   if redis.call('ZCARD', ck) == 0 and redis.call('ZREM', KEYS[1], user) == 1 then
-    redis.call('PUBLISH', ARGV[2] .. string.lower(user),
-               '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":false}')
+    announce(ARGV[2], user, 'false')
     n = n + 1
   end
 end
