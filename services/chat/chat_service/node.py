@@ -158,7 +158,7 @@ class Node:
         self.sends = []          # (script, keys, args, AsyncResult) waiting for the next batch
         self.sends_ready = Event()
         self._sender = gevent.spawn(self._send_loop)
-        self.loads = []          # (users, AsyncResult) waiting for the next presence load
+        self.loads = []          # (Connection, {lower: name as sent}, cid) watches waiting for the loader
         self.loads_ready = Event()
         self._loader = gevent.spawn(self._presence_loader)
         self._install_sigterm()
@@ -210,9 +210,8 @@ class Node:
                 del self.by_session[conn.session_hash]
         for room in list(conn.rooms):
             self._leave_local(conn, room, drop)
-        self._unwatch(conn, conn.watching, drop)
-        conn.watching = ()
         self.unsubscribe(drop)
+        self.drop_watches(conn, conn.watching)
         try:
             if conn.sent_last > conn.cursor_saved:
                 self.s_cursor(keys=[keys.chat_cursor(conn.user)],

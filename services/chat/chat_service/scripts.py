@@ -96,7 +96,7 @@ out[n + 1] = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2
 return out
 """
 
-#: Users held by this node: run for a user's first socket here, and by the heartbeat for all of
+#: Users held by this node: run for each socket that opens here, and by the heartbeat for all of
 #: the node's users (500 a call).  KEYS: chat:online.  ARGV: node, ttl ms, key prefix of
 #: chat:conn, presence channel prefix, then the users (canonical names).  Each user's node
 #: entry and online expiry are pushed forward; a user who was offline (first socket, or swept
