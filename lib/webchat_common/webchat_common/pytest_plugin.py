@@ -18,3 +18,21 @@ def redis_url(redis_server):
     client.flushall()
     client.close()
     return redis_server.url
+
+
+def _hypothesis_profiles():
+    """Property-based tests (hypothesis) run a bounded number of examples with no per-example
+    deadline: the machines are shared and a real Redis or gateway round trip varies.  The
+    ``thorough`` profile (``--hypothesis-profile=thorough``) runs ten times as many."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # a runtime image without the test tools
+        return
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                        HealthCheck.function_scoped_fixture])
+    settings.register_profile("default", max_examples=150, **common)
+    settings.register_profile("thorough", max_examples=1500, **common)
+    settings.load_profile("default")
+
+
+_hypothesis_profiles()
