@@ -40,7 +40,9 @@ class Stack:
         self.state_dir = Path(state_dir)
         self.gateway_port = gateway_port or free_port()
         self.env = dict(env or {})
-        self.redis = RedisServer(data_dir=str(self.state_dir / "redis"))
+        # With its AOF, as compose and Kubernetes run it (docs/durability.md): stopping and
+        # starting the stack, or Redis alone, keeps accounts, sessions and messages.
+        self.redis = RedisServer(data_dir=str(self.state_dir / "redis"), persistent=True)
         self.services = {
             "auth": Service("auth", "auth_service:create_app()", free_port()),
             "files": Service("files", "files_service:create_app()", free_port()),

@@ -754,12 +754,14 @@ def test_joining_a_room_from_one_socket_brings_the_others_on_other_processes(cha
 
 
 def test_redis_restart_is_survived(chat_stack):
-    """Redis goes away and comes back empty (the test Redis keeps nothing): open sockets of
-    sessions that no longer exist are closed, and chat works again by itself."""
+    """Redis goes away and comes back empty (its data lost: wiped while it was down; a restart
+    with its AOF keeps everything, tests/test_faults.py): open sockets of sessions that no
+    longer exist are closed, and chat works again by itself."""
     alice = person(chat_stack)
     s = alice.connect()
     chat_stack.redis.stop()
     try:
+        chat_stack.redis.wipe()
         time.sleep(1.5)
     finally:
         chat_stack.redis.start()

@@ -7,7 +7,11 @@ from .testing import RedisServer
 
 @pytest.fixture(scope="session")
 def redis_server():
-    with RedisServer() as server:
+    """One Redis for the session's unit tests, with no persistence (``persistent=False``): each
+    test starts from FLUSHALL (``redis_url``), none restarts Redis expecting its data back, and
+    an AOF would only add a write per command on the machine's shared disk.  What persistence
+    guarantees is tested on the stack that runs with it (tests/test_faults.py)."""
+    with RedisServer(persistent=False) as server:
         yield server
 
 

@@ -1,8 +1,11 @@
 """Helpers for tests and the local stack: free ports, a real redis-server, readiness waits.
 
 Every service's tests use these (through the ``redis_url`` fixture of :mod:`.pytest_plugin`),
-and so does the local stack runner, so there is one way to start Redis.
+and so does the local stack runner, so there is one way to start Redis, and the local stack
+runs it with the same persistence as compose and Kubernetes (:data:`PERSISTENT_ARGS`;
+docs/durability.md says why, and ``tests/test_durability_config.py`` keeps the three in step).
 """
+import contextlib
 import os
 import shutil
 import socket
@@ -11,6 +14,20 @@ import tempfile
 import time
 
 import redis
+
+#: How often Redis fsyncs its append-only file, everywhere it persists (local stack, compose,
+#: Kubernetes): once a second, in a background thread.  Acknowledged writes survive a kill of
+#: the Redis process; an OS crash or power loss can take about the last second (two when the
+#: disk is slow).  docs/durability.md has the reasoning and the per-failure figures.
+APPENDFSYNC = "everysec"
+#: Redis' persistence arguments where data must survive restarts: the same as compose and
+#: Kubernetes give (``save`` is left at Redis' default there and here: the RDB snapshots are a
+#: spare copy; on start Redis loads the AOF, which is more recent).
+PERSISTENT_ARGS = ("--appendonly", "yes", "--appendfsync", APPENDFSYNC)
+#: Nothing on disk: the unit tests' Redis (see ``pytest_plugin.redis_server``).
+EPHEMERAL_ARGS = ("--appendonly", "no", "--save", "")
+#: Where Redis 7 keeps its multi-part AOF, inside ``--dir``.
+AOF_DIRNAME = "appendonlydir"
 
 
 def free_port():
@@ -35,41 +52,93 @@ def wait_until(check, timeout=15.0, interval=0.05, what="condition"):
 
 
 class RedisServer:
-    """A redis-server process on a free loopback port with its own data directory."""
+    """A redis-server process on a loopback port with its own data directory: the one way this
+    project starts Redis outside containers (the local stack, ``make run``, the integration and
+    fault tests, the benchmarks, and, without persistence, the unit tests).
 
-    def __init__(self, port=None, data_dir=None, log_file=None):
+    ``persistent=True`` (the default) runs Redis as compose and Kubernetes do: an append-only
+    file with ``appendfsync`` :data:`APPENDFSYNC` (:data:`PERSISTENT_ARGS`; why that setting,
+    and what each failure can lose: docs/durability.md).  ``persistent=False`` keeps nothing on
+    disk (:data:`EPHEMERAL_ARGS`).
+
+    The port and the data directory are the server's for its whole life, so every way of
+    stopping it can be followed by :meth:`start` on the same address and data:
+    :meth:`stop` (SIGTERM: Redis flushes and fsyncs its AOF, then exits), :meth:`kill`
+    (SIGKILL: no chance to flush anything), :meth:`restart` (stop, then start).  :meth:`wipe`
+    deletes the data of a stopped server (a Redis that comes back empty)."""
+
+    def __init__(self, port=None, data_dir=None, log_file=None, persistent=True):
         self.port = port or free_port()
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="webchat-redis-")
         self.log_file = log_file or os.path.join(self.data_dir, "redis.log")
+        self.persistent = persistent
         self.proc = None
 
     @property
     def url(self):
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self):
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc and self.proc.poll() is None else None
+
+    def args(self, binary="redis-server"):
+        """The command line :meth:`start` runs."""
+        return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.data_dir,
+                *(PERSISTENT_ARGS if self.persistent else EPHEMERAL_ARGS),
+                "--logfile", self.log_file, "--protected-mode", "yes"]
+
+    def start(self, timeout=15.0):
+        """Start the server (loading its AOF if there is one) and wait until it answers PING
+        (a server still loading its data answers LOADING and is waited for)."""
+        if self.pid:
+            raise RuntimeError(f"redis on port {self.port} is already running (pid {self.pid})")
         binary = shutil.which("redis-server")
         if not binary:
             raise RuntimeError("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)")
         os.makedirs(self.data_dir, exist_ok=True)
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.data_dir,
-                "--save", "", "--appendonly", "no", "--logfile", self.log_file, "--protected-mode", "yes"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        wait_until(client.ping, what=f"redis on port {self.port}")
-        client.close()
+        self.proc = subprocess.Popen(self.args(binary), stdin=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+        try:
+            wait_until(lambda: self.proc.poll() is None and client.ping(), timeout=timeout,
+                       what=f"redis on port {self.port} (log: {self.log_file})")
+        finally:
+            client.close()
         return self
 
-    def stop(self):
+    def stop(self, timeout=10.0):
+        """SIGTERM and wait (SIGKILL after ``timeout`` s).  With the AOF on, Redis writes and
+        fsyncs what it has before exiting, so nothing it acknowledged is lost."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def kill(self):
+        """SIGKILL and reap: the process gets no chance to write or fsync anything."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self, timeout=15.0):
+        """Graceful stop (SIGTERM), then start again on the same port and data directory."""
+        self.stop()
+        return self.start(timeout)
+
+    def wipe(self):
+        """Delete the stopped server's data (AOF directory, RDB file): it starts empty."""
+        if self.pid:
+            raise RuntimeError("stop the server before wiping its data")
+        shutil.rmtree(os.path.join(self.data_dir, AOF_DIRNAME), ignore_errors=True)
+        for name in ("dump.rdb", "appendonly.aof"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.data_dir, name))
 
     def cleanup(self):
         self.stop()
