@@ -147,6 +147,19 @@ def chat_stack(tmp_path_factory):
         yield s
 
 
+#: The fault suite's figures (tests/test_faults.py), one line per scenario, printed again at
+#: the end of the run by pytest_terminal_summary below, whether or not output is captured.
+FAULT_FIGURES = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lines = config.stash.get(FAULT_FIGURES, [])
+    if lines:
+        terminalreporter.write_sep("-", "fault scenarios (tests/test_faults.py)")
+        for text in lines:
+            terminalreporter.write_line(text)
+
+
 def tiny_png(width=2, height=2, rgb=(200, 30, 30)):
     """A real, decodable PNG (browsers render it; the files service detects it)."""
     import struct

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import tiny_png
-from test_chat import Person
+from chat_support import Person
 
 pytestmark = pytest.mark.timeout(120)
 ONLINE = re.compile(r"\bonline\b")
