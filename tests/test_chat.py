@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -19,34 +20,12 @@ import requests
 import websocket
 from websocket import ABNF
 
-from chat_support import ChatSock, Closed, Person, worker_pids
-from conftest import tiny_png
+from support.chat import Closed, ChatSock, Person, person, two_nodes, wait_online
+from support.web import tiny_png
 from webchat_common import keys
 from webchat_common.testing import wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def r(chat_stack):
-    client = redis.Redis.from_url(chat_stack.redis.url, decode_responses=True)
-    yield client
-    client.close()
-
-
-def person(chat_stack):
-    return Person(chat_stack)
-
-
-def two_nodes(a, b):
-    """a and b connected, on different chat processes."""
-    sa = a.connect()
-    sb = b.connect_not_on(sa.node)
-    return sa, sb
-
-
-def wait_online(sock, who, online=True, timeout=10):
-    return sock.expect("presence", timeout=timeout, user=who, online=online)
 
 
 # ---- messages across processes ------------------------------------------------------------
@@ -287,6 +266,11 @@ def test_watch_bad_input_and_limits(chat_stack):
     sb.close()
 
 
+def _worker_pids(master_pid):
+    out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
 def test_sigkilled_process_leaves_no_ghost_online(chat_stack, r):
     alice, bob = person(chat_stack), person(chat_stack)
     sa = alice.connect()
@@ -301,7 +285,7 @@ def test_sigkilled_process_leaves_no_ghost_online(chat_stack, r):
     assert off and took < 3 * 3, f"ghost for {took:.1f}s with a 3 s TTL"
     assert bob.name not in r.zrangebyscore(keys.CHAT_ONLINE, int(time.time() * 1000), "+inf")
     # gunicorn replaced the worker; the stack still has two chat processes
-    wait_until(lambda: all(worker_pids(p.pid) for p in chat_stack.services["chat"].procs if p.poll() is None),
+    wait_until(lambda: all(_worker_pids(p.pid) for p in chat_stack.services["chat"].procs if p.poll() is None),
                timeout=15, what="replacement worker")
     sa.close()
 
@@ -519,7 +503,7 @@ def test_sigterm_closes_with_1012_and_clients_resume_elsewhere(chat_stack):
     sa.send(receiver=bob.name, data="before")
     last = sb.expect("message", data="before")["id"]
     procs = [p for p in chat_stack.services["chat"].procs if p.poll() is None]
-    victim = next(p for p in procs if sb.pid in worker_pids(p.pid))
+    victim = next(p for p in procs if sb.pid in _worker_pids(p.pid))
     victim.send_signal(signal.SIGTERM)
     try:
         closed = sb.expect_close(timeout=15)

@@ -44,9 +44,9 @@ import redis
 import websocket
 from websocket import ABNF
 
-from chat_support import Person, worker_pids
 from conftest import FAULT_FIGURES
 from localstack import Stack
+from support.chat import Person
 from webchat_common import keys
 from webchat_common.testing import wait_until
 
@@ -323,6 +323,12 @@ class ResumingClient:
 
 
 # ---- the stack and the faults --------------------------------------------------------------
+
+def worker_pids(master_pid):
+    """The pids of a gunicorn master's workers (its children)."""
+    out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
 
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory):

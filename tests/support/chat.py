@@ -1,13 +1,7 @@
-"""Chat clients for the integration tests (tests/test_chat.py, test_chat_page.py, test_faults.py):
-someone registered and logged in (:class:`Person`, through the gateway from their own loopback
-address, as a browser), one chat WebSocket as a test drives it (:class:`ChatSock`: JSON frames
-in and out, close codes), and the pids of a chat replica's gunicorn workers.
-
-The rule: tests share these helpers from here (or conftest.py), never by importing a test module.
-"""
+"""A chat client for the integration tests: JSON frames in and out of a real WebSocket through
+the gateway (websocket-client), close codes as exceptions, and people who register and log in."""
 import json
 import struct
-import subprocess
 import time
 import uuid
 
@@ -15,7 +9,7 @@ import pytest
 import websocket
 from websocket import ABNF
 
-from conftest import Browser
+from support.web import Browser
 
 
 class Closed(Exception):
@@ -160,7 +154,16 @@ class Person:
         raise AssertionError("never landed on that chat process")
 
 
-def worker_pids(master_pid):
-    """The pids of a gunicorn master's workers (its children)."""
-    out = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def person(chat_stack):
+    return Person(chat_stack)
+
+
+def two_nodes(a, b):
+    """a and b connected, on different chat processes."""
+    sa = a.connect()
+    sb = b.connect_not_on(sa.node)
+    return sa, sb
+
+
+def wait_online(sock, who, online=True, timeout=10):
+    return sock.expect("presence", timeout=timeout, user=who, online=online)
