@@ -63,6 +63,9 @@ WARMUP = 2.0
 AFTER = 2.0
 #: Client reconnect backoff: base * 2**attempt, capped, times a random factor in [0.5, 1].
 BACKOFF_BASE, BACKOFF_CAP = 0.1, 1.0
+#: On a drop, the message acknowledged within this many seconds before it is sent again as if
+#: its ack had been lost (ResumingClient._drop).
+ACK_LOST_WITHIN = 2.0
 #: Re-send delay after an ``unavailable`` error frame, seconds.
 RETRY_UNAVAILABLE = 0.3
 #: Seconds from a fault until every client is sending and receiving again. The slowest
@@ -133,6 +136,8 @@ class ResumingClient:
         self.attempt = 0
         self.pending = {}                      # cid -> Outgoing
         self.made = {}                         # cid -> (receiver or None, room or None)
+        self.frames = {}                       # cid -> the frame sent
+        self.ack_lost = 0                      # acks counted as lost in a drop (see _drop)
         self.acks = defaultdict(list)          # cid -> [(id, duplicate, t)]
         self.seen = set()                      # ids received
         self.received = []                     # (id, sender, cid, t)
@@ -185,6 +190,12 @@ class ResumingClient:
             self.disruptions.append((time.monotonic(), what))
 
     def _drop(self, what):
+        """The socket is gone: everything unacknowledged is re-sent once connected again.
+        So is the message acknowledged last, if that was less than :data:`ACK_LOST_WITHIN`
+        seconds ago, as if its ack had been lost with the connection (it can be: the ack was
+        written but never reached the client), so that every disrupted client exercises the
+        server's ``cid`` de-duplication: the re-send must be acknowledged with the first
+        message's id and stored nowhere again."""
         self._disrupted(what)
         try:
             self.ws.close(timeout=0.2)
@@ -192,10 +203,18 @@ class ResumingClient:
             pass
         self.ws = None
         self.synced = False
+        now = time.monotonic()
         with self.lock:
             for out in self.pending.values():
                 if out.due is None:
-                    out.due = 0.0  # re-sent once connected again
+                    out.due = 0.0
+            recent = [(acks[-1][2], cid) for cid, acks in self.acks.items()
+                      if cid not in self.pending and acks[-1][2] > now - ACK_LOST_WITHIN]
+            if recent:
+                cid = max(recent)[1]
+                again = self.pending[cid] = Outgoing(cid, self.frames[cid], 0.0)
+                again.sends = 1  # its next send is a re-send
+                self.ack_lost += 1
 
     def _connect(self):
         last = "%d-%d" % self.last_id if self.last_id else None
@@ -274,6 +293,7 @@ class ResumingClient:
             target = (receiver, None)
         with self.lock:
             self.made[cid] = target
+            self.frames[cid] = frame
             self.pending[cid] = Outgoing(cid, frame, now)
 
     def _handle(self, f):
@@ -506,6 +526,9 @@ def figures(clients, stored, fault_times):
                      if any(r in (401, 403) for r in c.refusals)},
         "handshake_5xx": sum(1 for c in clients for r in c.refusals if r >= 500),
         "disrupted": sum(1 for c in clients if any(t >= fault_times[0] for t, _ in c.disruptions)),
+        "closes": sum(1 for c in clients for t, what in c.disruptions
+                      if t >= fault_times[0] and what.startswith("closed")),
+        "ack_lost": sum(c.ack_lost for c in clients),
         "resent": sum(c.resent for c in clients),
         "unavailable": sum(c.unavailable for c in clients),
         "duplicate_acks": sum(1 for c in clients for acks in c.acks.values() for a in acks if a[1]),
@@ -518,9 +541,10 @@ def line(letter, title, fig):
     steps = "" if len(rec) == 1 else " (" + ", ".join("never" if r is None else f"{r:.1f}" for r in rec) + ")"
     return (f"{letter}. {title}: sent {fig['sent']}, acknowledged {fig['acknowledged']}, "
             f"delivered {fig['delivered']}, lost {len(fig['lost'])}, duplicated {fig['duplicated']}, "
-            f"recovered in {worst}{steps} [clients disrupted {fig['disrupted']}/{USERS}, re-sent "
-            f"{fig['resent']}, unavailable {fig['unavailable']}, handshakes 5xx {fig['handshake_5xx']}, "
-            f"duplicate acks {fig['duplicate_acks']}]")
+            f"recovered in {worst}{steps} [clients disrupted {fig['disrupted']}/{USERS}, sockets closed "
+            f"{fig['closes']}, handshakes 5xx {fig['handshake_5xx']}, unavailable {fig['unavailable']}, "
+            f"re-sent {fig['resent']} (of them acknowledged before {fig['ack_lost']}; answered duplicate "
+            f"{fig['duplicate_acks']})]")
 
 
 @pytest.fixture
