@@ -1,13 +1,10 @@
 """Integration fixtures: the whole stack (real Redis, gunicorn services, nginx) on free ports,
 started by the same code as ``make run``."""
-import itertools
-import re
-
 import pytest
-import requests
-from requests.adapters import HTTPAdapter
+import redis
 
 from localstack import Stack
+from support.web import Browser
 
 
 @pytest.fixture(scope="session")
@@ -19,66 +16,6 @@ def stack(tmp_path_factory):
 @pytest.fixture
 def gateway(stack):
     return stack.url
-
-
-def form_token(html):
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-_addresses = itertools.count(2)
-
-
-class SourceAddressAdapter(HTTPAdapter):
-    def __init__(self, address):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def new_client_address():
-    """A loopback address of its own (127.0.0.0/8 is all loopback): each simulated person
-    comes from a different IP, as on the internet, so per-IP limits count per person."""
-    n = next(_addresses)
-    return f"127.0.{n // 250}.{n % 250 + 2}"
-
-
-class Browser:
-    """A requests session that talks to the gateway like a browser does, from its own address."""
-
-    def __init__(self, base):
-        self.base = base
-        self.address = new_client_address()
-        self.http = requests.Session()
-        self.http.mount("http://", SourceAddressAdapter(self.address))
-        self.http.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"
-
-    def get(self, path, **kw):
-        return self.http.get(self.base + path, allow_redirects=False, timeout=10, **kw)
-
-    def post(self, path, **kw):
-        return self.http.post(self.base + path, allow_redirects=False, timeout=10, **kw)
-
-    def token(self, path="/login"):
-        return form_token(self.get(path).text)
-
-    def register(self, username, password="correct horse"):
-        return self.post("/register", data={"username": username, "password": password, "csrf_token": self.token("/register")})
-
-    def login(self, username, password="correct horse", **extra):
-        return self.post("/login", data={"username": username, "password": password, "csrf_token": self.token(), **extra})
-
-    def logout(self):
-        return self.post("/logout", data={"csrf_token": self.me()["csrf_token"]})
-
-    def me(self):
-        return self.get("/api/me").json()
-
-    @property
-    def sid(self):
-        return self.http.cookies.get("webchat_session")
 
 
 @pytest.fixture
@@ -144,6 +81,7 @@ CHAT_TEST_ENV = {
     "CHAT_SEND_TIMEOUT": "3",
     "CHAT_SOCKET_SNDBUF": "8192",
     "CHAT_HISTORY_AGE": "3600",
+    "CHAT_MAX_SOCKETS_PER_USER": "8",
 }
 
 
@@ -155,14 +93,9 @@ def chat_stack(tmp_path_factory):
         yield s
 
 
-def tiny_png(width=2, height=2, rgb=(200, 30, 30)):
-    """A real, decodable PNG (browsers render it; the files service detects it)."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data))
-
-    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+@pytest.fixture
+def r(chat_stack):
+    """A Redis client of the chat stack's Redis."""
+    client = redis.Redis.from_url(chat_stack.redis.url, decode_responses=True)
+    yield client
+    client.close()

@@ -1,7 +1,7 @@
 """The media and profile pages in headless Chromium through the gateway: what a person sees."""
 from playwright.sync_api import expect
 
-from conftest import tiny_png
+from support.web import tiny_png
 
 
 def register(page, gateway, username):

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -21,175 +20,12 @@ import requests
 import websocket
 from websocket import ABNF
 
-from conftest import Browser, tiny_png
+from support.chat import Closed, ChatSock, Person, person, two_nodes, wait_online
+from support.web import tiny_png
 from webchat_common import keys
 from webchat_common.testing import wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Closed(Exception):
-    def __init__(self, code, reason):
-        super().__init__(f"closed {code} {reason!r}")
-        self.code = code
-        self.reason = reason
-
-
-class ChatSock:
-    """A chat WebSocket as a test sees it: JSON frames in, JSON frames out, close codes."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.pings = 0
-        self.hello = self.expect("hello")
-        self.node = self.hello["node"]
-        self.sync = None
-
-    @property
-    def pid(self):
-        return int(self.node.split("-")[-2])
-
-    def send(self, **frame):
-        self.ws.send(json.dumps(frame))
-
-    def watch(self, *names, cid=None):
-        """Watch the presence of ``names`` (replacing the previous list): the ``watching`` answer."""
-        self.send(type="watch", users=list(names), cid=cid)
-        return self.expect("watching", cid=cid)
-
-    def send_raw(self, data, opcode=ABNF.OPCODE_TEXT):
-        self.ws.send(data, opcode)
-
-    def recv(self, timeout=5.0):
-        """The next text frame as a dict; Closed when the server closes."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no frame")
-            self.ws.settimeout(left)
-            try:
-                op, frame = self.ws.recv_data_frame(control_frame=True)
-            except websocket.WebSocketTimeoutException:
-                raise TimeoutError("no frame") from None
-            except (websocket.WebSocketConnectionClosedException, ConnectionError) as exc:
-                raise Closed(1006, str(exc)) from None
-            if op == ABNF.OPCODE_TEXT:
-                return json.loads(frame.data)
-            if op == ABNF.OPCODE_CLOSE:
-                data = frame.data
-                code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
-                raise Closed(code, data[2:].decode("utf-8", "replace"))
-            if op == ABNF.OPCODE_PING:
-                self.pings += 1
-
-    def expect(self, kind, timeout=5.0, **match):
-        """Skip other frames until one of type ``kind`` whose fields match."""
-        deadline = time.monotonic() + timeout
-        while True:
-            f = self.recv(max(0.01, deadline - time.monotonic()))
-            if f.get("type") == kind and all(f.get(k) == v for k, v in match.items()):
-                return f
-
-    def collect(self, seconds):
-        """Every frame that arrives within ``seconds``."""
-        out = []
-        deadline = time.monotonic() + seconds
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return out
-            try:
-                out.append(self.recv(left))
-            except TimeoutError:
-                return out
-
-    def expect_close(self, timeout=8.0):
-        with pytest.raises(Closed) as info:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                self.recv(max(0.01, deadline - time.monotonic()))
-        return info.value
-
-    def close(self):
-        try:
-            self.ws.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-
-class Person:
-    """Someone registered and logged in (own source address, own cookie jar)."""
-
-    def __init__(self, stack, name=None):
-        self.stack = stack
-        self.name = name or "c" + uuid.uuid4().hex[:10]
-        self.browser = Browser(stack.url)
-        assert self.browser.register(self.name).status_code == 303
-
-    @property
-    def cookie(self):
-        return "webchat_session=" + self.browser.sid
-
-    def url(self, who=None, last_id=None):
-        u = f"ws://127.0.0.1:{self.stack.gateway_port}/chat/{who or self.name}"
-        return u + (f"?last_id={last_id}" if last_id else "")
-
-    def open(self, who=None, last_id=None, origin="default", timeout=5):
-        """The raw websocket (raises WebSocketBadStatusException when refused)."""
-        kw = {"cookie": self.cookie, "timeout": timeout}
-        if origin == "default":
-            kw["origin"] = self.stack.url
-        elif origin is None:
-            kw["suppress_origin"] = True
-        else:
-            kw["origin"] = origin
-        return websocket.create_connection(self.url(who, last_id), **kw)
-
-    def connect(self, last_id=None, sync=True):
-        s = ChatSock(self.open(last_id=last_id))
-        if sync:
-            s.sync = s.expect("sync")
-        return s
-
-    def connect_not_on(self, node, tries=40):
-        """Reconnect until the socket lands on a process other than ``node``."""
-        for _ in range(tries):
-            s = self.connect()
-            if s.node != node:
-                return s
-            s.close()
-        raise AssertionError("never landed on the other chat process")
-
-    def connect_on(self, node, tries=40):
-        for _ in range(tries):
-            s = self.connect()
-            if s.node == node:
-                return s
-            s.close()
-        raise AssertionError("never landed on that chat process")
-
-
-@pytest.fixture
-def r(chat_stack):
-    client = redis.Redis.from_url(chat_stack.redis.url, decode_responses=True)
-    yield client
-    client.close()
-
-
-def person(chat_stack):
-    return Person(chat_stack)
-
-
-def two_nodes(a, b):
-    """a and b connected, on different chat processes."""
-    sa = a.connect()
-    sb = b.connect_not_on(sa.node)
-    return sa, sb
-
-
-def wait_online(sock, who, online=True, timeout=10):
-    return sock.expect("presence", timeout=timeout, user=who, online=online)
 
 
 # ---- messages across processes ------------------------------------------------------------

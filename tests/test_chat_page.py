@@ -9,8 +9,8 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from conftest import tiny_png
-from test_chat import Person
+from support.web import tiny_png
+from support.chat import Person
 
 pytestmark = pytest.mark.timeout(120)
 ONLINE = re.compile(r"\bonline\b")

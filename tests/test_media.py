@@ -11,7 +11,7 @@ import pytest
 import redis
 import requests
 
-from conftest import Browser
+from support.web import Browser
 from services.files.tests.files_testlib import INLINE, SAMPLES
 from webchat_common import keys
 from webchat_common.testing import wait_until

@@ -21,7 +21,7 @@ import requests
 import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Browser
+from support.web import Browser
 from webchat_common.testing import wait_until
 
 GATEWAY_FIELDS = {"time", "level", "service", "request_id", "user", "method", "path", "status", "duration_ms"}

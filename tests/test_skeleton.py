@@ -4,7 +4,7 @@ import time
 
 import requests
 
-from conftest import Browser
+from support.web import Browser
 from webchat_common.testing import wait_until
 
 

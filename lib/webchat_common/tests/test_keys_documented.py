@@ -23,7 +23,8 @@ def built_prefixes():
         if isinstance(obj, str) and name.isupper():
             found.add(obj)
         elif inspect.isfunction(obj) and obj.__module__ == keys.__name__:
-            found.add(obj("PLACEHOLDER").split("placeholder")[0].split("PLACEHOLDER")[0])
+            args = ["PLACEHOLDER"] * len(inspect.signature(obj).parameters)
+            found.add(obj(*args).split("placeholder")[0].split("PLACEHOLDER")[0])
     return found
 
 

@@ -82,6 +82,22 @@ def chat_conn(name):
     return CHAT_CONN_PREFIX + name.lower()
 
 
+CHAT_SOCKETS_PREFIX = "chat:sockets:"
+
+
+def chat_sockets(name):
+    """Hash: node id -> how many sockets of ``name`` that chat process holds (the per-user cap,
+    ``CHAT_MAX_SOCKETS_PER_USER``, counts the nodes still live in :func:`chat_conn`)."""
+    return CHAT_SOCKETS_PREFIX + name.lower()
+
+
+def chat_cid(sender, target, cid):
+    """String ``<id> <ts> <receiver>``, for ``CHAT_DEDUP_WINDOW`` seconds: the message ``sender``
+    sent to ``target`` (a user or room channel name) with client id ``cid`` is stored; the same
+    ``cid`` sent again is acknowledged with that id and not stored twice."""
+    return f"chat:cid:{sender.lower()}:{target}:{cid}"
+
+
 def chat_user_channel(name):
     return "chat:u:" + name.lower()
 

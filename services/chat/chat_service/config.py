@@ -42,6 +42,13 @@ class ChatConfig(Config):
     CHAT_SESSION_CHECK_INTERVAL = 30.0
     #: Seconds between pub/sub health checks (PING); a silent subscriber is reconnected.
     CHAT_PUBSUB_HEALTH_INTERVAL = 5.0
+    #: Sockets one user may have open at once, over every chat process (tabs, devices); one
+    #: more is closed with 4029 right after the upgrade.
+    CHAT_MAX_SOCKETS_PER_USER = 20
+    #: Seconds a message's ``cid`` is remembered: the same ``cid`` sent again to the same
+    #: receiver or room within this window is acknowledged with the first message's id
+    #: (``"duplicate": true``) and not stored twice.  0 turns it off.
+    CHAT_DEDUP_WINDOW = 300
     #: Named rooms one user may be in (the default room does not count).
     CHAT_MAX_ROOMS = 50
     #: Users one socket may watch (``watch`` frame: it is sent their presence).

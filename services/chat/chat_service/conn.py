@@ -21,15 +21,18 @@ from redis.exceptions import RedisError
 from wsproto.utilities import LocalProtocolError
 
 from webchat_common import keys
+from webchat_common.names import is_media_name, is_room_name, is_user_name
 
 from . import metrics
 from .node import PING_FRAME, ZERO, format_id, parse_id, text_frame, ws_frame
 
 log = logging.getLogger(__name__)
 
-ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-MEDIA_RE = re.compile(r"^[A-Za-z0-9_-]{22}\.[a-z0-9]{2,4}$")  # the files service's stored names
+#: A JSON escape of a UTF-16 surrogate (``\ud800``-``\udfff``): the frame may decode to a string
+#: that is not valid Unicode (a lone surrogate), which could be neither stored nor sent on.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+#: Socket closed because its user has CHAT_MAX_SOCKETS_PER_USER sockets open already.
+CLOSE_TOO_MANY_SOCKETS = 4029
 BATCH = 64
 RECV_BYTES = 16384  # one read; more waiting is read on the next turn of the loop
 
@@ -232,10 +235,15 @@ class Connection:
         # raise enq_last above older messages the replay must still send.
         self.hold()
         try:
-            node.add(self)
+            admitted = node.add(self)
         except RedisError:
             node.remove(self)
             self._close(1011, "chat store unavailable: try again shortly")
+            return
+        if not admitted:
+            metrics.HANDSHAKES_REFUSED.labels(reason="too_many_sockets").inc()
+            limit = node.cfg["CHAT_MAX_SOCKETS_PER_USER"]
+            self._close(CLOSE_TOO_MANY_SOCKETS, f"too many open sockets: at most {limit} per user; close one")
             return
         try:
             self._start()
@@ -437,23 +445,15 @@ class Connection:
         return False
 
     def handle(self, raw):
+        """One incoming frame: every frame gets its answer (or an ``error`` frame), and no
+        frame, however it is made, closes this socket or disturbs another one."""
         if not self._allow():
             return
-        if not isinstance(raw, str):
-            self.error("binary", "binary frames are not supported: send JSON text")
-            return
-        try:
-            msg = json.loads(raw)
-        except ValueError:
-            self.error("bad_json", "not JSON: send a JSON object such as {\"receiver\": \"bob\", \"data\": \"hi\"}")
-            return
-        if not isinstance(msg, dict):
-            self.error("bad_frame", "a frame must be a JSON object")
+        msg = parse_frame(raw)
+        if isinstance(msg, Refused):
+            self.error(msg.code, msg.message, msg.cid)
             return
         cid = msg.get("cid")
-        if cid is not None and not (isinstance(cid, (str, int)) and not isinstance(cid, bool) and len(str(cid)) <= 64):
-            self.error("bad_frame", "cid must be a string or number of at most 64 characters")
-            return
         kind = msg.get("type", "message")
         try:
             if kind == "message":
@@ -468,6 +468,9 @@ class Connection:
                 self.error("bad_frame", "unknown type: use message, join, leave, watch or ping", cid)
         except RedisError:
             self.error("unavailable", "the chat store is unavailable: nothing was sent, try again", cid)
+        except Exception:  # noqa: BLE001 - a bug met by one frame costs that frame, not the socket
+            log.exception("could not handle a frame from %s", self.user)
+            self.error("server_error", "the server could not handle this frame: nothing was sent", cid)
 
     def _message(self, msg, cid):
         metrics.MESSAGES_IN.inc()
@@ -486,7 +489,7 @@ class Connection:
         fields = {"sender": self.user, "data": data}
         if cid is not None:
             fields["cid"] = cid
-        if receiver is not None and (not isinstance(receiver, str) or not NAME_RE.match(receiver)):
+        if receiver is not None and not is_user_name(receiver):
             self.error("unknown_receiver", "no such user", cid)
             return
         media = msg.get("media")
@@ -494,18 +497,24 @@ class Connection:
             if not self._share_media(media, receiver, room, cid):
                 return
             fields["media"] = media
+        window = node.cfg["CHAT_DEDUP_WINDOW"]
         if receiver is not None:
             tail = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]
+            channel = keys.chat_user_channel(receiver)
             res = node.run_send(
                 node.s_private,
-                [keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE],
-                [tail, node.maxlen, node.age_ms, keys.chat_user_channel(receiver)])
+                [keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE,
+                 *self._dedup_key(channel, cid)],
+                [tail, node.maxlen, node.age_ms, channel, window])
             if not res or not res[0]:
                 self.error("unknown_receiver", f"no such user: {receiver}", cid)
                 return
-            mid, ts, name, online = res
-            self.out.append((None, text_frame({"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "receiver": name})))
-            if not int(online):
+            mid, ts, name, online, duplicate = res
+            ack = {"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "receiver": name}
+            if duplicate:
+                ack["duplicate"] = True
+            self.out.append((None, text_frame(ack)))
+            if not int(online) and not duplicate:
                 # The tutorial's notice; the message is stored and delivered when they connect.
                 self.out.append((None, text_frame({
                     "type": "system", "sender": "system", "receiver": self.user, "code": "offline",
@@ -515,9 +524,21 @@ class Connection:
             self.error("not_member", "join the room first", cid)
             return
         tail = json.dumps({"room": room, **fields}, ensure_ascii=False, separators=(",", ":"))[1:]
-        mid, ts = node.run_send(node.s_room, [keys.CHAT_CLOCK, keys.chat_room(room)],
-                                [tail, node.maxlen, node.age_ms, keys.chat_room_channel(room)])
-        self.out.append((None, text_frame({"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "room": room})))
+        channel = keys.chat_room_channel(room)
+        mid, ts, duplicate = node.run_send(node.s_room, [keys.CHAT_CLOCK, keys.chat_room(room),
+                                                         *self._dedup_key(channel, cid)],
+                                           [tail, node.maxlen, node.age_ms, channel, window])
+        ack = {"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "room": room}
+        if duplicate:
+            ack["duplicate"] = True
+        self.out.append((None, text_frame(ack)))
+
+    def _dedup_key(self, channel, cid):
+        """The key that makes a re-sent ``cid`` count once (none without a cid, or with
+        CHAT_DEDUP_WINDOW 0); see ``scripts._dedup``."""
+        if cid is None or not self.node.cfg["CHAT_DEDUP_WINDOW"]:
+            return []
+        return [keys.chat_cid(self.user, channel, cid)]
 
     def _share_media(self, name, receiver, room, cid):
         """A message may carry one of the sender's uploads (``media``: its name in the files
@@ -525,7 +546,7 @@ class Connection:
         service's ``media:<name>:readers``, see docs/media.md) before the message goes out,
         so their browsers can open ``/media/<name>``.  Only the owner can share a file."""
         node = self.node
-        if not isinstance(name, str) or not MEDIA_RE.match(name):
+        if not is_media_name(name):
             self.error("bad_media", "media must be the name of a file you uploaded", cid)
             return False
         if room is not None and room == node.default_room:
@@ -559,7 +580,7 @@ class Connection:
         rate-limit tokens (one per 100 users new to this socket), so swapping long lists
         cannot load Redis with subscriptions."""
         limit = self.node.cfg["CHAT_WATCH_MAX"]
-        if not isinstance(users, list) or not all(isinstance(u, str) and NAME_RE.match(u) for u in users):
+        if not isinstance(users, list) or not all(is_user_name(u) for u in users):
             self.error("bad_watch", "users must be a list of user names", cid)
             return
         given = {}
@@ -575,7 +596,7 @@ class Connection:
 
     def _membership(self, kind, room, cid):
         node = self.node
-        if not isinstance(room, str) or not ROOM_RE.match(room):
+        if not is_room_name(room):
             self.error("bad_room", "a room name is 1-32 letters, digits, - or _", cid)
             return
         if room == node.default_room:
@@ -612,3 +633,41 @@ class Connection:
             frame["since"] = format_id(since)  # for the user's other sockets: see follow()
         body = json.dumps(frame, separators=(",", ":"))
         r.publish(keys.chat_user_channel(self.user), "- " + body)
+
+
+class Refused:
+    """Why a frame was refused: an ``error`` frame's ``code``, its sentence and the frame's
+    ``cid`` (when it has a valid one)."""
+
+    __slots__ = ("code", "message", "cid")
+
+    def __init__(self, code, message, cid=None):
+        self.code, self.message, self.cid = code, message, cid
+
+
+def parse_frame(raw):
+    """An incoming WebSocket message as a frame (a dict with a valid ``cid`` or none), or the
+    :class:`Refused` answer.  Total: any ``str`` or ``bytes`` gives one or the other, never an
+    exception.  Refused: binary frames, anything that is not JSON, JSON nested deeper than the
+    parser's recursion limit, JSON that is not an object, text that is not valid Unicode (a
+    lone surrogate escape such as ``"\\ud800"``, which could be neither stored nor sent on), and a
+    ``cid`` that is not a string or number of at most 64 characters."""
+    if not isinstance(raw, str):
+        return Refused("binary", "binary frames are not supported: send JSON text")
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        return Refused("bad_json", "not JSON: send a JSON object such as {\"receiver\": \"bob\", \"data\": \"hi\"}")
+    except RecursionError:
+        return Refused("bad_json", "JSON nested too deeply")
+    if not isinstance(msg, dict):
+        return Refused("bad_frame", "a frame must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(msg, ensure_ascii=False).encode()
+        except (UnicodeEncodeError, RecursionError):
+            return Refused("bad_unicode", "text must be valid Unicode: a lone surrogate escape (\\ud800-\\udfff) is not")
+    cid = msg.get("cid")
+    if cid is not None and not (isinstance(cid, (str, int)) and not isinstance(cid, bool) and len(str(cid)) <= 64):
+        return Refused("bad_frame", "cid must be a string or number of at most 64 characters")
+    return msg

@@ -42,13 +42,13 @@ from . import metrics, scripts
 
 log = logging.getLogger(__name__)
 
-ID_RE = re.compile(r"^(\d{1,16})-(\d{1,19})$")
+ID_RE = re.compile(r"([0-9]{1,16})-([0-9]{1,19})")
 ZERO = (0, 0)
 
 
 def parse_id(text):
     """``"<ms>-<seq>"`` as a comparable tuple, or None when it is not an id."""
-    m = ID_RE.match(text) if isinstance(text, str) else None
+    m = ID_RE.fullmatch(text) if isinstance(text, str) else None
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
@@ -70,7 +70,9 @@ def ws_frame(opcode, payload):
 
 
 def text_frame(obj):
-    return ws_frame(0x1, json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode())
+    """A server frame (hello, ack, error, ...) as a WebSocket text frame.  ASCII JSON: whatever
+    strings it carries (a client's ``cid``), the bytes are valid UTF-8 and encoding cannot fail."""
+    return ws_frame(0x1, json.dumps(obj, separators=(",", ":")).encode())
 
 
 PING_FRAME = ws_frame(0x9, b"")
@@ -132,6 +134,7 @@ class Node:
         self.s_room = self.redis.register_script(scripts.SEND_ROOM)
         self.s_snapshot = self.redis.register_script(scripts.SNAPSHOT)
         self.s_up = self.redis.register_script(scripts.PRESENCE_UP)
+        self.s_open = self.redis.register_script(scripts.SOCKET_OPEN)
         self.s_down = self.redis.register_script(scripts.PRESENCE_DOWN)
         self.s_sweep = self.redis.register_script(scripts.PRESENCE_SWEEP)
         self.s_cursor = self.redis.register_script(scripts.CURSOR_MAX)
@@ -175,34 +178,51 @@ class Node:
 
     def add(self, conn):
         """Register a socket and wait until the node hears its channels (so a snapshot taken
-        afterwards cannot miss a message published in between)."""
+        afterwards cannot miss a message published in between).  False, with nothing
+        registered, when its user has CHAT_MAX_SOCKETS_PER_USER sockets open already, on
+        this node and every other (see ``SOCKET_OPEN``)."""
         self.conns.add(conn)
         self.by_user.setdefault(conn.lower, set()).add(conn)
         self.by_session.setdefault(conn.session_hash, set()).add(conn)
+        metrics.OPEN_SOCKETS.inc()
+        mine = len(self.by_user[conn.lower])
+        try:
+            admitted = self.s_open(keys=[keys.chat_conn(conn.user), keys.chat_sockets(conn.user)],
+                                   args=[self.id, mine, self.cfg["CHAT_MAX_SOCKETS_PER_USER"], self.ttl_ms])
+        except RedisError:
+            self.remove(conn, record=False)
+            raise
+        if not admitted:
+            self.remove(conn, record=False)
+            return False
         chans = [keys.chat_user_channel(conn.lower).encode()]
         for room in conn.rooms:
             self.by_room.setdefault(room, set()).add(conn)
             chans.append(keys.chat_room_channel(room).encode())
-        metrics.OPEN_SOCKETS.inc()
         self.subscribe(chans, wait=True)
         # (for a user with another socket here: makes sure their presence did not lapse)
-        self.s_up(keys=[keys.CHAT_ONLINE],
-                  args=[self.id, self.ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, conn.user])
+        self.s_up(keys=[keys.CHAT_ONLINE], args=[*self._up_args(), conn.user, len(self.by_user.get(conn.lower, ()))])
+        return True
 
-    def remove(self, conn):
+    def _up_args(self):
+        return [self.id, self.ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, keys.CHAT_SOCKETS_PREFIX]
+
+    def remove(self, conn, record=True):
+        """Forget a closed socket; with ``record``, save its delivered cursor and its user's
+        socket count (or, for their last socket here, their presence) in Redis."""
         if conn not in self.conns:
             return
         self.conns.discard(conn)
         metrics.OPEN_SOCKETS.dec()
         drop = []
         users = self.by_user.get(conn.lower)
-        last_of_user = False
+        left = 0
         if users is not None:
             users.discard(conn)
+            left = len(users)
             if not users:
                 del self.by_user[conn.lower]
                 drop.append(keys.chat_user_channel(conn.lower).encode())
-                last_of_user = True
         sess = self.by_session.get(conn.session_hash)
         if sess is not None:
             sess.discard(conn)
@@ -212,13 +232,19 @@ class Node:
             self._leave_local(conn, room, drop)
         self.unsubscribe(drop)
         self.drop_watches(conn, conn.watching)
+        if not record:
+            return
         try:
+            pipe = self.redis.pipeline(transaction=False)
             if conn.sent_last > conn.cursor_saved:
                 self.s_cursor(keys=[keys.chat_cursor(conn.user)],
-                              args=[format_id(conn.sent_last), int(self.cfg["CHAT_HISTORY_AGE"])])
-            if last_of_user:
-                self.s_down(keys=[keys.chat_conn(conn.user), keys.CHAT_ONLINE],
-                            args=[self.id, conn.user, keys.CHAT_PRESENCE_PREFIX])
+                              args=[format_id(conn.sent_last), int(self.cfg["CHAT_HISTORY_AGE"])], client=pipe)
+            if left:
+                pipe.hset(keys.chat_sockets(conn.user), self.id, left)
+            else:
+                self.s_down(keys=[keys.chat_conn(conn.user), keys.CHAT_ONLINE, keys.chat_sockets(conn.user)],
+                            args=[self.id, conn.user, keys.CHAT_PRESENCE_PREFIX], client=pipe)
+            pipe.execute()
         except RedisError as exc:
             log.warning("could not record a closed socket (%s); presence expires by TTL", exc.__class__.__name__)
 
@@ -612,6 +638,10 @@ class Node:
         one read for k messages).  Each socket still sends one message at a time, so its own
         messages are stored in order."""
         res = AsyncResult()
+        # Encoded here, in the sender's greenlet: text that cannot be encoded fails this send
+        # only, never the batch of other people's sends it would have joined.
+        keys_ = [k.encode() if isinstance(k, str) else k for k in keys_]
+        args = [a.encode() if isinstance(a, str) else a for a in args]
         self.sends.append((script, keys_, args, res))
         self.sends_ready.set()
         return res.get()
@@ -726,18 +756,19 @@ class Node:
         age = int(self.cfg["CHAT_HISTORY_AGE"])
         for i in range(0, max(len(names), len(moved)), 500):  # in slices: Redis is never busy long for us
             pipe = self.redis.pipeline(transaction=False)
-            held = [n for n in names[i:i + 500] if n.lower() in self.by_user]  # (some may have left)
+            held = [(n, len(self.by_user[n.lower()])) for n in names[i:i + 500]
+                    if n.lower() in self.by_user]  # (some may have left)
             if held:
-                self.s_up(keys=[keys.CHAT_ONLINE], args=[self.id, self.ttl_ms, keys.CHAT_CONN_PREFIX,
-                                                         keys.CHAT_PRESENCE_PREFIX, *held], client=pipe)
+                self.s_up(keys=[keys.CHAT_ONLINE], args=[*self._up_args(), *(x for pair in held for x in pair)],
+                          client=pipe)
             for user, (sent, _) in moved[i:i + 500]:
                 self.s_cursor(keys=[keys.chat_cursor(user)], args=[format_id(sent), age], client=pipe)
             pipe.execute()
-            for user in held:
+            for user, _ in held:
                 if user.lower() not in self.by_user:
                     # Left while this slice was in Redis: its PRESENCE_DOWN may have run first
                     # and this refresh undone it; run it again.
-                    self.s_down(keys=[keys.chat_conn(user), keys.CHAT_ONLINE],
+                    self.s_down(keys=[keys.chat_conn(user), keys.CHAT_ONLINE, keys.chat_sockets(user)],
                                 args=[self.id, user, keys.CHAT_PRESENCE_PREFIX])
             for _, (sent, cs) in moved[i:i + 500]:
                 for c in cs:

@@ -34,11 +34,34 @@ local function announce(prefix, user, state)
 end
 """
 
+def _dedup(key, duplicate):
+    """De-duplication by the sender's ``cid``: ``KEYS[key]``, when given, is
+    ``chat:cid:<sender>:<target>:<cid>`` (ARGV[5]: its TTL, s).  If it exists the message was
+    stored already (the client sent it again after a reconnect that lost the ack): nothing is
+    stored, and the script returns ``duplicate`` built from the first message's ``sid``, ``sts``
+    and ``sname``.  The caller stores the key after storing the message (see ``_DEDUP_SET``)."""
+    return f"""
+local dkey = KEYS[{key}]
+if dkey then
+  local seen = redis.call('GET', dkey)
+  if seen then
+    local sid, sts, sname = string.match(seen, '^(%S+) (%S+) (.*)$')
+    return {duplicate}
+  end
+end
+"""
+
+
+_DEDUP_SET = """
+if dkey then redis.call('SET', dkey, id .. ' ' .. msstr .. ' ' .. (name or ''), 'EX', ARGV[5]) end
+"""
+
 #: Private message.  KEYS: clock, user:<lower receiver> (auth's hash), chat:inbox:<receiver>,
-#: chat:online.  ARGV: frame tail (JSON object without its "{", carrying sender, data, cid),
-#: max length, age ms, the receiver's channel.
-#: Returns {id, ts, canonical receiver name, online 0/1} or {false} for an unknown receiver.
-SEND_PRIVATE = _NEW_ID.replace("local t =", """
+#: chat:online, optionally the cid key.  ARGV: frame tail (JSON object without its "{",
+#: carrying sender, data, cid), max length, age ms, the receiver's channel, the cid key's TTL.
+#: Returns {id, ts, canonical receiver name, online 0/1, duplicate 0/1} or {false} for an
+#: unknown receiver.
+SEND_PRIVATE = _dedup(5, "{sid, sts, sname, 0, 1}") + _NEW_ID.replace("local t =", """
 local name = redis.call('HGET', KEYS[2], 'name')
 if not name then return {false} end
 local t =""", 1) + """
@@ -48,18 +71,20 @@ redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
 local until_ms = redis.call('ZSCORE', KEYS[4], name)
 local online = 0
-if until_ms and tonumber(until_ms) > ms then online = 1 end
-return {id, msstr, name, online}
+if until_ms and tonumber(until_ms) > ms then online = 1 end""" + _DEDUP_SET + """
+return {id, msstr, name, online, 0}
 """
 
-#: Room message.  KEYS: clock, chat:room:<room>.  ARGV: frame tail (with sender, room, data,
-#: cid), max length, age ms, the room's channel.  Returns {id, ts}.
-SEND_ROOM = _NEW_ID + """
+#: Room message.  KEYS: clock, chat:room:<room>, optionally the cid key.  ARGV: frame tail
+#: (with sender, room, data, cid), max length, age ms, the room's channel, the cid key's TTL.
+#: Returns {id, ts, duplicate 0/1}.
+SEND_ROOM = _dedup(3, "{sid, sts, 1}") + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',' .. ARGV[1]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
-return {id, msstr}
+local name""" + _DEDUP_SET + """
+return {id, msstr, 0}
 """
 
 #: Read what a user missed, atomically across all their streams (one snapshot, so nothing
@@ -98,21 +123,25 @@ return out
 
 #: Users held by this node: run for each socket that opens here, and by the heartbeat for all of
 #: the node's users (500 a call).  KEYS: chat:online.  ARGV: node, ttl ms, key prefix of
-#: chat:conn, presence channel prefix, then the users (canonical names).  Each user's node
-#: entry and online expiry are pushed forward; a user who was offline (first socket, or swept
-#: while this node was too slow to beat, or Redis restarted empty) is announced "online" on
-#: their presence channel (prefix .. lower(user)).  Returns how many were announced.
+#: chat:conn, presence channel prefix, key prefix of chat:sockets, then pairs of a user
+#: (canonical name) and how many sockets this node holds for them.  Each user's node entry,
+#: socket count and online expiry are pushed forward; a user who was offline (first socket, or
+#: swept while this node was too slow to beat, or Redis restarted empty) is announced "online"
+#: on their presence channel (prefix .. lower(user)).  Returns how many were announced.
 PRESENCE_UP = _ANNOUNCE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local exp = now + tonumber(ARGV[2])
 local announced = 0
-for i = 5, #ARGV do
+for i = 6, #ARGV, 2 do
   local user = ARGV[i]
   local ck = ARGV[3] .. string.lower(user)
   redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
   redis.call('ZADD', ck, exp, ARGV[1])
   redis.call('PEXPIRE', ck, ARGV[2])
+  local sk = ARGV[5] .. string.lower(user)
+  redis.call('HSET', sk, ARGV[1], ARGV[i + 1])
+  redis.call('PEXPIRE', sk, ARGV[2])
   local was = redis.call('ZSCORE', KEYS[1], user)
   redis.call('ZADD', KEYS[1], 'GT', exp, user)
   if (not was) or tonumber(was) <= now then
@@ -123,11 +152,41 @@ end
 return announced
 """
 
-#: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:online.  ARGV: node,
-#: user, presence channel prefix.  Publishes "offline" when no live node holds the user any more.
+#: May one more socket of a user open?  KEYS: chat:conn:<user>, chat:sockets:<user>.  ARGV:
+#: node, the user's sockets on this node counting the new one, the most a user may have open
+#: (CHAT_MAX_SOCKETS_PER_USER), ttl ms.  Counts the sockets of every live node (a node is live
+#: while its chat:conn entry has not expired; the counts of dead ones are dropped).  If the new
+#: socket fits, records this node's count and returns 1; else changes nothing and returns 0.
+SOCKET_OPEN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local total = tonumber(ARGV[2])
+local counts = redis.call('HGETALL', KEYS[2])
+for i = 1, #counts, 2 do
+  if counts[i] ~= ARGV[1] then
+    if redis.call('ZSCORE', KEYS[1], counts[i]) then
+      total = total + tonumber(counts[i + 1])
+    else
+      redis.call('HDEL', KEYS[2], counts[i])
+    end
+  end
+end
+if total > tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+#: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:online,
+#: chat:sockets:<user>.  ARGV: node, user, presence channel prefix.  Publishes "offline" when
+#: no live node holds the user any more.
 PRESENCE_DOWN = _ANNOUNCE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) == 0 then

@@ -30,17 +30,75 @@ def register(r, name):
     r.hset(keys.user(name), mapping={"name": name, "password": "x"})
 
 
-def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_600_000):
+def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_600_000, cid=None, window=300):
     tail = json.dumps({"sender": sender, "data": data})[1:]
+    channel = keys.chat_user_channel(receiver)
+    dedup = [keys.chat_cid(sender, channel, cid)] if cid is not None else []
     return r.register_script(scripts.SEND_PRIVATE)(
-        keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE],
-        args=[tail, maxlen, age_ms, keys.chat_user_channel(receiver)])
+        keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE, *dedup],
+        args=[tail, maxlen, age_ms, channel, window])
 
 
-def send_room(r, room, data="hi", maxlen=1000):
+def send_room(r, room, data="hi", maxlen=1000, cid=None, window=300):
     tail = json.dumps({"room": room, "sender": "alice", "data": data})[1:]
+    channel = keys.chat_room_channel(room)
+    dedup = [keys.chat_cid("alice", channel, cid)] if cid is not None else []
     return r.register_script(scripts.SEND_ROOM)(
-        keys=[keys.CHAT_CLOCK, keys.chat_room(room)], args=[tail, maxlen, 3_600_000, keys.chat_room_channel(room)])
+        keys=[keys.CHAT_CLOCK, keys.chat_room(room), *dedup], args=[tail, maxlen, 3_600_000, channel, window])
+
+
+def test_a_cid_sent_again_is_stored_once(r):
+    register(r, "bob")
+    first = send_private(r, "bob", "one", cid="c1")
+    again = send_private(r, "bob", "one", cid="c1")
+    assert again[:3] == first[:3] and first[4] == 0 and again[4] == 1
+    assert r.xlen(keys.chat_inbox("bob")) == 1
+    other = send_private(r, "bob", "two", cid="c2")
+    assert other[0] != first[0] and other[4] == 0
+    # the same cid to someone else, or in a room, is another message
+    register(r, "carol")
+    assert send_private(r, "carol", "one", cid="c1")[4] == 0
+    room_first = send_room(r, "lobby", cid="c1")
+    assert send_room(r, "lobby", cid="c1") == [room_first[0], room_first[1], 1]
+    assert r.xlen(keys.chat_room("lobby")) == 1
+    # without a cid nothing is remembered
+    send_private(r, "bob", "same")
+    send_private(r, "bob", "same")
+    assert r.xlen(keys.chat_inbox("bob")) == 4
+
+
+def test_a_cid_is_remembered_for_the_window_only(r):
+    register(r, "bob")
+    first = send_private(r, "bob", cid="c1", window=1)
+    assert 0 < r.ttl(keys.chat_cid("alice", keys.chat_user_channel("bob"), "c1")) <= 1
+    time.sleep(1.1)
+    later = send_private(r, "bob", cid="c1", window=1)
+    assert later[0] != first[0] and later[4] == 0
+
+
+def open_socket(r, node, user, mine, cap=3, ttl_ms=3000):
+    return r.register_script(scripts.SOCKET_OPEN)(
+        keys=[keys.chat_conn(user), keys.chat_sockets(user)], args=[node, mine, cap, ttl_ms])
+
+
+def test_the_socket_cap_counts_every_live_node(r):
+    assert open_socket(r, "n1", "bob", 1) == 1
+    assert open_socket(r, "n1", "bob", 2) == 1
+    assert open_socket(r, "n2", "bob", 1) == 1
+    assert open_socket(r, "n2", "bob", 2) == 0, "2 on n1 + 2 on n2 > 3"
+    assert r.hgetall(keys.chat_sockets("bob")) == {"n1": "2", "n2": "1"}, "a refusal changes nothing"
+    assert open_socket(r, "n1", "carol", 1) == 1, "per user"
+    # n1 closes one (as Node.remove records it): room for one more on n2
+    r.hset(keys.chat_sockets("bob"), "n1", 1)
+    assert open_socket(r, "n2", "bob", 2) == 1
+
+
+def test_a_dead_nodes_sockets_stop_counting(r):
+    assert open_socket(r, "n1", "bob", 3, ttl_ms=200) == 1
+    assert open_socket(r, "n2", "bob", 1) == 0
+    time.sleep(0.3)  # n1 died without a word: its chat:conn entry expired
+    assert open_socket(r, "n2", "bob", 1) == 1
+    assert r.hgetall(keys.chat_sockets("bob")) == {"n2": "1"}
 
 
 def test_ids_are_global_and_increasing_across_streams(r):
@@ -48,10 +106,10 @@ def test_ids_are_global_and_increasing_across_streams(r):
     ids = []
     for i in range(50):
         if i % 2:
-            mid, ts, name, online = send_private(r, "bob", f"p{i}")
+            mid, ts, name, online, duplicate = send_private(r, "bob", f"p{i}")
             assert name == "Bob" and online == 0
         else:
-            mid, ts = send_room(r, "lobby", f"r{i}")
+            mid, ts, duplicate = send_room(r, "lobby", f"r{i}")
         ids.append(parse_id(mid))
         assert int(ts) == ids[-1][0]
     assert ids == sorted(ids) and len(set(ids)) == 50
@@ -70,7 +128,7 @@ def test_private_message_is_stored_as_the_frame_and_published(r):
     ps = r.pubsub()
     ps.subscribe(keys.chat_user_channel("bob"))
     ps.get_message(timeout=1)
-    mid, ts, name, online = send_private(r, "BOB", 'quote " and <tag> and ünïcode')
+    mid, ts, name, online, duplicate = send_private(r, "BOB", 'quote " and <tag> and ünïcode')
     (sid, fields), = r.xrange(keys.chat_inbox("bob"))
     frame = json.loads(fields["f"])
     assert sid == mid and frame == {"type": "message", "id": mid, "ts": int(ts), "receiver": "bob",
@@ -86,8 +144,10 @@ def test_unknown_receiver_stores_nothing(r):
 
 
 def up(r, node, ttl_ms, *users):
+    """PRESENCE_UP for ``users``, each with one socket on ``node``."""
     return r.register_script(scripts.PRESENCE_UP)(
-        keys=[keys.CHAT_ONLINE], args=[node, ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, *users])
+        keys=[keys.CHAT_ONLINE], args=[node, ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX,
+                                       keys.CHAT_SOCKETS_PREFIX, *(x for u in users for x in (u, 1))])
 
 
 def test_online_flag_follows_presence(r):
@@ -97,9 +157,9 @@ def test_online_flag_follows_presence(r):
     # a second node: no second "online"
     assert up(r, "n2", 3000, "bob") == 0
     down = r.register_script(scripts.PRESENCE_DOWN)
-    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n1", "bob", keys.CHAT_PRESENCE_PREFIX]) == 0
+    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE, keys.chat_sockets("bob")], args=["n1", "bob", keys.CHAT_PRESENCE_PREFIX]) == 0
     assert send_private(r, "bob")[3] == 1, "still on n2"
-    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE], args=["n2", "bob", keys.CHAT_PRESENCE_PREFIX]) == 1
+    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE, keys.chat_sockets("bob")], args=["n2", "bob", keys.CHAT_PRESENCE_PREFIX]) == 1
     assert send_private(r, "bob")[3] == 0
 
 
@@ -110,7 +170,7 @@ def test_presence_is_published_on_the_users_own_channel(r):
     down = r.register_script(scripts.PRESENCE_DOWN)
     up(r, "n1", 3000, "Bob")
     up(r, "n1", 3000, "Carol")
-    down(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE], args=["n1", "Bob", keys.CHAT_PRESENCE_PREFIX])
+    down(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE, keys.chat_sockets("Bob")], args=["n1", "Bob", keys.CHAT_PRESENCE_PREFIX])
     got = [ps.get_message(timeout=1) for _ in range(3)]
     assert [m["channel"] for m in got if m] == ["chat:p:bob", "chat:p:bob"], "carol's change is not on bob's channel"
     assert [json.loads(m["data"]) for m in got if m] == [
@@ -284,3 +344,17 @@ def test_pubsub_never_reconnects_inside_a_subscribe(app, r):
     assert r.pubsub_numsub("chat:u:someone")[0][1] == 0, "not reconnected and resubscribed behind our back"
     ps.reset()
     client.close()
+
+
+def test_a_send_that_cannot_be_encoded_fails_alone(app):
+    """Text that is not valid Unicode fails in its sender's greenlet, before it joins the
+    batch of sends that one pipeline runs for every socket of the process (where it once
+    failed the whole batch: every socket waiting on it closed)."""
+    from chat_service.node import Node
+
+    with app.app_context():
+        node = Node(app)
+        with pytest.raises(UnicodeEncodeError):
+            node.run_send(node.s_room, [keys.CHAT_CLOCK, keys.chat_room("lobby")],
+                          ['"sender":"mallory","data":"\ud800"}', 10, 1000, keys.chat_room_channel("lobby"), 0])
+        assert node.sends == [], "nothing queued for the batch"

@@ -174,6 +174,7 @@
       case "sync":
         setStatus("online", "connected");
         if (f.gap) notice("Some older messages could not be replayed.");
+        resendPending();
         break;
       case "message":
         if (seen.has(f.id)) break;
@@ -241,14 +242,15 @@
     };
     ws.onclose = function (ev) {
       ws = null;
-      // Sent but never acknowledged: it may or may not have been stored; say so.
-      Object.keys(pending).forEach(function (cid) {
-        var it = pending[cid];
-        if (!it.id) { it.pending = false; it.data += "  (not confirmed: the connection dropped)"; delete pending[cid]; }
-      });
-      renderMessages();
+      // Sent but never acknowledged: it may or may not have been stored.  It is sent again,
+      // with the same cid, once reconnected: the server stores a cid once (CHAT_DEDUP_WINDOW).
       setStatus("offline", "disconnected" + (ev.reason ? " (" + ev.reason + ")" : ""));
       if (ev.code === 1008 && /session/.test(ev.reason)) { location.href = "/login?next=/chat/"; return; }
+      if (ev.code === 4029) {
+        // Too many sockets of this user are open (other tabs, devices): try again slowly.
+        notice(ev.reason || "Too many chat windows are open: close one.");
+        attempt = Math.max(attempt, 6);
+      }
       if (!opened && attempt >= 2) {
         // Refused before the upgrade (the browser only sees 1006): is the session still there?
         fetch("/api/me", { credentials: "same-origin" }).then(function (r) {
@@ -259,6 +261,13 @@
       attempt += 1;
       setTimeout(connect, delay);
     };
+  }
+
+  function resendPending() {
+    Object.keys(pending).forEach(function (cid) {
+      var it = pending[cid];
+      if (!it.id && it.frame) ws.send(JSON.stringify(it.frame));
+    });
   }
 
   function send(frame) {
@@ -274,7 +283,7 @@
     if (current.charAt(0) === "#") frame.room = current.slice(1); else frame.receiver = current.slice(1);
     if (!send(frame)) return false;
     notice("");
-    var item = { sender: me, data: text, media: media, pending: true };
+    var item = { sender: me, data: text, media: media, pending: true, frame: frame };
     pending[cid] = item;
     addItem(current, item);
     return true;
