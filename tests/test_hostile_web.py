@@ -9,7 +9,7 @@ import redis
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conftest import Browser
+from support.web import Browser
 from webchat_common import keys
 from webchat_common.sessions import session_key, session_key_hash
 
