@@ -23,6 +23,14 @@ def browser(gateway):
     return Browser(gateway)
 
 
+@pytest.fixture
+def member(gateway, username):
+    """A Browser registered (so logged in) as ``username``."""
+    b = Browser(gateway)
+    assert b.register(username).status_code == 303
+    return b
+
+
 _counter = iter(range(10**6))
 
 

@@ -10,8 +10,10 @@ from .web import (
     current_user,
     error_response,
     init_app,
+    login_form,
     login_required,
     new_login,
+    request_int,
     wants_json,
 )
 
@@ -28,7 +30,9 @@ __all__ = [
     "get_redis",
     "init_app",
     "load_config",
+    "login_form",
     "login_required",
     "new_login",
+    "request_int",
     "wants_json",
 ]

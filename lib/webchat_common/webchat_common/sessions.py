@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "session:"
 ENDED_CHANNEL = "sessions:ended"
-_SID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+#: A session id as :meth:`RedisSessionInterface.save_session` makes it, matched whole.
+_SID_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def session_key_hash(sid):
@@ -83,7 +84,7 @@ class UnavailableSession(RedisSession):
 class RedisSessionInterface(SessionInterface):
     def open_session(self, app, request):
         sid = request.cookies.get(app.config["SESSION_COOKIE_NAME"])
-        if not sid or not _SID_RE.match(sid):
+        if not sid or not _SID_RE.fullmatch(sid):
             return RedisSession()
         try:
             raw = get_redis(app).get(session_key(sid))

@@ -4,7 +4,13 @@
 - a request id (the gateway's ``X-Request-ID``, or a new one) logged and returned;
 - one JSON access-log line per request;
 - CSRF: every unsafe request needs the session's token (form field ``csrf_token`` or header
-  ``X-CSRF-Token``);
+  ``X-CSRF-Token``); a form that logs in (:func:`login_form`) also takes the token the session
+  had before its last login, so a login form shown before it (a second tab) still works;
+- redirects never name a host: werkzeug's routing redirects (a missing slash, ``//a//b``,
+  ``redirect_to=``, a URL equal to a rule's defaults) would build an absolute URL from the
+  ``Host`` header the client chose; they are answered with a path on this site instead;
+- integers taken from a request are parsed by :func:`request_int` (ASCII digits, bounded),
+  so no out-of-range number reaches Redis or ``int()`` unchecked;
 - error pages: HTML for browsers, JSON for everything else, never a stack trace; Redis
   unreachable is a 503, and the service recovers by itself when Redis is back;
 - ``/healthz`` (liveness, no Redis), ``/readyz`` (Redis answers and the process is not shutting
@@ -20,12 +26,13 @@ import re
 import secrets
 import time
 import uuid
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, abort, current_app, g, jsonify, make_response, redirect, render_template, request, session
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import RequestRedirect
 
 from . import lifecycle, metrics
 from .logs import setup_logging
@@ -35,7 +42,8 @@ from .sessions import RedisSessionInterface, UnavailableSession
 access_log = logging.getLogger("webchat.access")
 log = logging.getLogger(__name__)
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: A client's X-Request-ID is kept only if it matches whole (``$`` would let "id\n" through).
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Seconds /readyz waits for Redis (to connect, and for the PING) before answering 503.
 READY_TIMEOUT = 1.0
@@ -64,12 +72,16 @@ def csrf_token():
 
 
 def new_login(username):
-    """Turn the current session into a fresh, logged-in one with a new id and CSRF token."""
+    """Turn the current session into a fresh, logged-in one with a new id and CSRF token.  The
+    previous token is kept as ``csrf_login``, accepted only by :func:`login_form` views."""
+    previous = session.get("csrf")
     session.clear()
     session.regenerate()
     session["user"] = username
     session["login_at"] = int(time.time())
     session["csrf"] = secrets.token_urlsafe(32)
+    if isinstance(previous, str):
+        session["csrf_login"] = previous
 
 
 def login_required(view):
@@ -92,6 +104,38 @@ def csrf_exempt(view):
     return view
 
 
+def login_form(view):
+    """Mark a view whose form logs in (``/login``, ``/register``).  Logging in replaces the
+    session's CSRF token, so a login form shown before the last login of this browser (another
+    tab, the back button) carries the previous one; such a view accepts it too, so logging in
+    again works (and rotates the session again) instead of answering "the form has expired".
+    Every other unsafe request still needs the current token."""
+    view.csrf_login_form = True
+    return view
+
+
+def request_int(text, minimum=0, maximum=2**53):
+    """``text`` (a query argument, form field or path part) as an int within ``[minimum,
+    maximum]``, or None.  Only ASCII digits count: ``str.isdigit`` accepts "²", which ``int``
+    then refuses, and ``int`` refuses more than 4300 digits; both were 500s."""
+    if not isinstance(text, str) or not 0 < len(text) <= len(str(maximum)) or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if minimum <= value <= maximum else None
+
+
+def relative_redirect(exc):
+    """Werkzeug's routing redirect ``exc`` (:class:`RequestRedirect`) as a path on this site.
+    Werkzeug builds ``exc.new_url`` from the request's ``Host`` header, which the client
+    chooses (``Host: evil.example`` made ``Location: http://evil.example/``); only its path and
+    query are kept, with one leading slash (never ``//`` or ``/\\``: another host to a browser)."""
+    parts = urlsplit(exc.new_url)
+    location = "/" + parts.path.lstrip("/\\")
+    if parts.query:
+        location += "?" + parts.query
+    return redirect(location, code=exc.code)
+
+
 def error_response(code, message, headers=()):
     if wants_json():
         resp = make_response(jsonify(error=message), code)
@@ -104,16 +148,18 @@ def error_response(code, message, headers=()):
 CSRF_REFUSED = "The form has expired or is missing its security token. Reload the page and try again."
 
 
-def csrf_valid():
+def csrf_valid(for_login=False):
     """Whether the request carries the session's CSRF token (header ``X-CSRF-Token`` or form
-    field ``csrf_token``)."""
-    token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
-    expected = session.get("csrf")
-    return isinstance(expected, str) and hmac.compare_digest(token.encode(), expected.encode())
+    field ``csrf_token``); ``for_login``: the token from before the last login counts too
+    (see :func:`login_form`)."""
+    token = (request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")).encode()
+    fields = ("csrf", "csrf_login") if for_login else ("csrf",)
+    expected = [session.get(f) for f in fields]
+    return any(isinstance(e, str) and hmac.compare_digest(token, e.encode()) for e in expected)
 
 
-def _check_csrf():
-    if not csrf_valid():
+def _check_csrf(view):
+    if not csrf_valid(for_login=getattr(view, "csrf_login_form", False)):
         abort(400, description=CSRF_REFUSED)
 
 
@@ -190,7 +236,9 @@ def init_app(app, service, static_url_path):
     def begin():
         g.start = time.perf_counter()
         rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if _REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
+        g.request_id = rid if _REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
+        if isinstance(request.routing_exception, RequestRedirect):
+            return relative_redirect(request.routing_exception)
         if request.endpoint in ("common.healthz", "assets.static", "common.metrics"):
             return None
         if isinstance(session, UnavailableSession):
@@ -198,7 +246,7 @@ def init_app(app, service, static_url_path):
         if request.method in UNSAFE_METHODS and request.routing_exception is None:  # 404/405 first
             view = app.view_functions.get(request.endpoint)
             if not getattr(view, "csrf_exempt", False):
-                _check_csrf()
+                _check_csrf(view)
         return None
 
     @app.after_request

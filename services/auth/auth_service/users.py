@@ -1,13 +1,15 @@
-"""Users in Redis (see ``webchat_common.keys``): register, check a password, look one up."""
-import re
+"""Users in Redis (see ``webchat_common.keys``): register, check a password, look one up.
+
+A user name follows ``webchat_common.names.USER_NAME``, matched whole (``"alice\\n"`` is not
+``alice``); that module is the only copy of the rule."""
 import time
 
 from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webchat_common import get_redis, keys
+from webchat_common.names import is_user_name
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 
 
@@ -20,7 +22,7 @@ def username_error(name):
         return "Enter a username."
     if len(name) > 32:
         return "A username has at most 32 characters."
-    if not USERNAME_RE.match(name):
+    if not is_user_name(name):
         return "Use only letters, digits, '_' and '-'."
     return None
 
@@ -72,7 +74,7 @@ def _dummy_hash():
 def authenticate(name, password):
     """The registered name if the password is right, else None.  An unknown user costs the
     same hash as a known one, so timing does not tell which names exist."""
-    stored = get_redis().hmget(keys.user(name), "name", "password") if USERNAME_RE.match(name) else [None, None]
+    stored = get_redis().hmget(keys.user(name), "name", "password") if is_user_name(name) else [None, None]
     registered, pw_hash = stored
     if pw_hash is None:
         check_password_hash(_dummy_hash(), password)

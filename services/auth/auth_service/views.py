@@ -1,11 +1,16 @@
-"""Pages and API of the auth service: /login, /register, /logout, /, /profile, /api/..."""
+"""Pages and API of the auth service: /login, /register, /logout, /, /profile, /api/...
+
+Rules for what comes from the request: a redirect goes to a path on this site
+(:func:`safe_next`, or a fixed path), never to a host the request names; a page number is a
+bounded integer (beyond the bounds: 404, never a Redis error); the login and register forms
+log in again from a stale tab (``webchat_common.login_form``)."""
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, session
 from flask.views import MethodView
 
-from webchat_common import csrf_token, current_user, login_required, new_login
+from webchat_common import csrf_token, current_user, login_form, login_required, new_login
 
 from . import metrics, throttle, users
 
@@ -15,10 +20,15 @@ GENERIC_LOGIN_ERROR = "Wrong username or password."
 
 
 def safe_next(target):
-    """``target`` if it is a path on this site, else ``/``: never an open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """``target`` if it is a path on this site, else ``/``: never an open redirect.
+
+    A path starts with one ``/`` followed by anything but ``/`` or ``\\`` (browsers read
+    ``//host`` and ``/\\host`` as another host), and holds no backslash and no character a
+    browser drops or that ends a header (C0 controls, DEL; a URL parser skips tabs and newlines,
+    so ``/\t/evil`` is ``//evil``), nor any other non-printable character."""
+    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+    if not target.isprintable():
         return "/"
     parts = urlsplit(target)
     if parts.scheme or parts.netloc:
@@ -83,10 +93,11 @@ class LoginView(MethodView):
         return redirect(nxt)
 
 
-bp.add_url_rule("/login", view_func=LoginView.as_view("login"))
+bp.add_url_rule("/login", view_func=login_form(LoginView.as_view("login")))
 
 
 @bp.route("/register", methods=["GET", "POST"])
+@login_form
 def register():
     if request.method == "GET":
         return render_template("register.html", errors={})
@@ -136,15 +147,20 @@ def me():
     )
 
 
+#: Users per page of ``/api/users``.
+PER_PAGE = 50
+#: The last page number routed: 50 million users.  Beyond it (and at 0) routing answers 404; an
+#: unbounded ``<int:page>`` reached Redis with an offset past 2**63 (a Redis error: 503).
+MAX_PAGE = 1_000_000
+
+
 @bp.get("/api/users", defaults={"page": 1})
-@bp.get("/api/users/page/<int:page>")
+@bp.get(f"/api/users/page/<int(min=1, max={MAX_PAGE}):page>")
 @login_required
 def user_list(page):
-    """Registered users, 50 a page (the tutorial's ``defaults`` and ``<int:...>`` routing)."""
-    if page < 1:
-        abort(404)
-    per_page = 50
-    return jsonify(page=page, users=users.list_users((page - 1) * per_page, per_page))
+    """Registered users, 50 a page (the tutorial's ``defaults`` and ``<int:...>`` routing); a
+    page past the last user is empty."""
+    return jsonify(page=page, users=users.list_users((page - 1) * PER_PAGE, PER_PAGE))
 
 
 # The tutorial's redirect_to: old links to /index land on the home page.

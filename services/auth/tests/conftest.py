@@ -42,3 +42,10 @@ class AuthActions:
 @pytest.fixture
 def auth(client):
     return AuthActions(client)
+
+
+@pytest.fixture
+def alice(client, auth):
+    """``client`` logged in as alice, registered through the real form."""
+    auth.register()
+    return client

@@ -1,7 +1,8 @@
 """Media on disk and their metadata in Redis (keys in ``webchat_common.keys``).
 
 Files live flat in ``MEDIA_ROOT`` under generated names ``<22 url-safe chars>.<ext>`` (128
-random bits; the extension is the detected type's).  An upload is written to
+random bits; the extension is the detected type's): ``webchat_common.names.MEDIA_NAME``, matched
+whole, is the only name this module ever opens or deletes.  An upload is written to
 ``MEDIA_ROOT/.incoming/`` while it arrives, checked, then hard-linked to its final name in one
 atomic step, so no reader ever sees a partial file under a media name; the metadata is written
 after the link, and a file without metadata is never served (the metadata is the permission).
@@ -12,6 +13,11 @@ Who may read a file (:func:`may_read`):
 - every logged-in user, for an avatar;
 - the users in its readers set ``media:<name>:readers``: chat (or the owner through
   ``POST /media/<name>/share``) adds the people of the conversation the file was shared in.
+
+The uploader's own file name is kept only as metadata (``original_name``: shown in lists, the
+download name), cleaned by :func:`clean_original`: its last path part for both ``/`` and ``\\``,
+printable characters only, no leading or trailing dots or spaces, at most ``ORIGINAL_MAX``
+characters with its extension kept, never empty (``file``).
 """
 import os
 import re
@@ -22,12 +28,13 @@ import time
 from pathlib import Path
 
 from flask import current_app
+from werkzeug.http import parse_options_header
 
 from webchat_common import get_redis, keys
+from webchat_common.names import is_media_name
 
 from . import detect
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{22}\.[a-z0-9]{2,4}$")
 INCOMING = ".incoming"
 #: An .incoming file older than this is left over from a killed worker and is removed at start.
 STALE_INCOMING_SECONDS = 3600
@@ -60,11 +67,37 @@ def incoming_file():
     return tempfile.NamedTemporaryFile(dir=root() / INCOMING, prefix="up-")
 
 
+#: The quoted ``filename`` parameter of a multipart part's Content-Disposition, undecoded.
+_RAW_FILENAME = re.compile(r'(?:^|;)[ \t]*filename[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
+#: The longest extension :func:`clean_original` keeps when it shortens a name.
+_EXT_MAX = 16
+
+
+def upload_filename(upload):
+    """The file name the client gave ``upload`` (a werkzeug ``FileStorage``), with every path
+    part still in it.  werkzeug reads ``filename="..\\..\\evil.txt"`` as a quoted string in
+    which ``\\.`` is an escaped ``.``, and hands over ``....evil.txt``; browsers send a
+    backslash as it is.  So the last path part is cut from the header as sent (where a
+    backslash is either a separator or an escape: both end a part), and only that part is
+    unquoted by werkzeug."""
+    disposition = upload.headers.get("Content-Disposition", "")
+    raw = _RAW_FILENAME.search(disposition)
+    if raw is None or "filename*" in disposition.lower():  # a token, or RFC 5987: werkzeug's reading is exact
+        return upload.filename or ""
+    last = re.split(r"[\\/]", raw.group(1))[-1]
+    return parse_options_header(f'form-data; filename="{last}"')[1].get("filename", "")
+
+
 def clean_original(filename):
-    """The uploader's file name as metadata: its last path part, printable, at most 255 chars."""
+    """The uploader's file name as metadata (see the module docstring): a safe display and
+    download name for any text, never empty."""
     base = re.split(r"[\\/]", filename or "")[-1]
-    base = "".join(c for c in base if c.isprintable()).strip()
-    return base[:ORIGINAL_MAX] or "file"
+    base = "".join(c for c in base if c.isprintable()).strip(" .")
+    if len(base) > ORIGINAL_MAX:
+        stem, dot, ext = base.rpartition(".")
+        ext = dot + ext if stem and len(ext) < _EXT_MAX else ""
+        base = base[: ORIGINAL_MAX - len(ext)].rstrip(" .") + ext
+    return base or "file"
 
 
 def save(upload, owner, kind="upload", allowed=None):
@@ -76,7 +109,7 @@ def save(upload, owner, kind="upload", allowed=None):
     os.fsync(tmp.fileno())
     size = os.fstat(tmp.fileno()).st_size
     sample = os.pread(tmp.fileno(), detect.SAMPLE_SIZE, 0)
-    original = clean_original(upload.filename)
+    original = clean_original(upload_filename(upload))
     found = detect.classify(sample, original)
     if allowed is not None and found.key not in allowed:
         raise detect.Refused(f"A {found.label} is not accepted here.")
@@ -128,7 +161,7 @@ def may_read(meta, user, name):
 def readable(name, user):
     """Metadata of a media file ``user`` may read and that is a regular file inside the media
     directory (not a symlink); raise :class:`Unreadable` otherwise."""
-    if not NAME_RE.match(name):
+    if not is_media_name(name):
         raise Unreadable(name)
     meta = metadata(name)
     if meta is None or not may_read(meta, user, name):
@@ -167,7 +200,7 @@ def delete(name):
     if meta:
         pipe.zrem(keys.media_by_owner(meta["owner"]), name)
     pipe.execute()
-    if NAME_RE.match(name):
+    if is_media_name(name):
         (root() / name).unlink(missing_ok=True)
 
 

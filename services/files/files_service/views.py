@@ -15,8 +15,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, send_from_directory
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.http import parse_range_header
 
-from webchat_common import CSRF_REFUSED, csrf_exempt, csrf_valid, current_user, error_response, login_required, wants_json
+from webchat_common import (CSRF_REFUSED, csrf_exempt, csrf_valid, current_user, error_response, login_required,
+                            request_int, wants_json)
+from webchat_common.names import is_media_name
 
 from . import detect, metrics, signing, store
 
@@ -110,7 +113,7 @@ def _receive(limit):
     except BadRequest:
         return None, _json_error(400, "The upload was incomplete or malformed.", "incomplete")
     if upload is None or not upload.filename:
-        return None, _json_error(400, "Send the file in the multipart form field 'file'.", "no_file")
+        return None, _json_error(400, "Send the file in the multipart form field 'file' (with a file name).", "no_file")
     if os.fstat(upload.stream.fileno()).st_size > limit:
         return None, _json_error(413, too_large, "too_large")
     return upload, None
@@ -168,7 +171,7 @@ def _check_name(name):
     nothing is opened before the name passed."""
     if len(name) > NAME_MAX or any(c in name for c in "/\\\x00") or ".." in name:
         return _json_error(400, "Not a media file name.")
-    if not store.NAME_RE.match(name):
+    if not is_media_name(name):
         return _json_error(404, "No such media.")
     return None
 
@@ -188,6 +191,7 @@ def serve(name):
     kind_inline = name.rsplit(".", 1)[1] in detect.INLINE_EXTS
     if cfg["MEDIA_GATEWAY"]:
         return _via_gateway(name, meta, kind_inline)
+    _clamp_suffix_range(meta["size"])
     resp = send_from_directory(cfg["MEDIA_ROOT"], name, mimetype=meta["type"], as_attachment=not kind_inline,
                                download_name=meta["original_name"], conditional=True, etag=True, max_age=None)
     resp.cache_control.no_cache = True
@@ -199,9 +203,21 @@ def serve(name):
     return resp
 
 
+def _clamp_suffix_range(size):
+    """RFC 9110 (14.1.2): a suffix range longer than the file (``bytes=-5000`` of 1,000 bytes)
+    means the whole file, a 206; werkzeug answers 416.  Such a request is rewritten to the
+    file's own length before ``send_from_directory`` reads it (nginx, behind the gateway, already
+    does this)."""
+    rng = parse_range_header(request.headers.get("Range"))
+    if rng is not None and rng.units == "bytes" and len(rng.ranges) == 1:
+        start, _ = rng.ranges[0]
+        if start < 0 and -start > size > 0:
+            request.environ["HTTP_RANGE"] = f"bytes=-{size}"
+
+
 def _via_gateway(name, meta, inline):
-    exp = request.args.get("exp", "")
-    signed_and_current = "sig" in request.args and exp.isdigit() and int(exp) > signing.time.time()
+    exp = request_int(request.args.get("exp"))
+    signed_and_current = "sig" in request.args and exp is not None and exp > signing.time.time()
     if not signed_and_current:
         metrics.SERVED.labels(via="redirect").inc()
         resp = redirect(media_url(name), code=302)

@@ -57,6 +57,17 @@ class Person:
         return self.client.post(path, data={"file": (BytesIO(data), filename), **extra},
                                 content_type="multipart/form-data", headers=hdrs)
 
+    def upload_raw(self, disposition_filename, data, path="/media/"):
+        """Upload with ``disposition_filename`` (bytes) written as is between the quotes of
+        ``filename="..."``, as a browser writes it (a backslash is sent as it is)."""
+        boundary = b"----webchat-test-boundary"
+        body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+                + disposition_filename + b"\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                + data + b"\r\n--" + boundary + b"--\r\n")
+        return self.client.post(path, data=body, headers={
+            "X-CSRF-Token": self.csrf, "Accept": "application/json",
+            "Content-Type": "multipart/form-data; boundary=" + boundary.decode()})
+
 
 @pytest.fixture
 def media_root(tmp_path):
