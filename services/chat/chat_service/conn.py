@@ -467,7 +467,11 @@ class Connection:
             else:
                 self.error("bad_frame", "unknown type: use message, join, leave, watch or ping", cid)
         except RedisError:
-            self.error("unavailable", "the chat store is unavailable: nothing was sent, try again", cid)
+            # Not "nothing was stored": Redis may have run the send and gone before it
+            # answered (a graceful Redis stop does that).  Sending again with the same cid is
+            # always safe: a cid already stored is acknowledged, not stored twice.
+            self.error("unavailable", "the chat store did not answer: the message may or may not be stored; "
+                       "send it again with the same cid", cid)
         except Exception:  # noqa: BLE001 - a bug met by one frame costs that frame, not the socket
             log.exception("could not handle a frame from %s", self.user)
             self.error("server_error", "the server could not handle this frame: nothing was sent", cid)

@@ -219,6 +219,13 @@
           if (!watchTimer) watchTimer = setTimeout(sendWatch, 3000 * (0.5 + Math.random()));
           break;
         }
+        if (f.code === "unavailable" && f.cid !== undefined && pending[f.cid]) {
+          // Maybe stored, maybe not: send it again shortly with the same cid (stored once).
+          var again = pending[f.cid];
+          setTimeout(function () { if (again.pending && !again.id && ws) ws.send(JSON.stringify(again.frame)); },
+                     2000 * (0.5 + Math.random()));
+          break;
+        }
         notice(f.error);
         if (f.cid !== undefined && pending[f.cid]) {
           pending[f.cid].pending = false; pending[f.cid].data += "  (not sent: " + f.error + ")";
