@@ -6,7 +6,7 @@ PACKAGES := -e lib/webchat_common -e services/auth -e services/files -e services
 SYSTEM_PACKAGES := redis-server nginx
 UNIT_TESTS = $(wildcard lib/*/tests services/*/tests)
 
-.PHONY: help run test test-unit test-integration test-deploy system-deps venv clean bench-chat
+.PHONY: help run test test-unit test-integration test-deploy system-deps venv clean bench-chat bench-request-path
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -38,3 +38,7 @@ clean: ## remove the virtualenv and local state
 bench-chat: system-deps venv ## chat benchmark: webchat vs Flask-SocketIO vs in-memory flask-sock, N=100,1000 and max sockets (BENCH_ARGS=...)
 	$(PY) -m pip install -q -c constraints.txt -r bench/requirements.txt
 	$(PY) bench/chat_load.py --max-sockets $(BENCH_ARGS)
+
+bench-request-path: system-deps venv ## request-path benchmark: auth /api/me vs a bare Flask app vs files x-accel, one run (BENCH_ARGS=...)
+	$(PY) -m pip install -q -c constraints.txt -r bench/requirements.txt
+	$(PY) bench/request_path.py $(BENCH_ARGS)

@@ -1,0 +1,399 @@
+"""Request-path benchmark: what the shared Flask plumbing costs per request, side by side in one run.
+
+    python bench/request_path.py                      # 5 rounds of 5 s per variant, about 3 minutes
+    python bench/request_path.py --rounds 9 --duration 10
+    python bench/request_path.py --profile var/prof   # then py-spy each service variant (not timed)
+
+It starts the local stack (the same code as ``make run``: Redis with its AOF, the services under
+gunicorn, nginx rendered from the one gateway template), registers one user through the gateway
+(its session is made by auth, through the session contract) and uploads one small PNG.  Two
+baseline apps (``bench/request_path_apps.py``) run under gunicorn with exactly the settings the
+auth service runs with in the local stack (``-c python:webchat_common.gunicorn_conf``, the same
+worker class and worker count, so the same threads, ``PROMETHEUS_MULTIPROC_DIR`` set), each
+behind a copy of the gateway's own ``server`` block (same headers, access log, keepalive
+upstream) in the same nginx process, on its own port:
+
+- ``auth /api/me``   the real gateway, the auth service, a real session cookie: the session read
+                     from Redis, the user read from Redis, the shared plumbing (request id, JSON
+                     access log, metrics, CSRF check, ``X-User``);
+- ``bare flask``     a Flask app answering the same JSON bytes: no session, no plumbing;
+- ``bare + session`` the bare app plus only the session contract (``RedisSessionInterface``:
+                     read, and its sliding-TTL refresh), to split the cost;
+- ``files x-accel``  the files service's own path: ``GET /media/<name>`` with a link nginx
+                     refuses, so the files service checks the session and the read rule and
+                     answers ``X-Accel-Redirect`` (nginx then streams the small file).
+
+The load tool is wrk (installed with scripts/system-deps.sh when missing), with the session
+cookie on every request.  Each variant is checked once before it is measured (200 and the
+expected body).  The variants run in rounds, order rotated each round; the ratios to the bare
+app are taken within each round and the medians reported.  Printed per variant: req/s, wrk's
+p50 and p99 latency, and CPU per request of the app's gunicorn processes, of nginx and of Redis
+(``/proc`` utime + stime over the measured seconds; wrk runs on the same CPUs and is not counted).
+
+``--profile DIR``: after the rounds, each Python variant is run once more under load with
+``py-spy record`` (raw collapsed stacks, ``--subprocesses`` on its gunicorn master) and a summary
+is printed: the share of busy samples under each piece of the request path.  Profiled runs are
+not timed (py-spy slows what it samples).
+"""
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from localstack import Service, Stack  # noqa: E402
+from webchat_common.testing import free_port  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+#: The variants that share the auth service's gunicorn settings, with the app each runs.
+BASELINES = {"bare": "request_path_apps:bare_app()", "bare_session": "request_path_apps:session_app()"}
+TARGET = 0.5  # auth /api/me / bare flask
+
+
+def ensure_wrk():
+    if not shutil.which("wrk"):
+        subprocess.run(["bash", str(ROOT / "scripts" / "system-deps.sh"), "wrk"], check=True)
+    return shutil.which("wrk")
+
+
+def server_block(conf):
+    """(start, end) of the gateway's ``server { ... }`` block in the rendered ``conf``."""
+    start = conf.index("\n    server {") + 1
+    depth = 0
+    for i in range(start, len(conf)):
+        if conf[i] == "{":
+            depth += 1
+        elif conf[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return start, i + 1
+    raise ValueError("unbalanced server block")
+
+
+class BenchStack(Stack):
+    """The local stack plus the baseline apps, each behind a copy of the gateway's server block
+    (its own port, ``proxy_pass`` to its own upstream) in the gateway's own nginx process."""
+
+    def __init__(self, state_dir, me_json):
+        super().__init__(state_dir, chat_replicas=1)
+        self.me_json = me_json
+        auth = self.services["auth"]
+        self.ports = {}
+        for name, app in BASELINES.items():
+            self.services[name] = Service(name, app, free_port(), worker_class=auth.worker_class,
+                                          workers=auth.workers)
+            self.ports[name] = free_port()
+
+    def service_env(self, name):
+        env = super().service_env(name)
+        if name in BASELINES:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
+            env["BENCH_ME_JSON"] = self.me_json
+        return env
+
+    def render_gateway(self):
+        path = super().render_gateway()
+        conf = path.read_text()
+        start, end = server_block(conf)
+        gateway_server = conf[start:end]
+        extra = ""
+        for name in BASELINES:
+            extra += f"""
+    upstream {name} {{
+        server 127.0.0.1:{self.services[name].port};
+        keepalive 16;
+    }}
+"""
+            copy = re.sub(r"listen \d+;", f"listen {self.ports[name]};", gateway_server, count=1)
+            copy = copy.replace("proxy_pass http://auth;", f"proxy_pass http://{name};")
+            extra += "    " + copy + "\n"
+        conf = conf[:end] + "\n" + extra + conf[end:]
+        path.write_text(conf)
+        return path
+
+
+# --------------------------------------------------------------------------------------------
+# processes and CPU
+
+def children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def process_groups(stack, app_service):
+    """{"app": gunicorn master + workers, "nginx": master + workers, "redis": [pid]}"""
+    master = stack.services[app_service].procs[0].pid
+    return {
+        "app": [master, *children(master)],
+        "nginx": [stack.nginx.pid, *children(stack.nginx.pid)],
+        "redis": [stack.redis.pid],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# load
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def wrk(url, cookie, duration, connections, threads):
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
+         "-H", f"Cookie: webchat_session={cookie}", url],
+        capture_output=True, text=True, check=True).stdout
+    requests_done = int(re.search(r"(\d+) requests in", out).group(1))
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"requests": requests_done, "rate": rate, "p50": p50, "p99": p99,
+            "bad": int(bad.group(1)) if bad else 0, "errors": errors.group(1) if errors else ""}
+
+
+def measure(stack, variant, url, cookie, args):
+    groups = process_groups(stack, variant.service)
+    before = {k: cpu_seconds(v) for k, v in groups.items()}
+    result = wrk(url, cookie, args.duration, args.connections, args.threads)
+    for k, v in groups.items():
+        result[f"cpu_{k}"] = (cpu_seconds(v) - before[k]) / max(1, result["requests"]) * 1e6  # µs/request
+    return result
+
+
+class Variant:
+    def __init__(self, label, service, url, check):
+        self.label, self.service, self.url, self.check = label, service, url, check
+
+
+def check_json(expected):
+    def check(resp):
+        if resp.status_code != 200 or resp.json() != expected:
+            raise SystemExit(f"{resp.url} answered {resp.status_code} {resp.text[:200]!r}, not 200 {expected}")
+    return check
+
+
+def check_file(size):
+    def check(resp):
+        if resp.status_code != 200 or len(resp.content) != size:
+            raise SystemExit(f"{resp.url} answered {resp.status_code} with {len(resp.content)} bytes, "
+                             f"not 200 with {size}")
+    return check
+
+
+# --------------------------------------------------------------------------------------------
+# profile summary
+
+#: (label, frame pattern): a sample counts for a label when any frame of its stack matches.
+#: Inclusive shares of busy samples, so they overlap (Redis I/O is also inside "session open").
+PIECES = [
+    ("gunicorn outside the app (accept, parse HTTP, write)", None),
+    ("the WSGI app (Flask.__call__ and below)", r"^wsgi_app \(.*flask/app\.py"),
+    ("  ProxyFix", r"\(.*proxy_fix\.py"),
+    ("  request context, routing (werkzeug match)", r"^(match|bind_to_environ|create_url_adapter|match_request) "),
+    ("  session open (RedisSessionInterface.open_session)", r"^open_session \(.*webchat_common/sessions\.py"),
+    ("  session save (save_session: TTL refresh)", r"^save_session \(.*webchat_common/sessions\.py"),
+    ("  before_request: request id, CSRF (web.begin)", r"^begin \(.*webchat_common/web\.py"),
+    ("  after_request total (web.finish)", r"^finish \(.*webchat_common/web\.py"),
+    ("    access log line (logging, JSON formatter)", r"^(log|_log|handle|callHandlers) \(.*logging/__init__\.py"),
+    ("    metrics (prometheus_client)", r"\(.*prometheus_client/"),
+    ("  view: auth /api/me (me)", r"^me \(.*auth_service/views\.py"),
+    ("    user lookup (users.get_user: HGETALL)", r"^get_user \(.*auth_service/users\.py"),
+    ("  view: files serve", r"^serve \(.*files_service/views\.py"),
+    ("    store.readable (HGETALL, lstat)", r"^readable \(.*files_service/store\.py"),
+    ("  jsonify / JSON", r"^(jsonify|dumps|response) \(.*flask/json"),
+    ("  Redis commands (redis-py, all)", r"^execute_command \(.*redis/client\.py"),
+    ("    of which waiting for the reply (read_response)", r"^read_response \(.*redis/"),
+    ("  Jinja2", r"\(.*jinja2/"),
+]
+
+
+def summarise_profile(path, top=15):
+    stacks = collections.Counter()
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if stack and count.isdigit():
+                stacks[stack] += int(count)
+    busy = sum(stacks.values()) or 1
+    compiled = [(label, re.compile(p) if p else None) for label, p in PIECES]
+    shares = collections.Counter()
+    self_ = collections.Counter()
+    in_app = re.compile(r"^wsgi_app \(.*flask/app\.py")
+    for stack, count in stacks.items():
+        frames = stack.split(";")
+        self_[re.sub(r":\d+\)$", ")", frames[-1])] += count
+        for label, pattern in compiled:
+            if pattern is None:
+                if not any(in_app.search(f) for f in frames):
+                    shares[label] += count
+            elif any(pattern.search(f) for f in frames):
+                shares[label] += count
+    lines = [f"    {busy} busy samples"]
+    lines += [f"    {100 * shares[label] / busy:5.1f}%  {label}" for label, _ in PIECES]
+    lines.append("    top functions by self samples:")
+    lines += [f"    {100 * c / busy:5.1f}%  {f}" for f, c in self_.most_common(top)]
+    return "\n".join(lines)
+
+
+def profile(stack, variant, url, cookie, args, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"request-path-{variant.service}.txt"
+    master = stack.services[variant.service].procs[0].pid
+    duration = max(args.duration, 8)
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(master),
+                            "--subprocesses", "--rate", "250", "--format", "raw", "--output", str(out),
+                            "--duration", str(duration)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1)  # py-spy attaches
+    wrk(url, cookie, duration - 2, args.connections, args.threads)
+    _, err = spy.communicate(timeout=60)
+    if spy.returncode != 0:
+        print(f"  py-spy failed on {variant.label}: {err.decode()[-300:]}")
+        return
+    print(f"\n  {variant.label} ({out}):")
+    print(summarise_profile(out))
+
+
+# --------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of every variant, in rotated order (default 5)")
+    ap.add_argument("--media-size", type=int, default=4096, help="bytes of the file x-accel serves (default 4096)")
+    ap.add_argument("--profile", metavar="DIR", help="after the rounds, py-spy each Python variant into DIR")
+    ap.add_argument("--only", help="comma-separated variant labels to run (default: all)")
+    args = ap.parse_args()
+    ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="request-path-") as tmp:
+        # The baselines answer auth's JSON for the bench user; the user is made first, in a
+        # stack of its own (the same Redis data directory, so the session lives on).
+        me, cookie, media_name = prepare(Path(tmp), args.media_size)
+        with BenchStack(tmp, json.dumps(me)) as stack:
+            run(stack, me, cookie, media_name, args)
+
+
+def register(gw):
+    http = requests.Session()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(gw + "/register").text).group(1)
+    resp = http.post(gw + "/register", data={"username": "bench", "password": "bench-password-1",
+                                             "csrf_token": token})
+    resp.raise_for_status()
+    return http
+
+
+def prepare(state_dir, media_size):
+    """Register the bench user and upload its file; returns (/api/me JSON, cookie, media name)."""
+    with Stack(state_dir, chat_replicas=1) as stack:
+        http = register(stack.url)
+        me = http.get(stack.url + "/api/me").json()
+        data = PNG + os.urandom(media_size - len(PNG))
+        resp = http.post(stack.url + "/media/", files={"file": ("bench.png", data)},
+                         headers={"X-CSRF-Token": me["csrf_token"], "Accept": "application/json"})
+        resp.raise_for_status()
+        return me, http.cookies["webchat_session"], resp.json()["name"]
+
+
+def run(stack, me, cookie, media_name, args):
+    gw = stack.url
+    variants = [
+        Variant("auth /api/me", "auth", gw + "/api/me", check_json(me)),
+        Variant("bare flask", "bare", f"http://127.0.0.1:{stack.ports['bare']}/api/me", check_json(me)),
+        Variant("bare + session", "bare_session", f"http://127.0.0.1:{stack.ports['bare_session']}/api/me",
+                check_json(me)),
+        Variant("files x-accel", "files",
+                f"{gw}/media/{media_name}?exp={int(time.time()) + 3600}&sig=refused-by-nginx",
+                check_file(args.media_size)),
+    ]
+    if args.only:
+        wanted = set(args.only.split(","))
+        variants = [v for v in variants if v.label in wanted or v.service in wanted]
+    for v in variants:
+        v.check(requests.get(v.url, cookies={"webchat_session": cookie}, allow_redirects=False, timeout=10))
+        wrk(v.url, cookie, 2, args.connections, args.threads)  # warm-up
+    auth = stack.services["auth"]
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, {args.rounds} rounds in rotated "
+          f"order; every app under gunicorn -k {auth.worker_class} -w {auth.workers} (threads from "
+          f"webchat_common.gunicorn_conf); nginx worker_processes auto ({os.cpu_count()} CPUs); "
+          f"x-accel file {args.media_size} bytes; load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    results = collections.defaultdict(list)  # label -> [wrk result per round]
+    ratios = collections.defaultdict(list)  # label -> [rate / bare rate in the same round]
+    for rnd in range(args.rounds):
+        order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
+        this_round = {}
+        for v in order:
+            r = measure(stack, v, v.url, cookie, args)
+            if r["bad"] or r["errors"]:
+                print(f"  {v.label}: non-2xx {r['bad']}, socket errors {r['errors']}", flush=True)
+            this_round[v.label] = r
+            results[v.label].append(r)
+        if "bare flask" in this_round:
+            for label, r in this_round.items():
+                ratios[label].append(r["rate"] / this_round["bare flask"]["rate"])
+        print(f"  round {rnd + 1}: " + ", ".join(f"{v.label} {this_round[v.label]['rate']:.0f}" for v in variants),
+              flush=True)
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")
+    med = lambda label, key: statistics.median(r[key] for r in results[label])  # noqa: E731
+    print(f"{'variant':<16} {'req/s':>7} {'min-max':>11} {'p50 ms':>7} {'p99 ms':>7} {'app µs/req':>10} "
+          f"{'nginx µs':>8} {'redis µs':>8}  {'x bare':>6}  per-round x bare")
+    for v in variants:
+        rates = [r["rate"] for r in results[v.label]]
+        q = ratios.get(v.label, [])
+        print(f"{v.label:<16} {med(v.label, 'rate'):>7.0f} {min(rates):>5.0f}-{max(rates):<5.0f} "
+              f"{med(v.label, 'p50'):>7.2f} {med(v.label, 'p99'):>7.2f} {med(v.label, 'cpu_app'):>10.0f} "
+              f"{med(v.label, 'cpu_nginx'):>8.0f} {med(v.label, 'cpu_redis'):>8.0f}  "
+              f"{statistics.median(q) if q else float('nan'):>6.2f}  {' '.join(f'{x:.2f}' for x in q)}")
+    if ratios.get("auth /api/me"):
+        a = statistics.median(ratios["auth /api/me"])
+        print(f"\na/b auth /api/me / bare flask: {a:.2f} (target >= {TARGET}: {'met' if a >= TARGET else 'missed'})")
+    if ratios.get("files x-accel"):
+        print(f"c/b files x-accel / bare flask: {statistics.median(ratios['files x-accel']):.2f}")
+    if ratios.get("bare + session"):
+        print(f"d/b bare + session / bare flask: {statistics.median(ratios['bare + session']):.2f}")
+    if args.profile:
+        print("\nprofiles (py-spy, busy samples only; shares are inclusive and overlap):")
+        for v in variants:
+            profile(stack, v, v.url, cookie, args, Path(args.profile))
+
+
+if __name__ == "__main__":
+    main()
