@@ -221,26 +221,35 @@ def check_file(size):
 # --------------------------------------------------------------------------------------------
 # profile summary
 
+def _frame(func, path):
+    """A pattern for py-spy frames ``Class.func (path/to/file.py:line)``."""
+    return rf"^(\w+\.)*(<locals>\.)?({func}) \(.*{path}"
+
+
 #: (label, frame pattern): a sample counts for a label when any frame of its stack matches.
-#: Inclusive shares of busy samples, so they overlap (Redis I/O is also inside "session open").
+#: Inclusive shares of the samples, so they overlap (Redis I/O is also inside "session open").
+APP = _frame("__call__", r"flask/app\.py")
 PIECES = [
     ("gunicorn outside the app (accept, parse HTTP, write)", None),
-    ("the WSGI app (Flask.__call__ and below)", r"^wsgi_app \(.*flask/app\.py"),
-    ("  ProxyFix", r"\(.*proxy_fix\.py"),
-    ("  request context, routing (werkzeug match)", r"^(match|bind_to_environ|create_url_adapter|match_request) "),
-    ("  session open (RedisSessionInterface.open_session)", r"^open_session \(.*webchat_common/sessions\.py"),
-    ("  session save (save_session: TTL refresh)", r"^save_session \(.*webchat_common/sessions\.py"),
-    ("  before_request: request id, CSRF (web.begin)", r"^begin \(.*webchat_common/web\.py"),
-    ("  after_request total (web.finish)", r"^finish \(.*webchat_common/web\.py"),
-    ("    access log line (logging, JSON formatter)", r"^(log|_log|handle|callHandlers) \(.*logging/__init__\.py"),
+    ("the WSGI app (Flask.__call__ and below)", APP),
+    ("  ProxyFix (own work, outside Flask.wsgi_app)", "proxyfix-self"),
+    ("  request context push (session open, routing)", _frame("push", r"flask/ctx\.py")),
+    ("    werkzeug routing (MapAdapter.match)", _frame("match", r"werkzeug/routing/map\.py")),
+    ("    session open (RedisSessionInterface.open_session)", _frame("open_session", r"webchat_common/sessions\.py")),
+    ("  session save (save_session: TTL refresh)", _frame("save_session", r"webchat_common/sessions\.py")),
+    ("  before_request: request id, CSRF (web.begin)", _frame("begin", r"webchat_common/web\.py")),
+    ("    uuid4 request id", _frame("uuid4", r"uuid\.py")),
+    ("  after_request (web.finish)", _frame("finish", r"webchat_common/web\.py")),
+    ("    access log line (logging, JSON formatter)", _frame("log", r"logging/__init__\.py")),
     ("    metrics (prometheus_client)", r"\(.*prometheus_client/"),
-    ("  view: auth /api/me (me)", r"^me \(.*auth_service/views\.py"),
-    ("    user lookup (users.get_user: HGETALL)", r"^get_user \(.*auth_service/users\.py"),
-    ("  view: files serve", r"^serve \(.*files_service/views\.py"),
-    ("    store.readable (HGETALL, lstat)", r"^readable \(.*files_service/store\.py"),
-    ("  jsonify / JSON", r"^(jsonify|dumps|response) \(.*flask/json"),
-    ("  Redis commands (redis-py, all)", r"^execute_command \(.*redis/client\.py"),
-    ("    of which waiting for the reply (read_response)", r"^read_response \(.*redis/"),
+    ("  the view (Flask.dispatch_request)", _frame("dispatch_request", r"flask/app\.py")),
+    ("    auth /api/me: user lookup (users.get_user: HGETALL)", _frame("get_user", r"auth_service/users\.py")),
+    ("    files: store.readable (HGETALL, lstat)", _frame("readable", r"files_service/store\.py")),
+    ("    jsonify", _frame("jsonify", r"flask/json")),
+    ("  response: start_response, headers, cookies (Response.__call__)",
+     _frame("__call__", r"werkzeug/wrappers/response\.py")),
+    ("  Redis commands, all (redis-py execute_command)", _frame("execute_command", r"redis/client\.py")),
+    ("  logging, all (Logger.log/info/warning/...)", _frame("log|_log|info|warning|error|debug", r"logging/__init__\.py")),
     ("  Jinja2", r"\(.*jinja2/"),
 ]
 
@@ -253,20 +262,26 @@ def summarise_profile(path, top=15):
             if stack and count.isdigit():
                 stacks[stack] += int(count)
     busy = sum(stacks.values()) or 1
-    compiled = [(label, re.compile(p) if p else None) for label, p in PIECES]
+    special = {None, "proxyfix-self"}
+    compiled = [(label, p if p in special else re.compile(p)) for label, p in PIECES]
     shares = collections.Counter()
     self_ = collections.Counter()
-    in_app = re.compile(r"^wsgi_app \(.*flask/app\.py")
+    in_app = re.compile(APP)
+    proxy_fix = re.compile(_frame("__call__", r"werkzeug/middleware/proxy_fix\.py"))
+    wsgi_app = re.compile(_frame("wsgi_app", r"flask/app\.py"))
     for stack, count in stacks.items():
         frames = stack.split(";")
         self_[re.sub(r":\d+\)$", ")", frames[-1])] += count
         for label, pattern in compiled:
             if pattern is None:
-                if not any(in_app.search(f) for f in frames):
-                    shares[label] += count
-            elif any(pattern.search(f) for f in frames):
+                hit = not any(in_app.search(f) for f in frames)
+            elif pattern == "proxyfix-self":
+                hit = any(proxy_fix.search(f) for f in frames) and not any(wsgi_app.search(f) for f in frames)
+            else:
+                hit = any(pattern.search(f) for f in frames)
+            if hit:
                 shares[label] += count
-    lines = [f"    {busy} busy samples"]
+    lines = [f"    {busy} samples with the GIL held"]
     lines += [f"    {100 * shares[label] / busy:5.1f}%  {label}" for label, _ in PIECES]
     lines.append("    top functions by self samples:")
     lines += [f"    {100 * c / busy:5.1f}%  {f}" for f, c in self_.most_common(top)]
@@ -279,7 +294,7 @@ def profile(stack, variant, url, cookie, args, out_dir):
     master = stack.services[variant.service].procs[0].pid
     duration = max(args.duration, 8)
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(master),
-                            "--subprocesses", "--rate", "250", "--format", "raw", "--output", str(out),
+                            "--subprocesses", "--gil", "--rate", "250", "--format", "raw", "--output", str(out),
                             "--duration", str(duration)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1)  # py-spy attaches
     wrk(url, cookie, duration - 2, args.connections, args.threads)
@@ -372,6 +387,16 @@ def run(stack, me, cookie, media_name, args):
         print(f"  round {rnd + 1}: " + ", ".join(f"{v.label} {this_round[v.label]['rate']:.0f}" for v in variants),
               flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
+    if args.rounds:
+        report(variants, results, ratios)
+    if args.profile:
+        print("\nprofiles (py-spy --gil: samples of the thread holding the GIL, i.e. Python CPU; "
+              "shares inclusive, so nested lines overlap):")
+        for v in variants:
+            profile(stack, v, v.url, cookie, args, Path(args.profile))
+
+
+def report(variants, results, ratios):
     med = lambda label, key: statistics.median(r[key] for r in results[label])  # noqa: E731
     print(f"{'variant':<16} {'req/s':>7} {'min-max':>11} {'p50 ms':>7} {'p99 ms':>7} {'app µs/req':>10} "
           f"{'nginx µs':>8} {'redis µs':>8}  {'x bare':>6}  per-round x bare")
@@ -389,10 +414,6 @@ def run(stack, me, cookie, media_name, args):
         print(f"c/b files x-accel / bare flask: {statistics.median(ratios['files x-accel']):.2f}")
     if ratios.get("bare + session"):
         print(f"d/b bare + session / bare flask: {statistics.median(ratios['bare + session']):.2f}")
-    if args.profile:
-        print("\nprofiles (py-spy, busy samples only; shares are inclusive and overlap):")
-        for v in variants:
-            profile(stack, v, v.url, cookie, args, Path(args.profile))
 
 
 if __name__ == "__main__":
