@@ -148,6 +148,51 @@ def test_idle_timeout_slides(redis_url, r):
     assert client.get("/whoami").json == {"user": None}
 
 
+def test_a_request_slides_the_ttl_to_the_idle_timeout(redis_url, r):
+    client = make_app(redis_url, SESSION_IDLE_TIMEOUT=60, SESSION_ABSOLUTE_TIMEOUT=3600).test_client()
+    client.post("/login/alice")
+    key = session_key(sid_of(client))
+    r.expire(key, 5)
+    assert client.get("/whoami").json == {"user": "alice"}
+    assert 58 <= r.ttl(key) <= 60
+
+
+def test_a_short_request_reads_and_slides_its_session_in_one_round_trip(client, r):
+    """The benchmark's finding (bench/request_path.py): each Redis round trip is a large part of
+    a request's cost, so reading a session and sliding its TTL is one ``GETEX``."""
+    client.post("/login/alice")
+    r.config_resetstat()
+    assert client.get("/whoami").json == {"user": "alice"}
+    calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in r.info("commandstats").items()}
+    calls = {k: v for k, v in calls.items() if not k.startswith(("config", "info"))}
+    assert calls == {"getex": 1}
+
+
+def test_the_ttl_is_capped_by_the_absolute_timeout(redis_url, r):
+    client = make_app(redis_url, SESSION_IDLE_TIMEOUT=60, SESSION_ABSOLUTE_TIMEOUT=10).test_client()
+    client.post("/login/alice")
+    key = session_key(sid_of(client))
+    assert client.get("/whoami").json == {"user": "alice"}
+    assert 0 < r.ttl(key) <= 10
+
+
+def test_a_long_request_slides_the_ttl_from_its_end(redis_url, r):
+    """The idle window starts when a request ends (a WebSocket that was open for minutes
+    counts as activity up to its close), not only when it began."""
+    app = make_app(redis_url, SESSION_IDLE_TIMEOUT=4, SESSION_ABSOLUTE_TIMEOUT=3600)
+
+    @app.get("/slow")
+    def slow():
+        time.sleep(2.2)
+        return "done"
+
+    client = app.test_client()
+    client.post("/login/alice")
+    key = session_key(sid_of(client))
+    assert client.get("/slow").text == "done"
+    assert r.pttl(key) > 3000
+
+
 def test_absolute_timeout_ends_a_busy_session(redis_url):
     client = make_app(redis_url, SESSION_IDLE_TIMEOUT=60, SESSION_ABSOLUTE_TIMEOUT=2).test_client()
     client.post("/login/alice")

@@ -61,6 +61,9 @@ class RedisSession(CallbackDict, SessionMixin):
         self.modified = False
         self.regenerate_requested = False
         self.destroy_requested = False
+        #: ``time.monotonic()`` when :meth:`RedisSessionInterface.open_session` slid the key's
+        #: TTL (in the same round trip as the read), or None.
+        self.refreshed_at = None
 
     def regenerate(self):
         """Give this session a new id at the end of the request; the old id stops working."""
@@ -82,12 +85,24 @@ class UnavailableSession(RedisSession):
 
 
 class RedisSessionInterface(SessionInterface):
+    """The sliding idle timeout costs no round trip of its own: the read is a ``GETEX`` that
+    also sets the key's TTL to the idle timeout (Redis >= 6.2).  Only in the last idle window
+    before the absolute timeout, where the TTL must be shorter, is an ``EXPIRE`` added; and a
+    request that lasted a second or more (a WebSocket's life) slides it again when it ends, so
+    the idle window still starts when the request ends, as it did when the refresh was an
+    ``EXPIRE`` at the end of every request."""
+
+    #: A request longer than this (seconds) slides the TTL again when it ends.
+    REFRESH_AGAIN_AFTER = 1.0
+
     def open_session(self, app, request):
         sid = request.cookies.get(app.config["SESSION_COOKIE_NAME"])
         if not sid or not _SID_RE.fullmatch(sid):
             return RedisSession()
+        idle = app.config["SESSION_IDLE_TIMEOUT"]
         try:
-            raw = get_redis(app).get(session_key(sid))
+            raw = get_redis(app).getex(session_key(sid), ex=max(1, math.ceil(idle)))
+            refreshed_at = time.monotonic()
         except RedisError:
             log.warning("session store unreachable")
             return UnavailableSession()
@@ -106,7 +121,16 @@ class RedisSessionInterface(SessionInterface):
         if time.time() - created > app.config["SESSION_ABSOLUTE_TIMEOUT"]:
             self._delete(app, sid)
             return RedisSession()
-        return RedisSession(data, sid=sid, created=created)
+        session = RedisSession(data, sid=sid, created=created)
+        ttl = self._ttl(app, session)
+        if ttl < idle:  # the absolute timeout is nearer than the idle one: cap the TTL
+            try:
+                get_redis(app).expire(session_key(sid), ttl)
+            except RedisError:
+                log.warning("session store unreachable")
+                return UnavailableSession()
+        session.refreshed_at = refreshed_at
+        return session
 
     def _refuse(self, app, sid, why):
         log.error("refused a session value that is not the JSON contract (%s); deleted it", why)
@@ -163,6 +187,6 @@ class RedisSessionInterface(SessionInterface):
                 response.set_cookie(name, session.sid, **cookie_args)
             elif not session.new_id:
                 response.delete_cookie(name, **cookie_args)
-        else:
-            r.expire(key, ttl)  # sliding idle timeout
+        elif session.refreshed_at is None or time.monotonic() - session.refreshed_at >= self.REFRESH_AGAIN_AFTER:
+            r.expire(key, ttl)  # sliding idle timeout (open_session's GETEX did it for a short request)
         response.vary.add("Cookie")
