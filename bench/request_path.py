@@ -41,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -141,13 +142,14 @@ def children(pid):
     return found
 
 
-def cpu_seconds(pids):
+def cpu_seconds(pids, which="all"):
+    """utime + stime (or only ``"sys"``) of ``pids``, in seconds."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            total += int(fields[12]) + (int(fields[11]) if which == "all" else 0)
         except OSError:
             pass
     return total / os.sysconf("SC_CLK_TCK")
@@ -192,9 +194,12 @@ def wrk(url, cookie, duration, connections, threads):
 def measure(stack, variant, url, cookie, args):
     groups = process_groups(stack, variant.service)
     before = {k: cpu_seconds(v) for k, v in groups.items()}
+    sys_before = cpu_seconds(groups["app"], "sys")
     result = wrk(url, cookie, args.duration, args.connections, args.threads)
+    n = max(1, result["requests"])
     for k, v in groups.items():
-        result[f"cpu_{k}"] = (cpu_seconds(v) - before[k]) / max(1, result["requests"]) * 1e6  # µs/request
+        result[f"cpu_{k}"] = (cpu_seconds(v) - before[k]) / n * 1e6  # µs/request
+    result["cpu_app_sys"] = (cpu_seconds(groups["app"], "sys") - sys_before) / n * 1e6
     return result
 
 
@@ -306,6 +311,31 @@ def profile(stack, variant, url, cookie, args, out_dir):
     print(summarise_profile(out))
 
 
+def count_syscalls(stack, variant, url, cookie, args, out_dir, seconds=4):
+    """``strace -c -f`` on the variant's gunicorn workers during a short wrk run: system calls per
+    request, by name (strace slows the workers a lot; the counts, not the times, are the point)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"strace-{variant.service}.txt"
+    master = stack.services[variant.service].procs[0].pid
+    cmd = ["strace", "-c", "-f", "-q", "-o", str(out)]
+    for pid in children(master):
+        cmd += ["-p", str(pid)]
+    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    done = wrk(url, cookie, seconds, args.connections, args.threads)["requests"]
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(30)
+    calls = {}
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[-1].isidentifier() and fields[-1] != "total" and fields[3].isdigit():
+            calls[fields[-1]] = int(fields[3])
+    total = sum(calls.values())
+    top = sorted(calls.items(), key=lambda kv: -kv[1])[:8]
+    print(f"  {variant.label:<16} {total / max(1, done):5.1f} syscalls/request: "
+          + ", ".join(f"{name} {n / max(1, done):.1f}" for name, n in top), flush=True)
+
+
 # --------------------------------------------------------------------------------------------
 
 def main():
@@ -316,6 +346,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="rounds of every variant, in rotated order (default 5)")
     ap.add_argument("--media-size", type=int, default=4096, help="bytes of the file x-accel serves (default 4096)")
     ap.add_argument("--profile", metavar="DIR", help="after the rounds, py-spy each Python variant into DIR")
+    ap.add_argument("--syscalls", metavar="DIR", help="after the rounds, count each Python variant's system calls "
+                    "per request (strace -c) into DIR")
     ap.add_argument("--only", help="comma-separated variant labels to run (default: all)")
     args = ap.parse_args()
     ensure_wrk()
@@ -394,18 +426,22 @@ def run(stack, me, cookie, media_name, args):
               "shares inclusive, so nested lines overlap):")
         for v in variants:
             profile(stack, v, v.url, cookie, args, Path(args.profile))
+    if args.syscalls and shutil.which("strace"):
+        print("\nsystem calls per request in the gunicorn workers (strace -c -f):")
+        for v in variants:
+            count_syscalls(stack, v, v.url, cookie, args, Path(args.syscalls))
 
 
 def report(variants, results, ratios):
     med = lambda label, key: statistics.median(r[key] for r in results[label])  # noqa: E731
     print(f"{'variant':<16} {'req/s':>7} {'min-max':>11} {'p50 ms':>7} {'p99 ms':>7} {'app µs/req':>10} "
-          f"{'nginx µs':>8} {'redis µs':>8}  {'x bare':>6}  per-round x bare")
+          f"{'of it sys':>9} {'nginx µs':>8} {'redis µs':>8}  {'x bare':>6}  per-round x bare")
     for v in variants:
         rates = [r["rate"] for r in results[v.label]]
         q = ratios.get(v.label, [])
         print(f"{v.label:<16} {med(v.label, 'rate'):>7.0f} {min(rates):>5.0f}-{max(rates):<5.0f} "
               f"{med(v.label, 'p50'):>7.2f} {med(v.label, 'p99'):>7.2f} {med(v.label, 'cpu_app'):>10.0f} "
-              f"{med(v.label, 'cpu_nginx'):>8.0f} {med(v.label, 'cpu_redis'):>8.0f}  "
+              f"{med(v.label, 'cpu_app_sys'):>9.0f} {med(v.label, 'cpu_nginx'):>8.0f} {med(v.label, 'cpu_redis'):>8.0f}  "
               f"{statistics.median(q) if q else float('nan'):>6.2f}  {' '.join(f'{x:.2f}' for x in q)}")
     if ratios.get("auth /api/me"):
         a = statistics.median(ratios["auth /api/me"])
