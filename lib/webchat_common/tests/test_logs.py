@@ -93,3 +93,29 @@ def test_stderr_writes_become_json_lines_and_cannot_loop(monkeypatch):
     monkeypatch.setattr(stderr_logger, "handlers", [Loud()])
     fake.write("outer\n")
     assert real.getvalue() == "from inside the handler\n"
+
+
+def test_gunicorn_builds_no_access_line_that_would_be_dropped(monkeypatch):
+    """gunicorn's own access log is off (the app logs each request): its logger must not build
+    the per-request access atoms for ``gunicorn.access`` to throw away, and must still build
+    them if that logger is ever turned on."""
+    from gunicorn.config import Config as GunicornConfig
+
+    from webchat_common import gunicorn_conf
+
+    cfg = GunicornConfig()
+    cfg.set("logconfig_dict", gunicorn_conf.logconfig_dict)
+    cfg.set("logger_class", gunicorn_conf.logger_class)
+    logger = cfg.logger_class(cfg)
+    built = []
+    monkeypatch.setattr(logger, "atoms", lambda *a: built.append(a) or {})
+    logger.access(None, None, {}, None)
+    assert built == []
+    level = logger.access_log.level
+    monkeypatch.setattr(logger.access_log, "handlers", [logging.NullHandler()])
+    logger.access_log.setLevel(logging.INFO)
+    try:
+        logger.access(None, None, {}, None)
+    finally:
+        logger.access_log.setLevel(level)
+    assert len(built) == 1

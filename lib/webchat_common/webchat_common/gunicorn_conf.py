@@ -25,6 +25,8 @@ import resource
 import sys
 import time
 
+from gunicorn.glogging import Logger as _GunicornLogger
+
 from webchat_common import lifecycle, logs, metrics
 
 # In the master, before any worker is forked: warnings (gevent's monkey-patching warning is
@@ -51,6 +53,22 @@ def _worker_connections(value):
 worker_connections = _worker_connections(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 graceful_timeout = 20
 accesslog = None  # each request is logged once, by the app, as JSON with its request id
+
+
+class Logger(_GunicornLogger):
+    """gunicorn's logger, minus the access-log work nobody reads.  Given a ``logconfig_dict``,
+    gunicorn builds every request's access-log atoms (a dict of ~30 entries from the request
+    and response headers) and hands them to ``gunicorn.access``, which drops them here (level
+    WARNING, no handler: the app logs each request itself).  That was ~5-7% of a bare Flask
+    app's CPU in these workers (``bench/request_path.py --profile``).  The atoms are built only
+    if ``gunicorn.access`` would emit the line."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = Logger
 # gunicorn 25+ opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl):
 # several masters on one host (the local stack, chat replicas) would take it from each other,
 # and nothing here uses gunicornc.
