@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from webchat_common.testing import RedisServer, free_port, wait_until
+from webchat_testing import RedisServer, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "gateway"))

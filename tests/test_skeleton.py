@@ -5,7 +5,8 @@ import time
 import requests
 
 from support.web import Browser
-from webchat_common.testing import wait_until
+from webchat_testing.sessions import COOKIE
+from webchat_testing import wait_until
 
 
 def test_one_session_is_seen_by_every_service(browser, username):
@@ -36,13 +37,13 @@ def test_old_session_id_stops_working_after_login(gateway, browser, username):
     browser.get("/login")
     old = browser.sid
     browser.login(username)
-    stale = requests.get(gateway + "/api/me", cookies={"webchat_session": old}, timeout=5)
+    stale = requests.get(gateway + "/api/me", cookies={COOKIE: old}, timeout=5)
     assert stale.status_code == 401
 
 
 def test_logout_kills_a_copied_cookie_everywhere(gateway, browser, username):
     browser.register(username)
-    copied = {"webchat_session": browser.sid}
+    copied = {COOKIE: browser.sid}
     for path in ("/api/me", "/media/", "/chat/"):
         assert requests.get(gateway + path, cookies=copied, timeout=5).status_code == 200
     assert browser.logout().status_code == 303

@@ -47,6 +47,11 @@ def session_key(sid):
     return KEY_PREFIX + session_key_hash(sid)
 
 
+def session_value(data, created):
+    """The value stored under :func:`session_key`: the contract's JSON (``data`` a dict)."""
+    return json.dumps({"created": created, "data": data})
+
+
 class RedisSession(CallbackDict, SessionMixin):
     """A dict that remembers whether it changed, plus the life-cycle flags auth sets."""
 

@@ -5,25 +5,10 @@ import time
 
 import pytest
 
-from chat_service import create_app, origin_allowed, scripts
-from chat_service.config import ChatTestConfig
-from webchat_common import as_mapping
+from chat_service import origin_allowed, scripts
 from chat_service.node import ZERO, format_id, parse_id, ws_frame
 from webchat_common import keys
-from webchat_common.sessions import session_key
-
-
-# Fixtures live here, not in a conftest.py: the integration tests' tests/conftest.py is
-# imported as "conftest" when both folders run in one pytest session.
-@pytest.fixture
-def app(redis_url):
-    return create_app(as_mapping(ChatTestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0,
-                                 CHAT_ALLOWED_ORIGINS="https://chat.example, http://other.example:8443/"))
-
-
-@pytest.fixture
-def r(app):
-    return app.extensions["redis"]
+from webchat_testing.sessions import login_client
 
 
 def register(r, name):
@@ -283,9 +268,7 @@ WS_HEADERS = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Ke
 
 def login(client, r, name):
     """Plant a session as auth would write it (the contract in webchat_common.sessions)."""
-    sid = "s" * 42 + name[0]
-    r.set(session_key(sid), json.dumps({"created": time.time(), "data": {"user": name, "csrf": "t"}}), ex=60)
-    client.set_cookie("webchat_session", sid)
+    login_client(client, r, name, csrf="t")
 
 
 @pytest.mark.parametrize("who, origin, status", [

@@ -1,9 +1,20 @@
-"""Helpers for tests and the local stack: free ports, a real redis-server, readiness waits.
+"""Development only (never installed in an image): what the tests, the local stack and the
+benchmarks share.
 
-Every service's tests use these (through the ``redis_url`` fixture of :mod:`.pytest_plugin`),
-and so does the local stack runner, so there is one way to start Redis, and the local stack
-runs it with the same persistence as compose and Kubernetes (:data:`PERSISTENT_ARGS`;
-docs/durability.md says why, and ``tests/test_durability_config.py`` keeps the three in step).
+This module: free ports, a real redis-server, readiness waits.  The local stack runner
+(``localstack``), every test folder (through the ``redis_url`` fixture of
+:mod:`webchat_testing.pytest_plugin`) and the benchmarks start Redis with :class:`RedisServer`,
+so there is one way to start Redis, and the local stack runs it with the same persistence as
+compose and Kubernetes (:data:`PERSISTENT_ARGS`; docs/durability.md says why, and
+``tests/test_durability_config.py`` keeps the three in step).
+
+The other modules: :mod:`.sessions` (a logged-in user planted in Redis by the session
+contract), :mod:`.media` (real little files of every type, a logged-in uploader),
+:mod:`.pytest_plugin` (fixtures and hypothesis profiles, ``-p webchat_testing.pytest_plugin``).
+
+The rule: a helper used by more than one test folder, by the local stack or by a benchmark
+lives here; a helper of the integration tests only lives in ``tests/support``; fixtures live in
+``conftest.py`` files (or the plugin), never in a helper or test module.
 """
 import contextlib
 import os
