@@ -19,7 +19,7 @@ test: system-deps venv ## unit tests of each package, then integration tests thr
 	$(PY) -m pytest tests
 
 test-deploy: system-deps venv ## static checks of the Dockerfiles, docker-compose.yml and k8s/ (needs kubectl, nginx)
-	$(PY) -m pytest tests/test_deploy.py
+	$(PY) -m pytest tests/deploy
 
 system-deps: ## install redis-server and nginx from the system packages when missing (needs root)
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
