@@ -84,6 +84,8 @@ def test_compose_services():
         spec = services[name]
         assert Path(spec["build"]["context"]) == ROOT, "build context: the repository root"
         assert Path(spec["build"]["dockerfile"]) == dockerfile_path(name).relative_to(ROOT)
+        if name in SERVICES:  # the one services Dockerfile, told which service to build
+            assert spec["build"]["args"] == {"SERVICE": name}
         assert spec["image"].rpartition(":")[0] == f"webchat/{name}"
     for name, spec in services.items():
         assert "container_name" not in spec

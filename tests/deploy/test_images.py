@@ -25,11 +25,12 @@ from support.deploy import (
     exec_form,
     gateway_render,
     gunicorn_port,
+    gunicorn_settings,
     hadolint_binary,
     http_path,
+    image_stages,
     instructions,
     make_app,
-    parse_dockerfile,
     pinned,
     pyproject,
     service_package,
@@ -53,7 +54,7 @@ def test_hadolint_does_find_problems():
 
 @pytest.mark.parametrize("name", SERVICES + (GATEWAY,))
 def test_base_images_are_pinned_by_tag(name):
-    for stage in parse_dockerfile(dockerfile_path(name)):
+    for stage in image_stages(name):
         image = stage[0][1].split()[0]
         if image.startswith("--platform"):
             image = stage[0][1].split()[1]
@@ -72,7 +73,7 @@ def test_dockerignore_keeps_out_local_state_and_secrets():
 def test_service_dockerfile(name, tmp_path):
     """Multi-stage: a venv built with the pin file, copied into a runtime stage that runs
     gunicorn with the shared settings as an unprivileged user, and a healthcheck on a route."""
-    stages = parse_dockerfile(dockerfile_path(name))
+    stages = image_stages(name)
     assert len(stages) >= 2, "multi-stage: build and runtime"
     build, runtime = stages[0], stages[-1]
     build_name = stages[0][0][1].split()[-1]
@@ -116,25 +117,26 @@ def test_service_dockerfile(name, tmp_path):
     (cmd,) = instructions(runtime, "CMD")
     argv = exec_form(cmd)
     assert argv[:3] == ["gunicorn", "-c", "python:webchat_common.gunicorn_conf"], argv
-    assert argv[-1] == f"{service_package(name)}:create_app()"
+    # The app comes from SERVICE_NAME (gunicorn_conf's wsgi_app, the service's declaration).
+    assert gunicorn_settings(SERVICE_NAME=env["SERVICE_NAME"])["wsgi_app"] == f"{service_package(name)}:create_app()"
     assert not {"-b", "--bind"} & set(argv), "the port comes from gunicorn_conf (PORT)"
 
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_image_python_satisfies_requires_python(name):
     from packaging.specifiers import SpecifierSet
-    image = parse_dockerfile(dockerfile_path(name))[-1][0][1].split()[0]
+    image = image_stages(name)[-1][0][1].split()[0]
     m = re.match(r"python:(\d+\.\d+)", image)
     assert m, f"{image}: name the Python version in the tag"
     for folder in ("lib/webchat_common", f"services/{name}"):
         spec = SpecifierSet(pyproject(ROOT / folder / "pyproject.toml")["project"]["requires-python"])
         assert m.group(1) + ".0" in spec, (folder, str(spec), image)
-    assert all(s[0][1].split()[0] == image for s in parse_dockerfile(dockerfile_path(name))), \
+    assert all(s[0][1].split()[0] == image for s in image_stages(name)), \
         "build and runtime stages on the same image (the venv links to its Python)"
 
 
 def test_gateway_dockerfile():
-    stages = parse_dockerfile(dockerfile_path(GATEWAY))
+    stages = image_stages(GATEWAY)
     runtime = stages[-1]
     image = runtime[0][1].split()[0]
     assert image.split(":")[0] in ("nginx", "nginxinc/nginx-unprivileged")

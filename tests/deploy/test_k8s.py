@@ -18,16 +18,15 @@ from support.deploy import (
     base_objects,
     config_class,
     container,
-    dockerfile_path,
     dockerfile_user,
     find,
     gateway_render,
     gunicorn_port,
     gunicorn_settings,
+    image_stages,
     k8s_env,
     kustomization,
     make_app,
-    parse_dockerfile,
     pod_specs,
     required_settings,
     settings,
@@ -130,7 +129,7 @@ def test_pods_are_locked_down(rendered):
 
 def test_pods_run_as_the_image_user(rendered):
     for name in SERVICES + (GATEWAY,):
-        uid, gid = dockerfile_user(parse_dockerfile(dockerfile_path(name))[-1])
+        uid, gid = dockerfile_user(image_stages(name)[-1])
         sc = pod_specs(rendered["objects"])[name]["securityContext"]
         assert (str(sc["runAsUser"]), str(sc["runAsGroup"])) == (uid, gid or uid), name
 

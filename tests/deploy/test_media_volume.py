@@ -1,5 +1,6 @@
 """Media: one folder, written by the files service and read by nginx, in compose and Kubernetes,
 with the same values on both sides and the files service's internal location in the template."""
+import os
 import re
 
 from support.deploy import (
@@ -10,21 +11,20 @@ from support.deploy import (
     compose_mounts,
     compose_raw,
     container,
-    dockerfile_path,
     dockerfile_user,
     find,
     gateway_render,
-    instructions,
+    image_stages,
     k8s_env,
     k8s_mounts,
     media_shared,
-    parse_dockerfile,
     pod_specs,
     settings,
 )
+from webchat_common import service
 
 
-def test_compose_media_volume_is_shared_with_the_gateway():
+def test_compose_media_volume_is_shared_with_the_gateway(tmp_path):
     files_env, gateway_env = compose_env("files"), compose_env(GATEWAY)
     if not media_shared():
         assert not compose_mounts(GATEWAY)
@@ -35,9 +35,17 @@ def test_compose_media_volume_is_shared_with_the_gateway():
     assert source in compose()["volumes"] and not read_only
     assert compose_mounts(GATEWAY)[root] == (source, True), "the gateway reads the same volume, read-only"
     # The image makes the folder, owned by the service's user: an empty named volume starts so.
-    runtime = parse_dockerfile(dockerfile_path("files"))[-1]
-    uid, _ = dockerfile_user(runtime)
-    assert re.search(rf"mkdir -p {re.escape(root)}\b.*chown {uid}", " ".join(instructions(runtime, "RUN")))
+    # The files service declares it; the Dockerfile makes the declared folders, after
+    # SERVICE_NAME is set, for its numeric user.
+    runtime = image_stages("files")[-1]
+    uid, gid = dockerfile_user(runtime)
+    assert root in service.image_volumes("files")
+    steps = [(instr, args) for instr, args in runtime]
+    (prepare,) = [i for i, (instr, args) in enumerate(steps)
+                  if instr == "RUN" and re.search(rf"-m webchat_common\.service prepare-image --owner {uid}:{gid or uid}\b", args)]
+    assert any(instr == "ENV" and "SERVICE_NAME=files" in args for instr, args in steps[:prepare])
+    made = service.prepare_image("files", f"{os.getuid()}:{os.getgid()}", root=tmp_path)
+    assert made == [tmp_path / root.lstrip("/")] and made[0].is_dir()
 
 
 def test_k8s_media_volume_is_shared_with_the_gateway(rendered):

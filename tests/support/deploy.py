@@ -65,12 +65,20 @@ DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 
 def dockerfile_path(name):
-    return ROOT / (f"services/{name}/Dockerfile" if name in SERVICES else f"{name}/Dockerfile")
+    """The Dockerfile of an image: the one services/Dockerfile for every Flask service."""
+    return ROOT / ("services/Dockerfile" if name in SERVICES else f"{name}/Dockerfile")
 
 
-def parse_dockerfile(path):
+#: Instructions Docker does not substitute build arguments in (they run, or are read, in the
+#: container; RUN sees the arguments as environment variables of the build, which is the same).
+_NO_ARG_SUBSTITUTION = {"CMD", "ENTRYPOINT", "HEALTHCHECK"}
+
+
+def parse_dockerfile(path, build_args=None):
     """A Dockerfile as a list of stages, each a list of ``(INSTRUCTION, arguments)``; continuation
-    lines joined, comments dropped."""
+    lines joined, comments dropped, and each stage's ``ARG`` values (``build_args``, else the
+    ARG's default, else empty) substituted for ``$NAME`` and ``${NAME}`` after their ARG line."""
+    build_args = build_args or {}
     logical, current = [], ""
     for line in Path(path).read_text().splitlines():
         stripped = line.strip()
@@ -84,15 +92,32 @@ def parse_dockerfile(path):
         logical.append(current + stripped)
         current = ""
     assert not current, f"{path}: the last instruction ends with a backslash"
-    stages = []
+    stages, args = [], {}
     for text in logical:
-        instr, _, args = text.partition(" ")
-        instr = instr.upper()
+        instr, _, rest = text.partition(" ")
+        instr, rest = instr.upper(), rest.strip()
         if instr == "FROM":
             stages.append([])
+            args = {}
         assert stages, f"{path}: an instruction before the first FROM"
-        stages[-1].append((instr, args.strip()))
+        if args and instr not in _NO_ARG_SUBSTITUTION:
+            rest = re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                          lambda m: args.get(m.group(1) or m.group(2), m.group(0)), rest)
+        if instr == "ARG":
+            key, _, default = rest.partition("=")
+            args[key] = build_args.get(key, default)
+        stages[-1].append((instr, rest))
     return stages
+
+
+def build_args(name):
+    """The build arguments docker-compose.yml gives the image of ``name``."""
+    return {k: str(v) for k, v in (compose()["services"][name]["build"].get("args") or {}).items()}
+
+
+def image_stages(name):
+    """The stages of ``name``'s image as built for it (its Dockerfile with its build arguments)."""
+    return parse_dockerfile(dockerfile_path(name), build_args(name))
 
 
 def instructions(stage, name):
@@ -369,13 +394,6 @@ def hadolint_binary():
     return found
 
 
-def local_stack_services(tmp_path):
-    """The local stack's process definitions (localstack/__init__.py): what the images must run
-    the same way."""
-    from localstack import Stack
-    return Stack(tmp_path).services
-
-
 def assert_gateway_location(path):
     assert re.search(rf"location\s+=\s+{re.escape(path)}\s*{{", gateway_render.TEMPLATE.read_text()), \
         f"{path} is not an exact location of the gateway template"
@@ -414,7 +432,7 @@ def pyproject(path):
 
 
 def gateway_image_env():
-    return dockerfile_env(parse_dockerfile(dockerfile_path(GATEWAY))[-1])
+    return dockerfile_env(image_stages(GATEWAY)[-1])
 
 
 def entrypoint_render(template, env):
@@ -539,7 +557,7 @@ LITERAL_SECRETS = [
 
 def deploy_files():
     paths = [COMPOSE_FILE, ROOT / ".dockerignore", DEPLOY_DOC, ROOT / "gateway" / "kustomization.yaml"]
-    paths += [dockerfile_path(n) for n in SERVICES + (GATEWAY,)]
+    paths += sorted({dockerfile_path(n) for n in SERVICES + (GATEWAY,)})
     paths += [p for p in K8S.rglob("*") if p.is_file()]
     return paths
 
