@@ -15,7 +15,8 @@ Modules, each with one job (its rule in its docstring):
 - :mod:`.watch`: who hears whose presence;
 - :mod:`.transport`: every use of simple-websocket's, gevent's and redis-py's internals.
 
-The frames, close codes, settings and Redis keys are documented in docs/chat.md.
+The frames and close codes are documented in docs/chat.md, the settings in
+docs/configuration.md, the Redis keys in docs/redis-keys.md.
 """
 from flask import Flask
 
