@@ -24,9 +24,9 @@ import webchat_common
 
 from . import transport
 from .config import ChatConfig
-from .views import bp, origin_allowed
+from .views import bp
 
-__all__ = ["create_app", "origin_allowed"]
+__all__ = ["create_app"]
 
 
 def create_app(config=None):

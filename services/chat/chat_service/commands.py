@@ -11,7 +11,7 @@ import logging
 
 from redis.exceptions import RedisError
 
-from webchat_common import keys
+from webchat_common import keys, media
 from webchat_common.names import is_media_name, is_room_name, is_user_name
 
 from . import metrics
@@ -105,7 +105,7 @@ class Commands:
     def share_media(self, conn, name, receiver, room, cid):
         """A message may carry one of the sender's uploads (``media``: its name in the files
         service).  The people of the conversation are added to its readers (the files
-        service's ``media:<name>:readers``, see docs/media.md) before the message goes out,
+        service's ``media:<name>:readers``, see ``webchat_common.media``) before the message goes out,
         so their browsers can open ``/media/<name>``.  Only the owner can share a file."""
         if not is_media_name(name):
             conn.error("bad_media", "media must be the name of a file you uploaded", cid)
@@ -116,21 +116,14 @@ class Commands:
         if room is not None and (not isinstance(room, str) or room not in conn.rooms):
             conn.error("not_member", "join the room first", cid)
             return False
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(keys.media(name), "owner")
-        if receiver is not None:
-            pipe.hget(keys.user(receiver), "name")
-        else:
-            pipe.smembers(keys.chat_members(room))
-        owner, who = pipe.execute()
-        if not owner or owner.lower() != conn.lower:
+        people = [receiver] if receiver is not None else self.redis.smembers(keys.chat_members(room))
+        added = media.share(self.redis, name, conn.user, people)
+        if added is None:
             conn.error("bad_media", "no such file of yours", cid)
             return False
-        if not who:
+        if receiver is not None and not added:
             conn.error("unknown_receiver", f"no such user: {receiver}", cid)
             return False
-        readers = [who.lower()] if receiver is not None else [m.lower() for m in who]
-        self.redis.sadd(keys.media_readers(name), *readers)
         return True
 
     # ---- watch -----------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import gevent
 from redis.exceptions import RedisError
 
 from webchat_common import keys
-from webchat_common.sessions import ENDED_CHANNEL, KEY_PREFIX
+from webchat_common.sessions import ENDED_CHANNEL, key_of_hash
 
 from . import metrics
 from .broker import Broker
@@ -335,7 +335,7 @@ class Node:
         for i in range(0, len(hashes), 500):  # in slices: no long stretch of packing and parsing
             pipe = self.redis.pipeline(transaction=False)
             for h in hashes[i:i + 500]:
-                pipe.exists(KEY_PREFIX + h)
+                pipe.exists(key_of_hash(h))
             for h, alive in zip(hashes[i:i + 500], pipe.execute()):
                 if not alive:
                     for conn in list(self.by_session.get(h, ())):

@@ -8,13 +8,12 @@ because flask-sock answers 101 inside the route, before the handler body runs: a
 is shutting down 503, all before any upgrade.
 """
 import socket as pysocket
-from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, render_template, request, session
 from flask_sock import Sock
 from redis.exceptions import RedisError
 
-from webchat_common import current_user, error_response, keys, login_required
+from webchat_common import current_user, error_response, keys, login_required, origin_allowed
 
 from . import metrics
 from .wire import parse_id
@@ -29,18 +28,6 @@ sock = Sock()
 def page():
     """The chat client: contacts with presence, private and room conversations."""
     return render_template("chat.html")
-
-
-def origin_allowed(origin, host, allowed):
-    """The gateway's own origin (``http(s)://<Host>``) or one listed in CHAT_ALLOWED_ORIGINS.
-    No Origin at all is refused too: browsers always send one, so only a script would omit it."""
-    if not origin:
-        return False
-    origin = origin.strip().rstrip("/").lower()
-    if origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and bool(host) and parts.netloc == host.lower()
 
 
 def _refuse(code, reason, message):
@@ -58,6 +45,7 @@ def check_handshake():
         return _refuse(401, "no_session", "login required")
     if request.view_args.get("username") != user:
         return _refuse(403, "not_yours", "this chat address belongs to another user")
+    # (No Origin at all is refused too: browsers always send one, so only a script would omit it.)
     if not origin_allowed(request.headers.get("Origin"), request.host, current_app.config["CHAT_ORIGINS"]):
         return _refuse(403, "origin", "origin not allowed")
     node = current_app.extensions.get("chat_node")

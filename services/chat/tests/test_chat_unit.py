@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from chat_service import create_app, origin_allowed, scripts
+from chat_service import create_app, scripts
+from webchat_common import origin_allowed
 from chat_service.config import ChatTestConfig
 from webchat_common import as_mapping
 from chat_service.wire import ZERO, format_id, parse_id, ws_frame
