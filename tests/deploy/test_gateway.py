@@ -1,6 +1,9 @@
 """The one gateway template, rendered as each way to run renders it: the variables compose and
 Kubernetes give the gateway are exactly the template's; the nginx image's envsubst renders what
 ``gateway/render.py`` renders; the result passes ``nginx -t`` (which can fail)."""
+import re
+import shlex
+
 from support.deploy import (
     GATEWAY,
     NGINX_IMAGE_ENV,
@@ -11,14 +14,19 @@ from support.deploy import (
     compose_env,
     container,
     entrypoint_render,
+    envsh_exports,
     find,
+    gateway_constants_script,
     gateway_image_env,
     gateway_render,
     gateway_values,
     gunicorn_port,
+    image_stages,
+    instructions,
     k8s_env,
     loopback,
     nginx_test,
+    webchat_common,
 )
 
 
@@ -84,3 +92,33 @@ def test_gateway_config_from_k8s_values_passes_nginx_t(tmp_path):
     values = loopback(gateway_values(env), tmp_path)
     proc = nginx_test(gateway_render.render(values), tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_template_takes_the_cookie_name_and_the_inline_types_from_the_code(tmp_path):
+    """The session cookie's name and the media types shown inline are defined once, in the
+    Python source (webchat_common.config, files_service.detect); the template names them as
+    constants that render.py fills, and that the image computes from the same source at build
+    time and hands to its entrypoint."""
+    from files_service import detect
+    constants = gateway_render.constants()
+    assert constants["SESSION_COOKIE_NAME"] == webchat_common.Config.SESSION_COOKIE_NAME
+    keys = dict(re.findall(r'(\w+) ("")?;', constants["MEDIA_INLINE_KEYS"]))
+    assert set(keys) == {f"1{ext}" for ext in detect.INLINE_EXTS}
+    text = gateway_render.TEMPLATE.read_text()
+    assert webchat_common.Config.SESSION_COOKIE_NAME not in text, "the cookie name is written once, in the code"
+    assert not re.search(r"^\s*1[a-z0-9]{2,4} ", text, re.M), "the inline keys are written once, in the code"
+    conf = gateway_render.render(loopback(gateway_values(compose_env(GATEWAY)), tmp_path))
+    assert f"$cookie_{webchat_common.Config.SESSION_COOKIE_NAME} " in conf
+    for key in keys:
+        assert re.search(rf'^\s+.*\b{key} "";', conf, re.M), key
+    # The image: its constants stage writes what render.py computes, and the runtime stage puts
+    # it where the entrypoint sources it (executable, *.envsh, before 20-envsubst-on-templates).
+    path, script = gateway_constants_script()
+    assert envsh_exports(script) == constants
+    assert script == gateway_render.envsh()
+    runtime = image_stages(GATEWAY)[-1]
+    copies = [shlex.split(a) for a in instructions(runtime, "COPY") if a.startswith("--from=constants")]
+    (copy,) = copies
+    assert "--chmod=0755" in copy and copy[-2] == path, copy
+    target = copy[-1]
+    assert re.fullmatch(r"/docker-entrypoint\.d/1\d-[\w-]+\.envsh", target), target

@@ -431,8 +431,49 @@ def pyproject(path):
     return tomllib.loads(Path(path).read_text())
 
 
+@functools.lru_cache
+def gateway_constants_script():
+    """The script the gateway image's ``constants`` stage writes, made by running that stage as
+    written: the files its COPY lines name, in a folder of their own (its WORKDIR), and its RUN
+    command there.  Returns ``(path in the image, text)``.  So the stage is proven to work with
+    exactly what it copies."""
+    import tempfile
+    stages = image_stages(GATEWAY)
+    (stage,) = [st for st in stages if st[0][1].split()[-1] == "constants"]
+    (workdir,) = instructions(stage, "WORKDIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        for args in instructions(stage, "COPY"):
+            *sources, dest = shlex.split(args)
+            target = Path(tmp) / dest
+            target.mkdir(parents=True, exist_ok=True)
+            for source in sources:
+                shutil.copy(ROOT / source, target)
+        (run,) = instructions(stage, "RUN")
+        m = re.fullmatch(r"python (\S+) --envsh > (\S+)", run)
+        assert m, f"the constants stage's RUN: {run!r}"
+        out = m.group(2)
+        assert out.startswith(workdir.rstrip("/") + "/"), out
+        local_out = Path(tmp) / out[len(workdir):].lstrip("/")
+        with open(local_out, "w") as fh:
+            subprocess.run([sys.executable, m.group(1), "--envsh"], cwd=tmp, stdout=fh, check=True,
+                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+        return out, local_out.read_text()
+
+
+def envsh_exports(text):
+    """``{NAME: value}`` of a script of ``export NAME=value`` lines (shell-quoted values)."""
+    exports = {}
+    for line in text.splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            (exports[key],) = shlex.split(value)
+    return exports
+
+
 def gateway_image_env():
-    return dockerfile_env(image_stages(GATEWAY)[-1])
+    """What the gateway's entrypoint renders the template with, from the image: its ENV and the
+    constants its entrypoint sources (gateway/render.py --envsh, run at build time)."""
+    return {**dockerfile_env(image_stages(GATEWAY)[-1]), **envsh_exports(gateway_constants_script()[1])}
 
 
 def entrypoint_render(template, env):
