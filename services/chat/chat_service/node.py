@@ -159,11 +159,11 @@ class Node:
             log.warning("could not record a closed socket (%s); presence expires by TTL", exc.__class__.__name__)
 
     def joined_room(self, conn, room):
-        """``conn`` joined ``room``: deliver the room to it, once the node hears the room."""
-        members = self.by_room.setdefault(room, set())
-        members.add(conn)
-        if len(members) == 1:
-            self.broker.subscribe([keys.chat_room_channel(room).encode()], wait=True)
+        """``conn`` joined ``room``: deliver the room to it; returns once the node hears the
+        room (at once if it did already; else when the subscription, this one's or another
+        socket's still pending, is confirmed)."""
+        self.by_room.setdefault(room, set()).add(conn)
+        self.broker.subscribe([keys.chat_room_channel(room).encode()], wait=True)
 
     def left_room(self, conn, room):
         drop = []
