@@ -29,12 +29,13 @@ ROOT = HERE.parent
 TEMPLATE = HERE / "nginx.conf.template"
 VARIABLES = ("GATEWAY_PORT", "AUTH_ADDR", "FILES_ADDR", "CHAT_ADDR", "NGINX_STATE_DIR", "MEDIA_ROOT",
              "MEDIA_URL_SECRET")
-CONSTANTS = ("SESSION_COOKIE_NAME", "MEDIA_INLINE_KEYS")
+CONSTANTS = ("SESSION_COOKIE_NAME", "MEDIA_INLINE_KEYS", "MEDIA_STEM", "MEDIA_EXT")
 #: Where the constants are defined (paths from the repository root; the gateway image's build
 #: stage copies exactly these).
 CONSTANT_SOURCES = {
     "config": "lib/webchat_common/webchat_common/config.py",
     "detect": "services/files/files_service/detect.py",
+    "names": "lib/webchat_common/webchat_common/names.py",
 }
 _REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
@@ -54,10 +55,12 @@ def constants():
     ``MEDIA_INLINE_KEYS``: the keys of the gateway's ``$media_disposition`` map for the inline
     extensions (``1jpg "";``: a signed link to an inline type gets no ``Content-Disposition``),
     exact keys so nginx finds them with a hash lookup."""
-    config, detect = _load("config"), _load("detect")
+    config, detect, names = _load("config"), _load("detect"), _load("names")
     return {
         "SESSION_COOKIE_NAME": config.Config.SESSION_COOKIE_NAME,
         "MEDIA_INLINE_KEYS": " ".join(f'1{ext} "";' for ext in sorted(detect.INLINE_EXTS)),
+        "MEDIA_STEM": names.MEDIA_STEM,
+        "MEDIA_EXT": names.MEDIA_EXT,
     }
 
 
