@@ -65,12 +65,13 @@ class BenchStack(Stack):
     def __init__(self, state_dir):
         super().__init__(state_dir, chat_replicas=1)
         self.bench_port = free_port()
-        self.services["files_alone"] = Service("files_alone", "files_service:create_app()", free_port())
+        self.services["files_alone"] = Service("files_alone", free_port())
 
     def service_env(self, name):
         env = super().service_env(name)
         if name == "files_alone":
-            env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="0", SERVICE_NAME="files_alone")
+            # The files service (its app and how it runs: SERVICE_NAME), run alone: no gateway mode.
+            env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="0", SERVICE_NAME="files")
         return env
 
     def render_gateway(self):

@@ -18,6 +18,7 @@ lives here; a helper of the integration tests only lives in ``tests/support``; f
 """
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -41,8 +42,31 @@ EPHEMERAL_ARGS = ("--appendonly", "no", "--save", "")
 AOF_DIRNAME = "appendonlydir"
 
 
+def _ephemeral_low():
+    """The lowest port the kernel gives outgoing connections (Linux: ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    with socket.socket() as s:
+    """A TCP port free on every address now, for a server started next.  Taken at random below
+    the kernel's ephemeral range: a port the kernel hands out (``bind(0)``) is also where it
+    puts the local end of outgoing connections, and with benchmarks or other test runs opening
+    thousands of them one could take the port before our server binds it (seen: nginx's
+    "Address already in use", a stack answering on someone else's port)."""
+    low = min(_ephemeral_low(), 32768)
+    for _ in range(200):
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
