@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PACKAGES := -e lib/webchat_common -e services/auth -e services/files -e services/chat
+PACKAGES := -e lib/webchat_common -e lib/webchat_testing -e services/auth -e services/files -e services/chat
 SYSTEM_PACKAGES := redis-server nginx
 UNIT_TESTS = $(wildcard lib/*/tests services/*/tests)
 
@@ -19,14 +19,14 @@ test: system-deps venv ## unit tests of each package, then integration tests thr
 	$(PY) -m pytest tests
 
 test-deploy: system-deps venv ## static checks of the Dockerfiles, docker-compose.yml and k8s/ (needs kubectl, nginx)
-	$(PY) -m pytest tests/test_deploy.py
+	$(PY) -m pytest tests/deploy
 
 system-deps: ## install redis-server and nginx from the system packages when missing (needs root)
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
 
 venv: $(VENV)/.installed ## the virtualenv with pinned dependencies
 
-$(VENV)/.installed: constraints.txt requirements-dev.txt lib/webchat_common/pyproject.toml services/*/pyproject.toml
+$(VENV)/.installed: constraints.txt requirements-dev.txt lib/*/pyproject.toml services/*/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -r requirements-dev.txt $(PACKAGES)

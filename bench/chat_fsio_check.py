@@ -17,6 +17,7 @@ import socketio  # noqa: E402
 
 import chat_servers  # noqa: E402
 from chat_load import seed_users  # noqa: E402
+from webchat_testing.sessions import COOKIE  # noqa: E402
 
 
 def main():
@@ -39,7 +40,7 @@ def main():
             c.on("hello", on_hello)
             c.on("message", on_message)
             c.connect(variant.url, transports=["websocket"], wait_timeout=10,
-                      headers={"Cookie": f"webchat_session={sids[name]}"})  # websocket-client sends Origin itself
+                      headers={"Cookie": f"{COOKIE}={sids[name]}"})  # websocket-client sends Origin itself
             clients[name] = c
         # a client without a session is refused
         refused = socketio.Client(reconnection=False)

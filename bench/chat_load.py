@@ -20,7 +20,6 @@ Everything is bounded: N sockets, a fixed duration, traffic to 127.0.0.0/8 only;
 import argparse
 import asyncio
 import collections
-import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import chat_servers  # noqa: E402
 from chat_servers import cpu_seconds, nofile_limit, rss_kib  # noqa: E402
+from webchat_testing.sessions import COOKIE  # noqa: E402
 
 SOURCE_NET = "127.77.0."  # client sockets come from 127.77.0.2 .. 127.77.0.33
 SOURCES = [SOURCE_NET + str(i) for i in range(2, 34)]
@@ -62,18 +62,17 @@ def seed_users(redis_url, names, ttl=3600):
     import redis
     from werkzeug.security import generate_password_hash
 
+    from webchat_testing.sessions import plant_session
+
     r = redis.Redis.from_url(redis_url)
     pw_hash = generate_password_hash(PASSWORD, method="scrypt:32768:8:1")
     sids = {}
     now = time.time()
     pipe = r.pipeline(transaction=False)
     for i, name in enumerate(names):
-        sid = secrets.token_urlsafe(32)
-        sids[name] = sid
         pipe.hset("user:" + name.lower(), mapping={"name": name, "password": pw_hash, "created": int(now)})
         pipe.zadd("users", {name: now})
-        value = json.dumps({"created": now, "data": {"user": name, "login_at": int(now), "csrf": secrets.token_urlsafe(32)}})
-        pipe.set("session:" + hashlib.sha256(sid.encode()).hexdigest(), value, ex=ttl)
+        sids[name] = plant_session(pipe, name, ttl=ttl, created=now, login_at=int(now))
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
@@ -103,7 +102,7 @@ def real_login(base, name, source="127.77.1.2"):
            allow_redirects=False, timeout=30)
     resp = s.post(base + "/login", data={"username": name, "password": PASSWORD, "csrf_token": token("/login")},
                   allow_redirects=False, timeout=30)
-    sid = s.cookies.get("webchat_session")
+    sid = s.cookies.get(COOKIE)
     if resp.status_code not in (302, 303) or not sid:
         raise RuntimeError(f"real login of {name} failed: {resp.status_code} {resp.text[:200]}")
     return sid
@@ -231,7 +230,7 @@ class Client:
                 slot.hello = asyncio.get_running_loop().create_future()
                 slot.ws = await websockets.connect(
                     self.cfg["ws_base"] + proto.path(slot.user), origin=self.cfg["origin"],
-                    additional_headers={"Cookie": f"webchat_session={slot.sid}"}, compression=None,
+                    additional_headers={"Cookie": f"{COOKIE}={slot.sid}"}, compression=None,
                     open_timeout=60, ping_interval=None, close_timeout=2, max_size=1 << 20, max_queue=64,
                     local_addr=(SOURCES[(self.cfg["offset"] + i) % len(SOURCES)], 0))
                 await proto.after_open(slot.ws)

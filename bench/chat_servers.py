@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from localstack import Stack, nginx_binary, stop_processes  # noqa: E402
-from webchat_common.testing import RedisServer, free_port, wait_until  # noqa: E402
+from webchat_testing import RedisServer, free_port, wait_until  # noqa: E402
 
 VARIANTS = ("webchat", "fsio", "fsio-history", "inmem")
 

@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from localstack import Service, Stack  # noqa: E402
-from webchat_common.testing import free_port  # noqa: E402
+from webchat_testing import free_port  # noqa: E402
+from webchat_testing.sessions import COOKIE  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SIZES = {"1 MiB": 1024 * 1024, "64 KiB": 64 * 1024}
@@ -64,12 +65,13 @@ class BenchStack(Stack):
     def __init__(self, state_dir):
         super().__init__(state_dir, chat_replicas=1)
         self.bench_port = free_port()
-        self.services["files_alone"] = Service("files_alone", "files_service:create_app()", free_port())
+        self.services["files_alone"] = Service("files_alone", free_port())
 
     def service_env(self, name):
         env = super().service_env(name)
         if name == "files_alone":
-            env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="0", SERVICE_NAME="files_alone")
+            # The files service (its app and how it runs: SERVICE_NAME), run alone: no gateway mode.
+            env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="0", SERVICE_NAME="files")
         return env
 
     def render_gateway(self):
@@ -107,7 +109,7 @@ class BenchStack(Stack):
 def wrk(url, cookie, duration, connections, threads):
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
-         "-H", f"Cookie: webchat_session={cookie}", url],
+         "-H", f"Cookie: {COOKIE}={cookie}", url],
         capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -116,7 +118,7 @@ def wrk(url, cookie, duration, connections, threads):
 
 
 def check(url, cookie, size):
-    resp = requests.get(url, cookies={"webchat_session": cookie}, allow_redirects=False, timeout=10)
+    resp = requests.get(url, cookies={COOKIE: cookie}, allow_redirects=False, timeout=10)
     if resp.status_code != 200 or len(resp.content) != size:
         raise SystemExit(f"{url} answered {resp.status_code} with {len(resp.content)} bytes, not 200 with {size}")
 
@@ -135,7 +137,7 @@ def main():
         http = requests.Session()
         token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(gw + "/register").text).group(1)
         http.post(gw + "/register", data={"username": "bench", "password": "bench-password-1", "csrf_token": token})
-        cookie = http.cookies["webchat_session"]
+        cookie = http.cookies[COOKIE]
         csrf = http.get(gw + "/api/me").json()["csrf_token"]
         names = {}
         for label, size in SIZES.items():

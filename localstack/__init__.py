@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from webchat_common.testing import RedisServer, free_port, wait_until
+from webchat_testing import RedisServer, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "gateway"))
@@ -26,11 +26,11 @@ NGINX_MIME_TYPES = "/etc/nginx/mime.types"
 
 @dataclass
 class Service:
+    """A service's processes here: its port and replicas.  How it runs (app, worker class,
+    workers, connections) is its own declaration, read by gunicorn_conf from SERVICE_NAME alone,
+    as in its image (webchat_common.service)."""
     name: str
-    app: str
     port: int
-    worker_class: str = "gthread"
-    workers: int = 2
     replicas: int = 1
     procs: list = field(default_factory=list)
 
@@ -44,10 +44,9 @@ class Stack:
         # starting the stack, or Redis alone, keeps accounts, sessions and messages.
         self.redis = RedisServer(data_dir=str(self.state_dir / "redis"), persistent=True)
         self.services = {
-            "auth": Service("auth", "auth_service:create_app()", free_port()),
-            "files": Service("files", "files_service:create_app()", free_port()),
-            "chat": Service("chat", "chat_service:create_app()", free_port(), worker_class="gevent",
-                            workers=1, replicas=chat_replicas),
+            "auth": Service("auth", free_port()),
+            "files": Service("files", free_port()),
+            "chat": Service("chat", free_port(), replicas=chat_replicas),
         }
         self.nginx = None
         self.log_dir = self.state_dir / "logs"
@@ -67,9 +66,6 @@ class Stack:
             SERVICE_NAME=name,
             PYTHONUNBUFFERED="1",
         )
-        if name == "chat":
-            # As the chat image does: as many sockets per process as the fd limit allows.
-            env["GUNICORN_WORKER_CONNECTIONS"] = "auto"
         if name == "files":
             env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="1", MEDIA_URL_SECRET=self.media_url_secret)
         env.update(self.env)
@@ -81,12 +77,18 @@ class Stack:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
 
-    def start_service(self, svc, replica):
+    def service_args(self, svc, replica):
+        """gunicorn's command line for one replica: where it listens and its process name; the
+        service itself is named by SERVICE_NAME (:meth:`service_env`) and nothing else, as in
+        its image."""
         args = [sys.executable, "-m", "gunicorn", "-c", "python:webchat_common.gunicorn_conf",
-                "-b", f"127.0.0.1:{svc.port}", "-k", svc.worker_class, "-w", str(svc.workers),
-                "-n", f"{svc.name}-{replica}", svc.app]
+                "-b", f"127.0.0.1:{svc.port}", "-n", f"{svc.name}-{replica}"]
         if svc.replicas > 1:
-            args.insert(-1, "--reuse-port")  # replicas share one address, as behind a k8s Service
+            args.append("--reuse-port")  # replicas share one address, as behind a k8s Service
+        return args
+
+    def start_service(self, svc, replica):
+        args = self.service_args(svc, replica)
         env = self.service_env(svc.name)
         # Metrics of this master's workers (webchat_common.metrics): one directory per master,
         # since each master wipes its directory when it starts.

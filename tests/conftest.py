@@ -1,10 +1,16 @@
-"""Integration fixtures: the whole stack (real Redis, gunicorn services, nginx) on free ports,
-started by the same code as ``make run``."""
+"""Fixtures of the integration tests: the whole stack (real Redis, gunicorn services, nginx) on
+free ports, started by the same code as ``make run``; the chat tests' and the fault suite's own
+stacks; browsers; gunicorn around the ops test app.  Every fixture of tests/ is here; the
+helpers they use are in ``tests/support`` and ``webchat_testing``."""
 import pytest
 import redis
 
 from localstack import Stack
+from support.chat import Person
+from support.faults import FAULT_ENV, FAULT_FIGURES
+from support.gunicorn import Gunicorn
 from support.web import Browser
+from webchat_testing.sessions import COOKIE
 
 
 @pytest.fixture(scope="session")
@@ -93,11 +99,6 @@ def chat_stack(tmp_path_factory):
         yield s
 
 
-#: The fault suite's figures (tests/test_faults.py), one line per scenario, printed again at
-#: the end of the run by pytest_terminal_summary below, whether or not output is captured.
-FAULT_FIGURES = pytest.StashKey[list]()
-
-
 def pytest_terminal_summary(terminalreporter, config):
     lines = config.stash.get(FAULT_FIGURES, [])
     if lines:
@@ -112,3 +113,74 @@ def r(chat_stack):
     client = redis.Redis.from_url(chat_stack.redis.url, decode_responses=True)
     yield client
     client.close()
+
+
+# ---- chat: a hostile pair, the chat page ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hostile_pair(chat_stack):
+    mallory, bob = Person(chat_stack), Person(chat_stack)
+    sm = mallory.connect()
+    sb = bob.connect_on(sm.node)
+    yield sm, sb, bob.name
+    sm.close()
+    sb.close()
+
+
+@pytest.fixture
+def chat_page(chromium, chat_stack):
+    """Open /chat/ in a fresh browser context as a newly registered person."""
+    from playwright.sync_api import expect
+
+    contexts = []
+
+    def open_as(person):
+        context = chromium.new_context()
+        contexts.append(context)
+        context.add_cookies([{"name": COOKIE, "value": person.browser.sid, "url": chat_stack.url}])
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.goto(chat_stack.url + "/chat/")
+        expect(page.locator("#chat-status")).to_have_attribute("data-state", "online")
+        return page
+
+    yield open_as
+    for c in contexts:
+        c.close()
+
+
+# ---- the fault suite (tests/test_faults.py) --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fault_stack(tmp_path_factory):
+    with Stack(tmp_path_factory.mktemp("faultstack"), chat_replicas=2, env=FAULT_ENV) as s:
+        yield s
+
+
+@pytest.fixture
+def report(request):
+    """Write a figures line now (past pytest's capture) and again in the terminal summary."""
+    def write(text):
+        request.config.stash.setdefault(FAULT_FIGURES, []).append(text)
+        capman = request.config.pluginmanager.getplugin("capturemanager")
+        reporter = request.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is not None:
+            with capman.global_and_fixture_disabled():
+                reporter.write_line("faults: " + text)
+    return write
+
+
+# ---- gunicorn around tests/ops_app.py (tests/test_ops_lifecycle.py) ---------------------------
+
+@pytest.fixture
+def gunicorn(tmp_path, redis_url):
+    started = []
+
+    def start(**kw):
+        g = Gunicorn(tmp_path, redis_url, **kw)
+        started.append(g)
+        return g.start()
+
+    yield start
+    for g in started:
+        g.stop()

@@ -1,6 +1,8 @@
 """The auth pages in a real browser (headless Chromium) through the gateway."""
 from playwright.sync_api import expect
 
+from webchat_testing.sessions import COOKIE
+
 
 def test_register_logout_login_in_a_browser(page, gateway, username, tmp_path):
     page.goto(gateway + "/")
@@ -19,9 +21,9 @@ def test_register_logout_login_in_a_browser(page, gateway, username, tmp_path):
     page.click("button[type=submit]")
     expect(page).to_have_url(gateway + "/")
     expect(page.locator("#username")).to_have_text(username)
-    cookie = next(c for c in page.context.cookies() if c["name"] == "webchat_session")
+    cookie = next(c for c in page.context.cookies() if c["name"] == COOKIE)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
-    assert page.evaluate("document.cookie").find("webchat_session") == -1, "HttpOnly: invisible to scripts"
+    assert page.evaluate("document.cookie").find(COOKIE) == -1, "HttpOnly: invisible to scripts"
     page.screenshot(path=str(tmp_path / "home.png"))
 
     page.click("text=Log out")

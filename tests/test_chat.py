@@ -23,7 +23,8 @@ from websocket import ABNF
 from support.chat import Closed, ChatSock, Person, person, two_nodes, wait_online
 from support.web import tiny_png
 from webchat_common import keys
-from webchat_common.testing import wait_until
+from webchat_testing import wait_until
+from webchat_testing.sessions import COOKIE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,7 +76,7 @@ def test_handshake_refused_before_upgrade(chat_stack):
         websocket.create_connection(alice.url(), origin=chat_stack.url, timeout=5)  # no cookie
     assert info.value.status_code == 401
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
-        websocket.create_connection(alice.url(), origin=chat_stack.url, cookie="webchat_session=" + "x" * 43,
+        websocket.create_connection(alice.url(), origin=chat_stack.url, cookie=f"{COOKIE}=" + "x" * 43,
                                     timeout=5)
     assert info.value.status_code == 401
     ok = alice.connect()  # and the right one works

@@ -143,16 +143,6 @@ def test_any_frame_gets_a_defined_answer_through_the_gateway(hostile_pair, raw):
     assert sb.expect("pong", cid="bystander")
 
 
-@pytest.fixture(scope="module")
-def hostile_pair(chat_stack):
-    mallory, bob = Person(chat_stack), Person(chat_stack)
-    sm = mallory.connect()
-    sb = bob.connect_on(sm.node)
-    yield sm, sb, bob.name
-    sm.close()
-    sb.close()
-
-
 def test_one_user_cannot_open_unlimited_sockets(chat_stack, r):
     """CHAT_MAX_SOCKETS_PER_USER (8 in the test stack) over both chat processes: the next
     socket is closed with 4029 and a reason; others are unaffected; closing one makes room."""

@@ -16,26 +16,6 @@ pytestmark = pytest.mark.timeout(120)
 ONLINE = re.compile(r"\bonline\b")
 
 
-@pytest.fixture
-def chat_page(chromium, chat_stack):
-    """Open /chat/ in a fresh browser context as a newly registered person."""
-    contexts = []
-
-    def open_as(person):
-        context = chromium.new_context()
-        contexts.append(context)
-        context.add_cookies([{"name": "webchat_session", "value": person.browser.sid, "url": chat_stack.url}])
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        page.goto(chat_stack.url + "/chat/")
-        expect(page.locator("#chat-status")).to_have_attribute("data-state", "online")
-        return page
-
-    yield open_as
-    for c in contexts:
-        c.close()
-
-
 def test_private_chat_presence_and_offline_notice_in_the_browser(chat_page, chat_stack):
     alice, bob, carol = Person(chat_stack), Person(chat_stack), Person(chat_stack)
     pa = chat_page(alice)

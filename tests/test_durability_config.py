@@ -15,8 +15,8 @@ import redis
 import yaml
 
 from localstack import Stack
-from webchat_common import testing
-from webchat_common.testing import RedisServer
+import webchat_testing as testing
+from webchat_testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "durability.md"

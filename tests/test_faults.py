@@ -44,11 +44,9 @@ import redis
 import websocket
 from websocket import ABNF
 
-from conftest import FAULT_FIGURES
-from localstack import Stack
 from support.chat import Person
 from webchat_common import keys
-from webchat_common.testing import wait_until
+from webchat_testing import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -76,16 +74,6 @@ RETRY_UNAVAILABLE = 0.3
 #: first round trip. 10 s leaves room for a loaded machine; a fault that breaks resuming
 #: (a client never coming back) is far above it.
 RECOVERY_BOUND = 10.0
-
-#: The stack's chat settings: production defaults except what makes failures show quickly
-#: (pub/sub health check every second, pings every 4 s, presence TTL 3 s).
-FAULT_ENV = {
-    "CHAT_PRESENCE_TTL": "3",
-    "CHAT_SESSION_CHECK_INTERVAL": "2",
-    "CHAT_PUBSUB_HEALTH_INTERVAL": "1",
-    "CHAT_PING_INTERVAL": "4",
-    "CHAT_HISTORY_AGE": "3600",
-}
 
 
 def parse_id(text):
@@ -350,12 +338,6 @@ def worker_pids(master_pid):
     return [int(p) for p in out.split()]
 
 
-@pytest.fixture(scope="module")
-def fault_stack(tmp_path_factory):
-    with Stack(tmp_path_factory.mktemp("faultstack"), chat_replicas=2, env=FAULT_ENV) as s:
-        yield s
-
-
 def chat_masters(stack):
     return [p for p in stack.services["chat"].procs if p.poll() is None]
 
@@ -545,19 +527,6 @@ def line(letter, title, fig):
             f"{fig['closes']}, handshakes 5xx {fig['handshake_5xx']}, unavailable {fig['unavailable']}, "
             f"re-sent {fig['resent']} (of them acknowledged before {fig['ack_lost']}; answered duplicate "
             f"{fig['duplicate_acks']})]")
-
-
-@pytest.fixture
-def report(request):
-    """Write a figures line now (past pytest's capture) and again in the terminal summary."""
-    def write(text):
-        request.config.stash.setdefault(FAULT_FIGURES, []).append(text)
-        capman = request.config.pluginmanager.getplugin("capturemanager")
-        reporter = request.config.pluginmanager.getplugin("terminalreporter")
-        if reporter is not None:
-            with capman.global_and_fixture_disabled():
-                reporter.write_line("faults: " + text)
-    return write
 
 
 @pytest.mark.parametrize("letter", sorted(SCENARIOS))

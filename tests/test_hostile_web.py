@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from support.web import Browser
 from webchat_common import keys
 from webchat_common.sessions import session_key, session_key_hash
+from webchat_testing.sessions import COOKIE
 
 API = {"Accept": "application/json"}
 #: Through the gateway each example is a few real requests: a small bounded sample.
@@ -51,13 +52,13 @@ def test_a_media_name_with_an_encoded_newline_is_not_streamed(stack, gateway, me
     exp = signing.expiry(60)
     sig = signing.signature(f"/media/{name}\n", alice.sid, exp, stack.media_url_secret)
     status, _, body = raw_request(gateway, f"/media/{name}%0A?exp={exp}&sig={sig}",
-                                  {"Host": "gateway.test", "Cookie": f"webchat_session={alice.sid}", **API})
+                                  {"Host": "gateway.test", "Cookie": f"{COOKIE}={alice.sid}", **API})
     assert status == 404 and b"only for the owner" not in body
     assert alice.get(f"/media/{name}").status_code == 302  # the name itself still works
 
 
 def test_redirects_never_name_the_host_header(gateway, member):
-    cookie = {"Cookie": f"webchat_session={member.sid}"}
+    cookie = {"Cookie": f"{COOKIE}={member.sid}"}
     for path, location in [("/index", "/"), ("//api//me", "/api/me"), ("/api/users/page/1", "/api/users"),
                            ("/login?next=//evil.example", "/"), ("/login?next=/chat/", "/chat/")]:
         status, headers, _ = raw_request(gateway, path, {"Host": "evil.example", **cookie})
@@ -94,7 +95,7 @@ def test_login_again_from_a_stale_form_rotates_the_session(stack, gateway, usern
     assert resp.status_code == 302 and resp.headers["Location"] == "/"
     second = b.sid
     assert second != first
-    assert Browser(gateway).http.get(gateway + "/api/me", cookies={"webchat_session": first},
+    assert Browser(gateway).http.get(gateway + "/api/me", cookies={COOKIE: first},
                                      timeout=5).status_code == 401
     assert b.me()["user"] == username
     assert not r.exists(session_key(first)) and r.exists(session_key(second))
@@ -143,7 +144,7 @@ def test_any_range_header_through_the_gateway(member, header):
     data = bytes(range(256)) * 8
     url = upload(member, "data.bin", data).json()["url"]
     status, headers, body = raw_request(member.base, url, {"Host": "gateway.test", "Range": header,
-                                                            "Cookie": f"webchat_session={member.sid}"})
+                                                            "Cookie": f"{COOKIE}={member.sid}"})
     assert status in (200, 206, 416), (header, status)
     assert int(headers["Content-Length"]) == len(body)
     if status == 200:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from webchat_common.testing import free_port, wait_until
+from webchat_testing import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,10 @@ import redis
 import requests
 
 from support.web import Browser
-from services.files.tests.files_testlib import INLINE, SAMPLES
 from webchat_common import keys
-from webchat_common.testing import wait_until
+from webchat_testing import wait_until
+from webchat_testing.media import INLINE, SAMPLES
+from webchat_testing.sessions import COOKIE
 
 API = {"Accept": "application/json"}
 TTL = 120  # the files service's default MEDIA_URL_TTL, which the local stack keeps
@@ -107,7 +108,7 @@ def raw_get(gateway, path, cookie):
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
     try:
         conn.putrequest("GET", path, skip_accept_encoding=True)
-        conn.putheader("Cookie", f"webchat_session={cookie}")
+        conn.putheader("Cookie", f"{COOKIE}={cookie}")
         conn.putheader("Accept", "application/json")
         conn.endheaders()
         resp = conn.getresponse()
@@ -165,7 +166,7 @@ def test_logout_stops_media_within_the_link_lifetime(stack, gateway, username):
     body = upload(alice, "a.txt", b"private words").json()
     exp = int(parse_qs(urlsplit(body["url"]).query)["exp"][0])
     assert exp <= time.time() + TTL, "issued links live at most MEDIA_URL_TTL"
-    copied = {"webchat_session": alice.sid}
+    copied = {COOKIE: alice.sid}
     # A link as the service would issue it with a 2-second TTL (same secret, same format).
     short = signing.signed_url(f"/media/{body['name']}", alice.sid, stack.media_url_secret, 2)
     assert requests.get(gateway + short, cookies=copied, timeout=5).content == b"private words"
@@ -235,7 +236,7 @@ def test_a_concurrent_upload_and_read_never_see_a_half_written_file(stack, gatew
     sender = threading.Thread(target=send)
     sender.start()
     reader = Browser(gateway)
-    reader.http.cookies.set("webchat_session", alice.sid)
+    reader.http.cookies.set(COOKIE, alice.sid)
     polls_while_incomplete = 0
     while sender.is_alive():
         listed = reader.get("/media/", headers=API).json()["media"]
@@ -316,7 +317,7 @@ def test_an_aborted_upload_leaves_nothing(stack, gateway, username):
     u = urlsplit(gateway)
     with socket.create_connection((u.hostname, u.port), timeout=5) as s:
         s.sendall(b"POST /media/ HTTP/1.1\r\nHost: " + u.netloc.encode()
-                  + b"\r\nCookie: webchat_session=" + alice.sid.encode()
+                  + b"\r\nCookie: " + COOKIE.encode() + b"=" + alice.sid.encode()
                   + b"\r\nX-CSRF-Token: " + token.encode()
                   + b"\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 2000000\r\n\r\n"
                   + head + b"x" * 500_000)

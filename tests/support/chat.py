@@ -10,6 +10,7 @@ import websocket
 from websocket import ABNF
 
 from support.web import Browser
+from webchat_testing.sessions import COOKIE
 
 
 class Closed(Exception):
@@ -113,7 +114,7 @@ class Person:
 
     @property
     def cookie(self):
-        return "webchat_session=" + self.browser.sid
+        return f"{COOKIE}=" + self.browser.sid
 
     def url(self, who=None, last_id=None):
         u = f"ws://127.0.0.1:{self.stack.gateway_port}/chat/{who or self.name}"

@@ -6,6 +6,8 @@ import re
 import requests
 from requests.adapters import HTTPAdapter
 
+from webchat_testing.sessions import COOKIE
+
 
 def form_token(html):
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
@@ -64,7 +66,7 @@ class Browser:
 
     @property
     def sid(self):
-        return self.http.cookies.get("webchat_session")
+        return self.http.cookies.get(COOKIE)
 
 
 def tiny_png(width=2, height=2, rgb=(200, 30, 30)):

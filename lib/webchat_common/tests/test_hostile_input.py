@@ -9,9 +9,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from webchat_common import names, request_int
-from webchat_common.sessions import session_key
+from webchat_testing.sessions import COOKIE, plant_session
 
-COOKIE = "webchat_session"
 NAME_CHARS = set(string.ascii_letters + string.digits + "_-")
 EXT_CHARS = set(string.ascii_lowercase + string.digits)
 #: Whitespace a value could carry around a valid name: "alice\n" was accepted by ``^...$``.
@@ -54,15 +53,11 @@ def test_only_text_is_a_name(value):
 
 
 def test_a_session_id_with_a_trailing_newline_is_not_a_session(plumbed_client, redis_url):
-    import json
-    import time
-
     import redis
 
     sid = "a" * 43
-    planted = {"created": time.time(), "data": {"user": "mallory", "csrf": "t"}}
     client = redis.Redis.from_url(redis_url)
-    client.set(session_key(sid + "\n"), json.dumps(planted), ex=60)
+    plant_session(client, "mallory", sid=sid + "\n", csrf="t")
     client.close()
     plumbed_client.set_cookie(COOKIE, sid + "\n")
     assert plumbed_client.get("/token").headers.get("X-User") is None

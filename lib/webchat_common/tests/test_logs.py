@@ -8,6 +8,7 @@ import re
 from flask import Flask, g
 
 from webchat_common import logs
+from webchat_testing.sessions import COOKIE
 
 
 def capture(service="svc"):
@@ -59,7 +60,7 @@ def test_a_traceback_is_one_line():
 
 def test_secret_extras_are_redacted():
     logger, buf = capture()
-    logger.info("careless", extra={"password": "hunter22", "cookie": "webchat_session=s3cr3tsid", "sid": "s3cr3tsid",
+    logger.info("careless", extra={"password": "hunter22", "cookie": f"{COOKIE}=s3cr3tsid", "sid": "s3cr3tsid",
                                    "csrf_token": "t0k3nvalue", "user": "alice"})
     (line,) = lines(buf)
     for secret in ("hunter22", "s3cr3tsid", "t0k3nvalue"):

@@ -1,4 +1,4 @@
-"""The shared metrics plumbing in one process (the Flask test client, no PROMETHEUS_MULTIPROC_DIR):
+"""The shared metrics plumbing in one process (the Flask test metrics_client, no PROMETHEUS_MULTIPROC_DIR):
 request counters and latency by endpoint/method/status, ``/metrics``, scrape-time collectors,
 readiness while draining.  The multiprocess path under real gunicorn is tested in
 ``test_metrics_multiproc.py`` and ``tests/test_ops.py``."""
@@ -6,42 +6,16 @@ import os
 import socket
 import time
 
-import pytest
-from flask import Flask
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 import webchat_common
-from webchat_common import TestConfig, as_mapping, lifecycle, metrics
-from webchat_common.testing import free_port
+from webchat_common import lifecycle, metrics
+from webchat_testing import free_port
 
 
-def make_app(redis_url):
-    app = Flask(__name__)
-    webchat_common.load_config(app, TestConfig, as_mapping(TestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0,
-                                                                PROPAGATE_EXCEPTIONS=False))
-    webchat_common.init_app(app, "test", static_url_path="/static")
-
-    @app.get("/hello")
-    def hello():
-        return "hi"
-
-    @app.get("/boom")
-    def boom():
-        raise RuntimeError("boom")
-
-    return app
-
-
-@pytest.fixture
-def client(redis_url):
-    lifecycle.reset()
-    yield make_app(redis_url).test_client()
-    lifecycle.reset()
-
-
-def scrape(client):
-    resp = client.get("/metrics")
+def scrape(metrics_client):
+    resp = metrics_client.get("/metrics")
     assert resp.status_code == 200
     assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     return list(text_string_to_metric_families(resp.get_data(as_text=True)))
@@ -55,13 +29,13 @@ def sample(families, name, **labels):
     return 0.0
 
 
-def test_requests_are_counted_and_timed_by_endpoint_method_status(client):
-    before = scrape(client)
-    client.get("/hello")
-    client.get("/hello")
-    client.get("/no/such/path")
-    client.get("/boom")
-    after = scrape(client)
+def test_requests_are_counted_and_timed_by_endpoint_method_status(metrics_client):
+    before = scrape(metrics_client)
+    metrics_client.get("/hello")
+    metrics_client.get("/hello")
+    metrics_client.get("/no/such/path")
+    metrics_client.get("/boom")
+    after = scrape(metrics_client)
 
     def delta(name, **labels):
         return sample(after, name, **labels) - sample(before, name, **labels)
@@ -76,10 +50,10 @@ def test_requests_are_counted_and_timed_by_endpoint_method_status(client):
     assert delta("webchat_http_requests_total", endpoint="common.metrics", method="GET", status="200") >= 1
 
 
-def test_an_odd_method_does_not_make_a_new_label_value(client):
-    before = scrape(client)
-    client.open("/hello", method="BREW")
-    after = scrape(client)
+def test_an_odd_method_does_not_make_a_new_label_value(metrics_client):
+    before = scrape(metrics_client)
+    metrics_client.open("/hello", method="BREW")
+    after = scrape(metrics_client)
     assert sample(after, "webchat_http_requests_total", endpoint="none", method="other", status="405") - \
         sample(before, "webchat_http_requests_total", endpoint="none", method="other", status="405") == 1
 
@@ -90,17 +64,17 @@ def total(families, name):
                if s.name == name and s.labels.get("endpoint") != "common.metrics")
 
 
-def test_websocket_upgrades_are_counted_but_not_timed(client):
-    before = scrape(client)
-    client.get("/hello", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
-    after = scrape(client)
+def test_websocket_upgrades_are_counted_but_not_timed(metrics_client):
+    before = scrape(metrics_client)
+    metrics_client.get("/hello", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    after = scrape(metrics_client)
     assert total(after, "webchat_http_requests_total") - total(before, "webchat_http_requests_total") == 1
     assert total(after, "webchat_http_request_duration_seconds_count") == \
         total(before, "webchat_http_request_duration_seconds_count")
 
 
-def test_scrape_time_collectors_are_asked_and_a_broken_one_is_left_out(redis_url):
-    app = make_app(redis_url)
+def test_scrape_time_collectors_are_asked_and_a_broken_one_is_left_out(redis_url, make_metrics_app):
+    app = make_metrics_app(redis_url)
 
     class Answer:
         def collect(self):
@@ -112,39 +86,39 @@ def test_scrape_time_collectors_are_asked_and_a_broken_one_is_left_out(redis_url
 
     metrics.register_collector(app, Broken())
     metrics.register_collector(app, Answer())
-    client = app.test_client()
-    client.get("/hello")
-    families = scrape(client)
+    metrics_client = app.test_client()
+    metrics_client.get("/hello")
+    families = scrape(metrics_client)
     assert sample(families, "webchat_test_answer") == 42
     assert sample(families, "webchat_http_requests_total", endpoint="hello", method="GET", status="200") >= 1, \
         "the rest of the scrape is still there"
 
 
-def test_metrics_needs_no_session_and_works_with_redis_down():
+def test_metrics_needs_no_session_and_works_with_redis_down(make_metrics_app):
     """A scraper sends no cookie; /metrics must answer even when Redis does not (that is when
     it is needed most)."""
-    app = make_app(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    app = make_metrics_app(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     resp = app.test_client().get("/metrics")
     assert resp.status_code == 200 and b"webchat_http_requests_total" in resp.data
 
 
-def test_readyz_is_503_while_draining_and_everything_else_still_answers(client):
-    assert client.get("/readyz").status_code == 200
+def test_readyz_is_503_while_draining_and_everything_else_still_answers(metrics_client):
+    assert metrics_client.get("/readyz").status_code == 200
     lifecycle.start_draining()
-    resp = client.get("/readyz")
+    resp = metrics_client.get("/readyz")
     assert resp.status_code == 503 and resp.json == {"status": "shutting down"}
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/hello").status_code == 200
+    assert metrics_client.get("/healthz").status_code == 200
+    assert metrics_client.get("/hello").status_code == 200
 
 
-def test_readyz_answers_503_quickly_when_redis_does_not_answer(redis_url):
+def test_readyz_answers_503_quickly_when_redis_does_not_answer(redis_url, make_metrics_app):
     """A Redis that accepts connections but never answers (a stopped process) must not hang
     the probe: READY_TIMEOUT bounds it."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     try:
-        app = make_app(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+        app = make_metrics_app(f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
         start = time.monotonic()
         resp = app.test_client().get("/readyz")
         took = time.monotonic() - start

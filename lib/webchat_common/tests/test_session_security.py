@@ -4,8 +4,7 @@ default timeouts."""
 from webchat_common import Config
 from webchat_common import sessions
 
-from test_sessions import COOKIE, sid_of
-from test_sessions import app, client  # noqa: F401  (fixtures)
+from webchat_testing.sessions import COOKIE, sid_of
 
 
 def test_session_ids_come_from_the_secrets_module(client, monkeypatch):

@@ -4,68 +4,12 @@ import pickle
 import time
 
 import pytest
-import redis
-from flask import Flask, jsonify, request, session
+from flask import Flask, request
 
 import webchat_common
-from webchat_common import Config, TestConfig, as_mapping, new_login
+from webchat_common import Config
 from webchat_common.sessions import ENDED_CHANNEL, session_key, session_key_hash
-
-COOKIE = "webchat_session"
-
-
-def make_app(redis_url, **settings):
-    app = Flask(__name__)
-    webchat_common.load_config(app, Config, as_mapping(TestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0, **settings))
-    webchat_common.init_app(app, "test", static_url_path="/static")
-
-    @app.post("/login/<name>")
-    @webchat_common.csrf_exempt
-    def login(name):
-        new_login(name)
-        return "ok"
-
-    @app.get("/whoami")
-    def whoami():
-        return jsonify(user=webchat_common.current_user())
-
-    @app.post("/logout")
-    @webchat_common.csrf_exempt
-    def logout():
-        session.destroy()
-        return "bye"
-
-    @app.get("/token")
-    def token():
-        return jsonify(token=webchat_common.csrf_token())
-
-    @app.post("/change")
-    def change():
-        return "changed"
-
-    return app
-
-
-@pytest.fixture
-def r(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def app(redis_url):
-    return make_app(redis_url)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-def sid_of(client):
-    cookie = client.get_cookie(COOKIE)
-    return cookie.value if cookie else None
+from webchat_testing.sessions import COOKIE, sid_of
 
 
 def test_cookie_is_a_random_id_and_the_value_is_json(client, r):
@@ -84,7 +28,7 @@ def test_cookie_flags(client):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
 
 
-def test_secure_cookie_when_configured(redis_url):
+def test_secure_cookie_when_configured(redis_url, make_app):
     client = make_app(redis_url, SESSION_COOKIE_SECURE=True).test_client()
     assert "Secure" in client.post("/login/alice").headers["Set-Cookie"]
 
@@ -138,7 +82,7 @@ def test_a_request_in_flight_during_logout_cannot_revive_the_session(app, r):
     assert not r.exists(session_key(sid))
 
 
-def test_idle_timeout_slides(redis_url, r):
+def test_idle_timeout_slides(redis_url, r, make_app):
     client = make_app(redis_url, SESSION_IDLE_TIMEOUT=2, SESSION_ABSOLUTE_TIMEOUT=60).test_client()
     client.post("/login/alice")
     for _ in range(3):  # 3 s of activity, each request within the idle window
@@ -148,7 +92,7 @@ def test_idle_timeout_slides(redis_url, r):
     assert client.get("/whoami").json == {"user": None}
 
 
-def test_a_request_slides_the_ttl_to_the_idle_timeout(redis_url, r):
+def test_a_request_slides_the_ttl_to_the_idle_timeout(redis_url, r, make_app):
     client = make_app(redis_url, SESSION_IDLE_TIMEOUT=60, SESSION_ABSOLUTE_TIMEOUT=3600).test_client()
     client.post("/login/alice")
     key = session_key(sid_of(client))
@@ -168,7 +112,7 @@ def test_a_short_request_reads_and_slides_its_session_in_one_round_trip(client, 
     assert calls == {"getex": 1}
 
 
-def test_the_ttl_is_capped_by_the_absolute_timeout(redis_url, r):
+def test_the_ttl_is_capped_by_the_absolute_timeout(redis_url, r, make_app):
     client = make_app(redis_url, SESSION_IDLE_TIMEOUT=60, SESSION_ABSOLUTE_TIMEOUT=10).test_client()
     client.post("/login/alice")
     key = session_key(sid_of(client))
@@ -176,7 +120,7 @@ def test_the_ttl_is_capped_by_the_absolute_timeout(redis_url, r):
     assert 0 < r.ttl(key) <= 10
 
 
-def test_a_long_request_slides_the_ttl_from_its_end(redis_url, r):
+def test_a_long_request_slides_the_ttl_from_its_end(redis_url, r, make_app):
     """The idle window starts when a request ends (a WebSocket that was open for minutes
     counts as activity up to its close), not only when it began."""
     app = make_app(redis_url, SESSION_IDLE_TIMEOUT=4, SESSION_ABSOLUTE_TIMEOUT=3600)
@@ -193,7 +137,7 @@ def test_a_long_request_slides_the_ttl_from_its_end(redis_url, r):
     assert r.pttl(key) > 3000
 
 
-def test_absolute_timeout_ends_a_busy_session(redis_url):
+def test_absolute_timeout_ends_a_busy_session(redis_url, make_app):
     client = make_app(redis_url, SESSION_IDLE_TIMEOUT=60, SESSION_ABSOLUTE_TIMEOUT=2).test_client()
     client.post("/login/alice")
     assert client.get("/whoami").json == {"user": "alice"}
@@ -267,7 +211,7 @@ def test_request_id_is_kept_when_plain_and_replaced_otherwise(client):
     assert made and made != "a b;c<x>" and len(made) == 32
 
 
-def test_redis_down_is_a_503_not_a_trace(redis_url):
+def test_redis_down_is_a_503_not_a_trace(redis_url, make_app):
     app = make_app("redis://127.0.0.1:1/0", REDIS_SOCKET_TIMEOUT=0.5)
     client = app.test_client()
     client.set_cookie(COOKIE, "a" * 43)
@@ -289,7 +233,7 @@ def test_load_config_reads_typed_environment(redis_url):
         webchat_common.load_config(Flask(__name__), Config, environ={})
 
 
-def test_unexpected_errors_are_a_500_page_without_a_trace(redis_url):
+def test_unexpected_errors_are_a_500_page_without_a_trace(redis_url, make_app):
     app = make_app(redis_url, PROPAGATE_EXCEPTIONS=False)
 
     @app.get("/boom")

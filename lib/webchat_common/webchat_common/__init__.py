@@ -13,6 +13,7 @@ from .web import (
     login_form,
     login_required,
     new_login,
+    origin_allowed,
     request_int,
     wants_json,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "login_form",
     "login_required",
     "new_login",
+    "origin_allowed",
     "request_int",
     "wants_json",
 ]

@@ -1,10 +1,15 @@
 """gunicorn settings every service runs with: ``gunicorn -c python:webchat_common.gunicorn_conf``.
 
-Command-line flags override these (the worker class of chat, the local stack's bind address).
-Environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, default 2),
-``SERVICE_NAME`` (the ``service`` field of gunicorn's own JSON log lines),
-``GUNICORN_WORKER_CONNECTIONS`` (connections one gevent worker serves at once: a number, or
-``auto`` for the open-files limit less 1000; gunicorn's default is 1000), ``PROMETHEUS_MULTIPROC_DIR`` (metrics of all workers, see :mod:`webchat_common.metrics`; one
+The service is named by ``SERVICE_NAME`` and nothing else: the app (``<name>_service:create_app()``)
+and the worker class, workers, threads and worker connections come from the service's own
+declaration, ``<name>_service/service.toml`` (:mod:`webchat_common.service`), so the image and
+the local stack run each service the same way.  Command-line flags still override these (the
+local stack's bind address; the ops tests' own app and worker class).
+Environment: ``SERVICE_NAME`` (also the ``service`` field of gunicorn's own JSON log lines),
+``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, over the declaration),
+``GUNICORN_WORKER_CONNECTIONS`` (over the declaration: connections one gevent worker serves at
+once, a number or ``auto`` for the open-files limit less 1000; gunicorn's default is 1000),
+``PROMETHEUS_MULTIPROC_DIR`` (metrics of all workers, see :mod:`webchat_common.metrics`; one
 directory per gunicorn master, wiped when it starts), ``SHUTDOWN_DRAIN_SECONDS`` (default 5).
 
 Shutdown (SIGTERM to the master, what ``docker stop`` and Kubernetes send):
@@ -27,16 +32,22 @@ import time
 
 from gunicorn.glogging import Logger as _GunicornLogger
 
-from webchat_common import lifecycle, logs, metrics
+from webchat_common import lifecycle, logs, metrics, service
 
 # In the master, before any worker is forked: warnings (gevent's monkey-patching warning is
 # emitted in the worker before the app is loaded) and uncaught exceptions go through the JSON
 # handler that logconfig_dict installs, not to stderr as plain text.
 logs.capture_stray_output()
 
+_service_name = os.environ.get("SERVICE_NAME", "webchat")
+_declared = service.gunicorn_settings(_service_name)
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = 4
+#: The service's app, when SERVICE_NAME names one (an app on the command line wins).
+wsgi_app = service.app(_service_name)
+worker_class = _declared["worker_class"]
+workers = int(os.environ.get("WEB_CONCURRENCY", _declared["workers"]))
+threads = int(_declared["threads"])
 
 
 def _worker_connections(value):
@@ -49,8 +60,9 @@ def _worker_connections(value):
 
 
 #: gunicorn's default (1000) would cap a chat process at 1,000 WebSockets whatever its fd limit;
-#: the chat image sets ``auto``.  The other services' thread workers keep the default.
-worker_connections = _worker_connections(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+#: chat declares ``auto``.  The other services' thread workers keep the default.
+worker_connections = _worker_connections(os.environ.get("GUNICORN_WORKER_CONNECTIONS",
+                                                        str(_declared["worker_connections"])))
 graceful_timeout = 20
 accesslog = None  # each request is logged once, by the app, as JSON with its request id
 
@@ -77,7 +89,7 @@ logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {
-        "json": {"()": "webchat_common.logs.json_handler", "service": os.environ.get("SERVICE_NAME", "webchat")},
+        "json": {"()": "webchat_common.logs.json_handler", "service": _service_name},
     },
     "root": {"handlers": ["json"], "level": "INFO"},
     "loggers": {

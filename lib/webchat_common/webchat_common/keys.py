@@ -1,7 +1,7 @@
 """Every Redis key the system uses, built in one place.
 
-The table of keys (type, TTL, who writes and reads each) is the README's *Redis keys*
-section; ``tests`` check that it names every key built here.  The session keys are in
+The table of keys (type, TTL, who writes and reads each) is in docs/redis-keys.md; a test
+checks that it names every key built here.  The session keys are in
 :mod:`.sessions`.
 """
 

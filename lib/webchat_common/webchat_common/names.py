@@ -12,8 +12,11 @@ USER_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: A chat room name: the same alphabet and length as a user name.
 ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 #: A stored media name (made by the files service): 22 URL-safe base64 characters (128 random
-#: bits) and an extension of 2-4 lower-case letters or digits.
-MEDIA_NAME = re.compile(r"[A-Za-z0-9_-]{22}\.[a-z0-9]{2,4}")
+#: bits) and an extension of 2-4 lower-case letters or digits.  The two parts are also the
+#: gateway's (``gateway/render.py`` puts them in its media location).
+MEDIA_STEM = r"[A-Za-z0-9_-]{22}"
+MEDIA_EXT = r"[a-z0-9]{2,4}"
+MEDIA_NAME = re.compile(MEDIA_STEM + r"\." + MEDIA_EXT)
 
 
 def is_user_name(value):

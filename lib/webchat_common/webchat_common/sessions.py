@@ -47,6 +47,17 @@ def session_key(sid):
     return KEY_PREFIX + session_key_hash(sid)
 
 
+def session_value(data, created):
+    """The value stored under :func:`session_key`: the contract's JSON (``data`` a dict)."""
+    return json.dumps({"created": created, "data": data})
+
+
+def key_of_hash(key_hash):
+    """The Redis key of the session whose key hash is ``key_hash`` (what ``sessions:ended``
+    carries, and what a service keeps to check later that a session still exists)."""
+    return KEY_PREFIX + key_hash
+
+
 class RedisSession(CallbackDict, SessionMixin):
     """A dict that remembers whether it changed, plus the life-cycle flags auth sets."""
 

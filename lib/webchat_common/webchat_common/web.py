@@ -136,6 +136,20 @@ def relative_redirect(exc):
     return redirect(location, code=exc.code)
 
 
+def origin_allowed(origin, host, allowed=frozenset()):
+    """Whether a browser's ``Origin`` header names this site: the origin the request was sent
+    to (``http(s)://<Host>``, compared without case) or one listed in ``allowed`` (lower-cased,
+    without a trailing slash).  No ``Origin``, ``null`` or another scheme is refused.  Chat
+    checks WebSocket handshakes with it, files its uploads."""
+    if not origin:
+        return False
+    origin = origin.strip().rstrip("/").lower()
+    if origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc == host.lower()
+
+
 def error_response(code, message, headers=()):
     if wants_json():
         resp = make_response(jsonify(error=message), code)

@@ -10,8 +10,9 @@ How ``active sessions`` stays cheap.  Counting ``session:*`` keys means a SCAN o
 keyspace (inboxes, users, ...) on every scrape.  Instead auth keeps a sorted set
 ``sessions:active``: member = the session key's hash (the ``<hash>`` of ``session:<hash>``,
 never the cookie), score = when that session would expire if unused (ms since the epoch).
-Login and registration add, logout and re-login remove.  A scrape runs one Lua script that looks only at the
-members whose predicted expiry has passed (at most ``CHECK_LIMIT``): a member whose key is
+Login and registration add, logout and re-login remove.  A scrape looks only at the
+members whose predicted expiry has passed (at most ``CHECK_LIMIT``; their keys are named by
+the session contract, and one Lua script updates them atomically): a member whose key is
 gone is removed; one still alive (it was used since, which slides its TTL) gets its real
 expiry as the new score.  So each session is looked at about once per idle timeout, and the
 count is exact to within one scrape interval; the cost is one ZCARD plus the sessions that
@@ -26,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from webchat_common import get_redis, keys
 from webchat_common.metrics import register_collector
-from webchat_common.sessions import KEY_PREFIX
+from webchat_common.sessions import key_of_hash
 
 LOGINS = Counter("webchat_auth_logins_total", "Login attempts that reached the password check, by result.",
                  ["result"])
@@ -40,19 +41,30 @@ ACTIVE_SESSIONS_KEY = keys.ACTIVE_SESSIONS
 #: Most members a scrape re-checks; the rest wait for the next scrape.
 CHECK_LIMIT = 1000
 
+#: KEYS: sessions:active, then the keys of the due sessions.  ARGV: now (ms), then their hashes.
+#: A member still there (no logout meanwhile) whose key is gone is removed; one still alive
+#: gets its real expiry.  Returns the count.
 _PRUNE = """
 local now = tonumber(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-for _, h in ipairs(due) do
-  local ttl = redis.call('PTTL', ARGV[3] .. h)
-  if ttl < 0 then
-    redis.call('ZREM', KEYS[1], h)
-  else
-    redis.call('ZADD', KEYS[1], now + ttl, h)
+for i = 2, #KEYS do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    local ttl = redis.call('PTTL', KEYS[i])
+    if ttl < 0 then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+    else
+      redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+    end
   end
 end
 return redis.call('ZCARD', KEYS[1])
 """
+
+
+def _prune(r):
+    """Re-check the members whose predicted expiry has passed; returns the count."""
+    now = _now_ms()
+    due = r.zrangebyscore(ACTIVE_SESSIONS_KEY, "-inf", now, start=0, num=CHECK_LIMIT)
+    return r.eval(_PRUNE, 1 + len(due), ACTIVE_SESSIONS_KEY, *(key_of_hash(h) for h in due), now, *due)
 
 
 def _now_ms():
@@ -106,7 +118,7 @@ class ActiveSessions:
     """Scrape-time collector for ``webchat_auth_active_sessions`` (see the module docstring)."""
 
     def collect(self):
-        count = get_redis().eval(_PRUNE, 1, ACTIVE_SESSIONS_KEY, _now_ms(), CHECK_LIMIT, KEY_PREFIX)
+        count = _prune(get_redis())
         yield GaugeMetricFamily("webchat_auth_active_sessions",
                                 "Logged-in sessions that exist in Redis (exact to within one scrape).",
                                 value=int(count))

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from auth_service import users
 from webchat_common import keys
 from webchat_common.sessions import session_key, session_key_hash
+from webchat_testing.sessions import COOKIE
 
-COOKIE = "webchat_session"
 SITE = "http://site.example/login"
 
 

@@ -4,7 +4,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from auth_service import metrics
-from webchat_common.sessions import session_key_hash
+from webchat_common.sessions import session_key, session_key_hash
+from webchat_testing.sessions import COOKIE
 
 
 def scrape(client):
@@ -66,22 +67,22 @@ def test_active_sessions_follow_login_logout_and_expiry(app, redis_url, auth):
     auth.logout()
     assert active() == 1
     auth.login("alice")
-    first = auth.client.get_cookie("webchat_session").value
+    first = auth.client.get_cookie(COOKIE).value
     token = auth.client.get("/api/me").json["csrf_token"]
     again = auth.client.post("/login", data={"username": "alice", "password": "correct horse", "csrf_token": token})
     assert again.status_code == 302            # logging in again replaces that session
-    assert auth.client.get_cookie("webchat_session").value != first
+    assert auth.client.get_cookie(COOKIE).value != first
     assert active() == 2
     assert not r.zscore(metrics.ACTIVE_SESSIONS_KEY, session_key_hash(first))
 
     # A session that expired in Redis leaves the count once its predicted expiry has passed.
-    sid = other.get_cookie("webchat_session").value
-    r.delete("session:" + session_key_hash(sid))
+    sid = other.get_cookie(COOKIE).value
+    r.delete(session_key(sid))
     r.zadd(metrics.ACTIVE_SESSIONS_KEY, {session_key_hash(sid): 1})
     assert active() == 1
     # One still alive when its predicted expiry passes (it was used meanwhile) stays, with its
     # real expiry as the new score: it is not re-checked on every scrape.
-    live = session_key_hash(auth.client.get_cookie("webchat_session").value)
+    live = session_key_hash(auth.client.get_cookie(COOKIE).value)
     r.zadd(metrics.ACTIVE_SESSIONS_KEY, {live: 1})
     assert active() == 1
     assert r.zscore(metrics.ACTIVE_SESSIONS_KEY, live) > 1

@@ -8,6 +8,7 @@ import time
 import redis
 
 from auth_service.config import AuthConfig
+from webchat_testing.sessions import COOKIE
 
 
 def input_names(html):
@@ -142,11 +143,11 @@ def test_registration_also_gives_a_new_session_id(app, client, auth):
     """ASVS 3.2.1: the visitor's session (it holds the form's CSRF token) is replaced at
     registration, as at login."""
     client.get("/register", headers={"Accept": "text/html"})
-    before = client.get_cookie("webchat_session").value
+    before = client.get_cookie(COOKIE).value
     assert auth.register().status_code == 303
-    after = client.get_cookie("webchat_session").value
+    after = client.get_cookie(COOKIE).value
     assert after != before
     stale = app.test_client()
-    stale.set_cookie("webchat_session", before)
+    stale.set_cookie(COOKIE, before)
     assert stale.get("/api/me").status_code == 401
     assert client.get("/api/me").json["user"] == "alice"

@@ -1,116 +1,32 @@
-"""The chat service: the chat page (``GET /chat/``) and the WebSocket (``/chat/<username>``).
+"""The chat service: the chat page and the WebSocket of each user, over Redis.
 
-The handshake is checked in a ``before_request`` hook, because flask-sock answers 101 inside
-the route, before the handler body runs: a visitor gets 401, someone else's address or a
-foreign ``Origin`` 403, a process that is shutting down 503, all before any upgrade.
-The frames, close codes, settings and Redis keys are documented in ``docs/chat.md``.
+Modules, each with one job (its rule in its docstring):
+
+- :mod:`.views`: the routes, and the handshake check before any upgrade;
+- :mod:`.node`: one process's sockets and the parts that serve them (start here to follow a
+  message from the socket to Redis and back);
+- :mod:`.conn`: one socket: its queue and ordering, replay, rate limit, its greenlet's loop;
+- :mod:`.commands`: what a client can ask (message, join/leave, watch, share a file);
+- :mod:`.wire`: ids and frames, in and out;
+- :mod:`.store`: messages in Redis (store and publish, history, cursors);
+- :mod:`.scripts`: the Lua scripts;
+- :mod:`.broker`: the one pub/sub connection;
+- :mod:`.presence`: this process's users' presence and socket counts;
+- :mod:`.watch`: who hears whose presence;
+- :mod:`.transport`: every use of simple-websocket's, gevent's and redis-py's internals.
+
+The frames and close codes are documented in docs/chat.md, the settings in
+docs/configuration.md, the Redis keys in docs/redis-keys.md.
 """
-import socket as pysocket
-from urllib.parse import urlsplit
-
-from flask import Blueprint, Flask, current_app, render_template, request, session
-from flask_sock import Sock
-from redis.exceptions import RedisError
+from flask import Flask
 
 import webchat_common
-from webchat_common import current_user, error_response, login_required
 
-from . import metrics
+from . import transport
 from .config import ChatConfig
+from .views import bp
 
-bp = Blueprint("chat", __name__, url_prefix="/chat", template_folder="templates", static_folder="static",
-               static_url_path="/static")
-sock = Sock()
-
-
-@bp.get("/")
-@login_required
-def page():
-    """The chat client: contacts with presence, private and room conversations."""
-    return render_template("chat.html")
-
-
-def origin_allowed(origin, host, allowed):
-    """The gateway's own origin (``http(s)://<Host>``) or one listed in CHAT_ALLOWED_ORIGINS.
-    No Origin at all is refused too: browsers always send one, so only a script would omit it."""
-    if not origin:
-        return False
-    origin = origin.strip().rstrip("/").lower()
-    if origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and bool(host) and parts.netloc == host.lower()
-
-
-def _refuse(code, reason, message):
-    metrics.HANDSHAKES_REFUSED.labels(reason=reason).inc()
-    return error_response(code, message)
-
-
-@bp.before_request
-def check_handshake():
-    """Refuse a WebSocket before flask-sock upgrades it."""
-    if request.endpoint != "chat.socket":
-        return None
-    user = current_user()
-    if user is None:
-        return _refuse(401, "no_session", "login required")
-    if request.view_args.get("username") != user:
-        return _refuse(403, "not_yours", "this chat address belongs to another user")
-    if not origin_allowed(request.headers.get("Origin"), request.host, current_app.config["CHAT_ORIGINS"]):
-        return _refuse(403, "origin", "origin not allowed")
-    node = current_app.extensions.get("chat_node")
-    if node is not None and node.shutting_down:
-        return _refuse(503, "shutting_down", "this chat process is restarting: reconnect")
-    last = request.args.get("last_id")
-    if last:
-        from .node import parse_id
-        if parse_id(last) is None:
-            return _refuse(400, "bad_last_id", "last_id must look like <ms>-<seq>")
-    # No permessage-deflate: chat frames are small, and a zlib context per socket would cost
-    # ~300 KiB of memory each (simple-websocket would otherwise accept the browser's offer).
-    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
-    sndbuf = current_app.config["CHAT_SOCKET_SNDBUF"]
-    raw = request.environ.get("gunicorn.socket")
-    if sndbuf and raw is not None:
-        raw.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_SNDBUF, sndbuf)
-    return None
-
-
-@sock.route("/<username>", bp=bp, endpoint="socket")
-def socket(ws, username):
-    """One chat WebSocket: hello, the replay of what was missed, then live frames."""
-    from webchat_common import keys
-
-    from .conn import Connection
-    from .node import Node, parse_id
-
-    app = current_app._get_current_object()
-    node = app.extensions.get("chat_node")
-    if node is None:
-        node = app.extensions["chat_node"] = Node(app)
-    try:
-        rooms = {node.default_room, *node.redis.smembers(keys.chat_rooms(username))}
-    except RedisError:
-        ws.close(reason=1011, message="chat store unavailable: try again shortly")
-        return
-    last = request.args.get("last_id")
-    conn = Connection(node, ws, username, session.key_hash, rooms, parse_id(last) if last else None)
-    conn.run()
-
-
-def _untracked_greenlets():
-    import gevent
-
-    # gevent records who spawned each greenlet, with a stack summary (a debugging aid): about
-    # 2.5 KiB per greenlet, i.e. per socket and per connection.  Off in chat.
-    gevent.config.track_greenlet_tree = False
-
-
-def _event_class():
-    from gevent.event import Event
-
-    return Event
+__all__ = ["create_app"]
 
 
 def create_app(config=None):
@@ -119,14 +35,8 @@ def create_app(config=None):
     webchat_common.load_config(app, ChatConfig, config)
     app.config["CHAT_ORIGINS"] = {
         o.strip().rstrip("/").lower() for o in app.config["CHAT_ALLOWED_ORIGINS"].split(",") if o.strip()}
-    # No reader greenlet for simple-websocket: the request greenlet reads its socket itself
-    # (conn.NoReader, Connection._read); a gevent Event wakes it.  No ping_interval here: the
-    # node pings every socket from one greenlet (see Node._ping_all).
-    from .conn import NoReader
-
-    _untracked_greenlets()
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": app.config["CHAT_MAX_FRAME"],
-                                         "thread_class": NoReader, "event_class": _event_class()}
+    transport.untrack_greenlets()
+    app.config["SOCK_SERVER_OPTIONS"] = transport.server_options(app.config["CHAT_MAX_FRAME"])
     webchat_common.init_app(app, "chat", static_url_path="/chat/static")
     app.register_blueprint(bp)
     return app

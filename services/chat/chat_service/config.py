@@ -1,6 +1,6 @@
 """Chat settings on top of the shared ones (see ``webchat_common.config``).
 
-Every name is read from the environment with its default's type; docs/chat.md has the table.
+Every name is read from the environment with its default's type; docs/configuration.md has the table.
 """
 from webchat_common import Config, TestConfig
 

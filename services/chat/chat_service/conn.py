@@ -1,83 +1,39 @@
-"""One open WebSocket: its send queue, rate limit, and the loop of its request greenlet.
+"""One open WebSocket: its send queue and ordering, its replay, its rate limit, and the loop of
+its request greenlet.
+
+Rule: frames with an id go out once each, in id order.  The socket remembers the highest id it
+queued and drops anything not above it; a replay from history (on connect, after a room join,
+after the process's pub/sub reconnected) holds the live frames that arrive meanwhile and
+releases them after it (:meth:`Connection.hold`), so nothing is skipped or doubled.
 
 The request greenlet does everything for its socket: it reads the socket (simple-websocket's
-parser turns the bytes into ``ws.input_buffer`` messages and answers pings), handles the
-frames, writes what the dispatcher queued in ``out``, and pings.  It sleeps on ``ws.event``,
-which the dispatcher sets when it queues something and the socket's read watcher sets when
-bytes arrive.  So each socket costs one greenlet: simple-websocket's reader greenlet is not
-started (see ``NoReader``), there is no writer greenlet and no timer or polling per socket.
+parser turns the bytes into ``ws.input_buffer`` messages and answers pings), hands each frame
+to the commands, writes what was queued in ``out``, and pings.  It sleeps on ``ws.event``,
+which :meth:`Connection.push` sets and the socket's read watcher sets when bytes arrive (see
+:mod:`.transport`).  So each socket costs one greenlet: no reader or writer greenlet and no
+timer or polling per socket.
 
-A slow reader only ever blocks its own greenlet: the dispatcher never writes to a socket, it
-appends to a bounded deque; when the deque is full the socket is closed (1008) and the client
+A slow reader only ever blocks its own greenlet: nobody else writes to a socket, they append
+to its bounded queue; when the queue is full the socket is closed (1008) and the client
 resumes from its last id when it reconnects.
 """
-import json
 import logging
-import re
 import time
 
 import gevent
 from redis.exceptions import RedisError
-from wsproto.utilities import LocalProtocolError
 
 from webchat_common import keys
-from webchat_common.names import is_media_name, is_room_name, is_user_name
 
-from . import metrics
-from .node import PING_FRAME, ZERO, format_id, parse_id, text_frame, ws_frame
+from . import metrics, transport
+from .wire import PING_FRAME, ZERO, Refused, error_frame, format_id, parse_frame, text_frame, ws_frame
 
 log = logging.getLogger(__name__)
 
-#: A JSON escape of a UTF-16 surrogate (``\ud800``-``\udfff``): the frame may decode to a string
-#: that is not valid Unicode (a lone surrogate), which could be neither stored nor sent on.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 #: Socket closed because its user has CHAT_MAX_SOCKETS_PER_USER sockets open already.
 CLOSE_TOO_MANY_SOCKETS = 4029
+#: Queued frames written at once.
 BATCH = 64
-RECV_BYTES = 16384  # one read; more waiting is read on the next turn of the loop
-
-
-class _Gone(Exception):
-    """The socket is dead (write failed or timed out): stop, nothing more can be sent."""
-
-
-class NoReader:
-    """Given to simple-websocket as its ``thread_class``: the reader "thread" it starts does
-    nothing, because the request greenlet reads the socket itself (:meth:`Connection._read`).
-    A greenlet less per socket: about 3 KiB of memory and two greenlet switches per incoming
-    frame."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, target):
-        self.name = "chat-no-reader"
-
-    def start(self):
-        pass
-
-
-class Socket:
-    """The client socket as the connection and simple-websocket (pongs, close frames) write
-    to it.  Only the request greenlet writes, so no lock; each write is complete (gevent's
-    ``send`` may write only part) and blocks at most ``timeout`` seconds (gevent.Timeout).
-    The first attempt is one plain non-blocking send: most writes fit in the kernel buffer,
-    and then no timer is armed at all."""
-
-    __slots__ = ("raw", "timeout")
-
-    def __init__(self, raw, timeout):
-        self.raw = raw
-        self.timeout = timeout
-
-    def send(self, data):
-        try:
-            n = self.raw._sock.send(data)  # the OS socket under gevent's is non-blocking
-        except BlockingIOError:
-            n = 0
-        if n < len(data):
-            with gevent.Timeout(self.timeout):
-                self.raw.sendall(memoryview(data)[n:])
-        return len(data)
 
 
 class Connection:
@@ -85,14 +41,12 @@ class Connection:
         cfg = node.cfg
         self.node = node
         self.ws = ws
-        self.raw = ws.sock
-        ws.sock = Socket(ws.sock, cfg["CHAT_SEND_TIMEOUT"])
+        self.raw = transport.attach(ws, cfg["CHAT_SEND_TIMEOUT"])
         self.readable = False              # set by the read watcher: bytes are waiting
         self.user = user
         self.lower = user.lower()
         self.session_hash = session_hash
         self.rooms = set(rooms)
-        self.watching = ()                 # lower-cased names whose presence this socket gets
         self.since = since                 # the client's last id (tuple) or None
         self.out = []                      # (mid or None, frame bytes); a list: 700 B less than a deque
         self.held = None                   # live frames arriving while a replay is read
@@ -108,10 +62,10 @@ class Connection:
         self.strikes = 0
         self.ping_due = False
 
-    # ---- called by the dispatcher and other greenlets -----------------------------------
+    # ---- called by other greenlets (never block) -------------------------------------------
 
     def push(self, mid, frame):
-        """Queue a frame (never blocks).  Frames with an id go out once, in id order."""
+        """Queue a frame.  Frames with an id go out once, in id order."""
         if self.closing is not None:
             return
         if mid is not None:
@@ -130,8 +84,14 @@ class Connection:
         self.ws.event.set()
 
     def doom(self, code, reason):
+        """Close the socket with ``code`` and ``reason`` as soon as its greenlet runs."""
         if self.closing is None:
             self.closing = (code, reason)
+        self.ws.event.set()
+
+    def ping(self):
+        """Called by the process's pinger every CHAT_PING_INTERVAL (one timer for all sockets)."""
+        self.ping_due = True
         self.ws.event.set()
 
     def hold(self):
@@ -148,9 +108,17 @@ class Connection:
                 self.push(mid, frame)
             self.ws.event.set()
 
+    def unsaved_cursor(self):
+        """The highest id written to this socket if it is not yet saved as the delivered
+        cursor, else None."""
+        return self.sent_last if self.sent_last > self.cursor_saved else None
+
+    def cursor_saved_up_to(self, mid):
+        self.cursor_saved = max(self.cursor_saved, mid)
+
     def catch_up(self):
-        """After the node's pub/sub reconnected (this socket was put on hold when it was lost):
-        queue what was published meanwhile, then the live frames held since."""
+        """After the process's pub/sub reconnected (this socket was put on hold when it was
+        lost): queue what was published meanwhile, then the live frames held since."""
         try:
             if self.closing is None:
                 return self.resync(self.enq_last, announce=False)[0]
@@ -158,20 +126,19 @@ class Connection:
         finally:
             self.release()
 
-    # ---- replay -------------------------------------------------------------------------
+    # ---- replay -------------------------------------------------------------------------------
 
     def streams(self):
-        rooms = sorted(self.rooms)
-        return [keys.chat_inbox(self.user)] + [keys.chat_room(r) for r in rooms]
+        return [keys.chat_inbox(self.user)] + [keys.chat_room(r) for r in sorted(self.rooms)]
 
     def resync(self, since, announce, explicit=False):
         """Queue the stored messages after ``since`` (None: inbox only, from the start of the
         history) before any live message that arrives meanwhile.  Returns (count, gap)."""
-        node = self.node
+        store = self.node.store
         self.hold()
         try:
             streams = self.streams()
-            floor = (node._now_ms() - node.age_ms, 0)
+            floor = store.floor()
             gap_age = False
             if since is None:
                 starts = [format_id(floor)] + ["-"] * (len(streams) - 1)
@@ -179,7 +146,7 @@ class Connection:
                 if explicit and ZERO < since < floor:
                     gap_age = True
                 starts = [format_id(max(since, floor))] * len(streams)
-            entries, gap, _ = node.snapshot(streams, starts)
+            entries, gap = store.snapshot(streams, starts)
             n = 0
             for mid, frame in entries:
                 if mid > self.enq_last:
@@ -190,49 +157,67 @@ class Connection:
             gap = gap or gap_age
             if announce:
                 if gap:
-                    self.out.append((None, text_frame({
-                        "type": "system", "sender": "system", "receiver": self.user, "code": "history_gap",
-                        "data": "Some messages you missed are older than the history kept and could not be replayed."})))
-                self.out.append((None, text_frame({
-                    "type": "sync", "replayed": n, "gap": gap,
-                    "last_id": format_id(self.enq_last) if self.enq_last > ZERO else None})))
+                    self.reply({"type": "system", "sender": "system", "receiver": self.user, "code": "history_gap",
+                                "data": "Some messages you missed are older than the history kept and could not be "
+                                        "replayed."})
+                self.reply({"type": "sync", "replayed": n, "gap": gap,
+                            "last_id": format_id(self.enq_last) if self.enq_last > ZERO else None})
         finally:
             self.release()
         return n, gap
 
-    def follow(self, room, since):
-        """Start getting ``room``: subscribe (waiting for the confirmation), then replay what
-        was published in any of this socket's streams after ``since`` (the last id issued
-        before the join), so no room message is lost between the join and the subscription.
-        Live frames are held meanwhile and released in order."""
+    def join(self, room, record):
+        """Join ``room`` here: ``record(user, room)`` stores the membership and returns the last
+        id issued before it; then :meth:`follow` from that id.  Returns that id."""
         self.hold()
         try:
-            ch = self.node.join_local(self, room)
-            if ch:
-                self.node.subscribe([ch], wait=True)
+            since = record(self.user, room)
+            self.follow(room, since)
+        finally:
+            self.release()
+        return since
+
+    def leave(self, room):
+        if room in self.rooms:
+            self.rooms.discard(room)
+            self.node.left_room(self, room)
+
+    def follow(self, room, since):
+        """Start getting ``room``: wait until the process hears it, then replay what was
+        published in any of this socket's streams after ``since`` (the last id issued before
+        the join), so no room message is lost between the join and the subscription.  Live
+        frames are held meanwhile and released in order."""
+        self.hold()
+        try:
+            if room not in self.rooms:
+                self.rooms.add(room)
+                self.node.joined_room(self, room)
             self.resync(max(since, self.enq_last), announce=False)
         finally:
             self.release()
 
     def follow_elsewhere(self, room, since):
-        """The user joined ``room`` from another socket (any node): this one follows too.
+        """The user joined ``room`` from another socket (any process): this one follows too.
         Runs in its own short-lived greenlet (it waits for a subscription confirmation, which
-        the dispatcher that called it delivers)."""
+        the greenlet that called it delivers); the caller put this socket on hold."""
         try:
             if self.closing is None and room not in self.rooms:
                 self.follow(room, since)
         except RedisError:
             self.doom(1011, "could not join the room here: reconnect to resume")
         finally:
-            self.release()  # the hold taken by the dispatcher
+            self.release()
 
-    # ---- the request greenlet -----------------------------------------------------------
+    def left_elsewhere(self, room):
+        self.leave(room)
+
+    # ---- the request greenlet -----------------------------------------------------------------
 
     def run(self):
         node = self.node
-        # Live frames wait from the moment the node can hear this socket's channels until
-        # the first replay has queued what was missed: one pushed live in between would
-        # raise enq_last above older messages the replay must still send.
+        # Live frames wait from the moment the process can hear this socket's channels until
+        # the first replay has queued what was missed: one pushed live in between would raise
+        # enq_last above older messages the replay must still send.
         self.hold()
         try:
             admitted = node.add(self)
@@ -250,11 +235,11 @@ class Connection:
             self.loop()
         except RedisError:
             self._close(1011, "chat store unavailable: reconnect to resume")
-        except _Gone:
+        except transport.Gone:
             pass
         finally:
-            self._abort()
-            self.ws.sock = self.raw  # no cycle left through simple-websocket's socket
+            transport.abort(self.ws, self.raw)
+            transport.detach(self.ws, self.raw)
             node.remove(self)
 
     def _start(self):
@@ -269,27 +254,20 @@ class Connection:
         }))
         since, explicit = self.since, self.since is not None
         if since is None:
-            stored = node.redis.get(keys.chat_cursor(self.user))
-            since = parse_id(stored) if stored else None
+            since = node.store.cursor(self.user)
         self.resync(since, announce=True, explicit=explicit)
         self.release()  # the hold taken in run()
-
-    def ping(self):
-        """Called by the node's pinger every CHAT_PING_INTERVAL (one timer for all sockets)."""
-        self.ping_due = True
-        self.ws.event.set()
 
     def loop(self):
         ws = self.ws
         event = ws.event
-        watcher = self.raw._read_event  # gevent's own read watcher of this socket, idle here
         while True:
             if self.closing is not None:
                 if self.closing[0] == 1012 and ws.connected:
                     # A restart is not the client's fault: what it sent before it heard of
                     # the restart (read or still in the kernel buffer) is handled and acked.
                     for _ in range(8):
-                        if not self._read():
+                        if not transport.read(ws, self.raw):
                             break
                     while ws.input_buffer:
                         self.handle(ws.input_buffer.pop(0))
@@ -298,7 +276,7 @@ class Connection:
                 self._close(*self.closing)
                 return
             if self.readable:
-                self.readable = self._read()
+                self.readable = transport.read(ws, self.raw)
                 continue
             if not ws.connected:
                 # Frames that arrived just before the client's close are still handled (a
@@ -326,42 +304,11 @@ class Connection:
             event.clear()
             if self.out or self.closing is not None or self.ping_due:
                 continue
-            # Level-triggered: bytes that arrived while this greenlet was busy wake it at once.
-            watcher.start(self._on_readable)
-            try:
-                event.wait()  # no timeout: no timer per socket
-            finally:
-                watcher.stop()
+            transport.wait_readable(ws, self.raw, self._on_readable)
 
     def _on_readable(self):
         self.readable = True
         self.ws.event.set()
-
-    def _read(self):
-        """One non-blocking read, handed to simple-websocket's parser (what its reader greenlet
-        would do): messages land in ``ws.input_buffer``, pings are answered, a close frame,
-        EOF or a protocol error mark the socket disconnected, a frame over CHAT_MAX_FRAME is
-        answered with 1009.  True when a full read suggests more is waiting."""
-        ws = self.ws
-        try:
-            data = self.raw._sock.recv(RECV_BYTES)
-        except BlockingIOError:
-            return False
-        except OSError:
-            ws.connected = False
-            return False
-        if not data:
-            ws.connected = False
-            return False
-        try:
-            ws.ws.receive_data(data)
-            ws.connected = ws._handle_events()
-        except LocalProtocolError:
-            ws.connected = False
-        except (gevent.Timeout, OSError):  # its pong or close reply could not be written
-            self._abort()
-            raise _Gone() from None
-        return len(data) == RECV_BYTES
 
     def flush(self):
         out = self.out
@@ -386,46 +333,45 @@ class Connection:
 
     def send_raw(self, data):
         try:
-            self.ws.sock.send(data)
+            transport.write(self.ws, data)
         except gevent.Timeout:
             metrics.SLOW_CONSUMER_CLOSES.inc()
             log.warning("dropping slow consumer %s: a write blocked for %ss", self.user,
                         self.node.cfg["CHAT_SEND_TIMEOUT"])
-            self._abort()
-            raise _Gone() from None
+            transport.abort(self.ws, self.raw)
+            raise transport.Gone() from None
         except OSError:
-            self._abort()
-            raise _Gone() from None
-
-    def _abort(self):
-        self.ws.connected = False
-        try:
-            self.raw.close()
-        except OSError:
-            pass
+            transport.abort(self.ws, self.raw)
+            raise transport.Gone() from None
 
     def _close(self, code, reason):
-        """Send a close frame with ``code`` and ``reason`` and give the peer a moment to
-        answer (one read: its close reply or EOF), so the frame is read before the TCP
-        connection goes."""
-        ws = self.ws
-        with gevent.Timeout(2, False):  # False: a silent timeout, no exception
-            try:
-                if ws.connected:
-                    ws.close(reason=code, message=reason)
-                    self.raw.recv(RECV_BYTES)
-            except Exception:  # noqa: BLE001 - the peer is gone; nothing more to do
-                pass
-        ws.connected = False
+        transport.close(self.ws, self.raw, code, reason)
 
-    # ---- incoming frames ----------------------------------------------------------------
+    # ---- incoming frames ----------------------------------------------------------------------
+
+    def handle(self, raw):
+        """One incoming frame: rate-limited, parsed, then run by the process's commands.
+        Every frame gets its answer (or an ``error`` frame), and no frame, however it is made,
+        closes this socket or disturbs another one."""
+        if not self._allow():
+            return
+        msg = parse_frame(raw)
+        if isinstance(msg, Refused):
+            self.error(msg.code, msg.message, msg.cid)
+            return
+        self.node.commands.run(self, msg)
+
+    def reply(self, frame):
+        """Queue an answer to this socket's client (a dict: ack, error, pong, ...)."""
+        self.out.append((None, text_frame(frame)))
 
     def error(self, code, message, cid=None):
-        frame = {"type": "error", "code": code, "error": message}
-        if cid is not None:
-            frame["cid"] = cid
         metrics.FRAMES_REFUSED.labels(reason=code).inc()
-        self.out.append((None, text_frame(frame)))
+        self.out.append((None, error_frame(code, message, cid)))
+
+    def spend(self, tokens):
+        """Take extra tokens from the rate limit (a command that costs more than a frame)."""
+        self.tokens -= tokens
 
     def _allow(self):
         now = time.monotonic()
@@ -443,235 +389,3 @@ class Connection:
         else:
             self.error("rate_limited", f"too many frames: at most {self.rate:g} a second (burst {self.burst})")
         return False
-
-    def handle(self, raw):
-        """One incoming frame: every frame gets its answer (or an ``error`` frame), and no
-        frame, however it is made, closes this socket or disturbs another one."""
-        if not self._allow():
-            return
-        msg = parse_frame(raw)
-        if isinstance(msg, Refused):
-            self.error(msg.code, msg.message, msg.cid)
-            return
-        cid = msg.get("cid")
-        kind = msg.get("type", "message")
-        try:
-            if kind == "message":
-                self._message(msg, cid)
-            elif kind in ("join", "leave"):
-                self._membership(kind, msg.get("room"), cid)
-            elif kind == "watch":
-                self._watch(msg.get("users"), cid)
-            elif kind == "ping":
-                self.out.append((None, text_frame({"type": "pong", "cid": cid})))
-            else:
-                self.error("bad_frame", "unknown type: use message, join, leave, watch or ping", cid)
-        except RedisError:
-            # Not "nothing was stored": Redis may have run the send and gone before it
-            # answered (a graceful Redis stop does that).  Sending again with the same cid is
-            # always safe: a cid already stored is acknowledged, not stored twice.
-            self.error("unavailable", "the chat store did not answer: the message may or may not be stored; "
-                       "send it again with the same cid", cid)
-        except Exception:  # noqa: BLE001 - a bug met by one frame costs that frame, not the socket
-            log.exception("could not handle a frame from %s", self.user)
-            self.error("server_error", "the server could not handle this frame: nothing was sent", cid)
-
-    def _message(self, msg, cid):
-        metrics.MESSAGES_IN.inc()
-        data = msg.get("data")
-        if not isinstance(data, str):
-            self.error("bad_frame", "data must be a string", cid)
-            return
-        if not data.strip():
-            self.error("empty_data", "data is empty", cid)
-            return
-        receiver, room = msg.get("receiver"), msg.get("room")
-        if (receiver is None) == (room is None):
-            self.error("bad_frame", "give exactly one of receiver (a user name) or room", cid)
-            return
-        node = self.node
-        fields = {"sender": self.user, "data": data}
-        if cid is not None:
-            fields["cid"] = cid
-        if receiver is not None and not is_user_name(receiver):
-            self.error("unknown_receiver", "no such user", cid)
-            return
-        media = msg.get("media")
-        if media is not None:
-            if not self._share_media(media, receiver, room, cid):
-                return
-            fields["media"] = media
-        window = node.cfg["CHAT_DEDUP_WINDOW"]
-        if receiver is not None:
-            tail = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]
-            channel = keys.chat_user_channel(receiver)
-            res = node.run_send(
-                node.s_private,
-                [keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE,
-                 *self._dedup_key(channel, cid)],
-                [tail, node.maxlen, node.age_ms, channel, window])
-            if not res or not res[0]:
-                self.error("unknown_receiver", f"no such user: {receiver}", cid)
-                return
-            mid, ts, name, online, duplicate = res
-            ack = {"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "receiver": name}
-            if duplicate:
-                ack["duplicate"] = True
-            self.out.append((None, text_frame(ack)))
-            if not int(online) and not duplicate:
-                # The tutorial's notice; the message is stored and delivered when they connect.
-                self.out.append((None, text_frame({
-                    "type": "system", "sender": "system", "receiver": self.user, "code": "offline",
-                    "about": name, "id": mid, "data": "receiver is offline"})))
-            return
-        if not isinstance(room, str) or room not in self.rooms:
-            self.error("not_member", "join the room first", cid)
-            return
-        tail = json.dumps({"room": room, **fields}, ensure_ascii=False, separators=(",", ":"))[1:]
-        channel = keys.chat_room_channel(room)
-        mid, ts, duplicate = node.run_send(node.s_room, [keys.CHAT_CLOCK, keys.chat_room(room),
-                                                         *self._dedup_key(channel, cid)],
-                                           [tail, node.maxlen, node.age_ms, channel, window])
-        ack = {"type": "ack", "id": mid, "ts": int(ts), "cid": cid, "room": room}
-        if duplicate:
-            ack["duplicate"] = True
-        self.out.append((None, text_frame(ack)))
-
-    def _dedup_key(self, channel, cid):
-        """The key that makes a re-sent ``cid`` count once (none without a cid, or with
-        CHAT_DEDUP_WINDOW 0); see ``scripts._dedup``."""
-        if cid is None or not self.node.cfg["CHAT_DEDUP_WINDOW"]:
-            return []
-        return [keys.chat_cid(self.user, channel, cid)]
-
-    def _share_media(self, name, receiver, room, cid):
-        """A message may carry one of the sender's uploads (``media``: its name in the files
-        service).  The people of the conversation are added to its readers (the files
-        service's ``media:<name>:readers``, see docs/media.md) before the message goes out,
-        so their browsers can open ``/media/<name>``.  Only the owner can share a file."""
-        node = self.node
-        if not is_media_name(name):
-            self.error("bad_media", "media must be the name of a file you uploaded", cid)
-            return False
-        if room is not None and room == node.default_room:
-            self.error("bad_media", "files are shared in private conversations and named rooms", cid)
-            return False
-        if room is not None and (not isinstance(room, str) or room not in self.rooms):
-            self.error("not_member", "join the room first", cid)
-            return False
-        r = node.redis
-        pipe = r.pipeline(transaction=False)
-        pipe.hget(keys.media(name), "owner")
-        if receiver is not None:
-            pipe.hget(keys.user(receiver), "name")
-        else:
-            pipe.smembers(keys.chat_members(room))
-        owner, who = pipe.execute()
-        if not owner or owner.lower() != self.lower:
-            self.error("bad_media", "no such file of yours", cid)
-            return False
-        if not who:
-            self.error("unknown_receiver", f"no such user: {receiver}", cid)
-            return False
-        readers = [who.lower()] if receiver is not None else [m.lower() for m in who]
-        r.sadd(keys.media_readers(name), *readers)
-        return True
-
-    def _watch(self, users, cid):
-        """The users whose presence this socket is sent: the list replaces the previous one,
-        and the answer (``watching``, queued by the node once their state is known) gives the
-        state of each; later changes come as ``presence`` frames.  Starting to watch costs
-        rate-limit tokens (one per 100 users new to this socket), so swapping long lists
-        cannot load Redis with subscriptions."""
-        limit = self.node.cfg["CHAT_WATCH_MAX"]
-        if not isinstance(users, list) or not all(is_user_name(u) for u in users):
-            self.error("bad_watch", "users must be a list of user names", cid)
-            return
-        given = {}
-        for u in users:
-            if u.lower() != self.lower:
-                given.setdefault(u.lower(), u)
-        if len(given) > limit:
-            self.error("bad_watch", f"at most {limit} users can be watched", cid)
-            return
-        old = set(self.watching)
-        self.tokens -= sum(1 for u in given if u not in old) / 100
-        self.node.set_watch(self, given, cid)
-
-    def _membership(self, kind, room, cid):
-        node = self.node
-        if not is_room_name(room):
-            self.error("bad_room", "a room name is 1-32 letters, digits, - or _", cid)
-            return
-        if room == node.default_room:
-            self.error("bad_room", "everyone is in the default room", cid)
-            return
-        r = node.redis
-        if kind == "join":
-            if room not in self.rooms and r.scard(keys.chat_rooms(self.user)) >= node.cfg["CHAT_MAX_ROOMS"]:
-                self.error("too_many_rooms", f"at most {node.cfg['CHAT_MAX_ROOMS']} rooms", cid)
-                return
-            since = None
-            self.hold()
-            try:
-                pipe = r.pipeline(transaction=False)
-                pipe.hmget(keys.CHAT_CLOCK, "ms", "seq")  # the last id issued before the join
-                pipe.sadd(keys.chat_rooms(self.user), room)
-                pipe.sadd(keys.chat_members(room), self.user)
-                (ms, seq), _, _ = pipe.execute()
-                since = (int(ms or 0), int(seq or 0))
-                self.follow(room, since)
-            finally:
-                self.release()
-        else:
-            pipe = r.pipeline(transaction=False)
-            pipe.srem(keys.chat_rooms(self.user), room)
-            pipe.srem(keys.chat_members(room), self.user)
-            pipe.execute()
-            if room in self.rooms:
-                node.leave_local(self, room)
-        # Every socket of this user, on every node, follows (this one included: it gets the
-        # frame below as its confirmation).
-        frame = {"type": "room", "action": kind, "room": room, "cid": cid}
-        if kind == "join":
-            frame["since"] = format_id(since)  # for the user's other sockets: see follow()
-        body = json.dumps(frame, separators=(",", ":"))
-        r.publish(keys.chat_user_channel(self.user), "- " + body)
-
-
-class Refused:
-    """Why a frame was refused: an ``error`` frame's ``code``, its sentence and the frame's
-    ``cid`` (when it has a valid one)."""
-
-    __slots__ = ("code", "message", "cid")
-
-    def __init__(self, code, message, cid=None):
-        self.code, self.message, self.cid = code, message, cid
-
-
-def parse_frame(raw):
-    """An incoming WebSocket message as a frame (a dict with a valid ``cid`` or none), or the
-    :class:`Refused` answer.  Total: any ``str`` or ``bytes`` gives one or the other, never an
-    exception.  Refused: binary frames, anything that is not JSON, JSON nested deeper than the
-    parser's recursion limit, JSON that is not an object, text that is not valid Unicode (a
-    lone surrogate escape such as ``"\\ud800"``, which could be neither stored nor sent on), and a
-    ``cid`` that is not a string or number of at most 64 characters."""
-    if not isinstance(raw, str):
-        return Refused("binary", "binary frames are not supported: send JSON text")
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        return Refused("bad_json", "not JSON: send a JSON object such as {\"receiver\": \"bob\", \"data\": \"hi\"}")
-    except RecursionError:
-        return Refused("bad_json", "JSON nested too deeply")
-    if not isinstance(msg, dict):
-        return Refused("bad_frame", "a frame must be a JSON object")
-    if _SURROGATE_ESCAPE.search(raw):
-        try:
-            json.dumps(msg, ensure_ascii=False).encode()
-        except (UnicodeEncodeError, RecursionError):
-            return Refused("bad_unicode", "text must be valid Unicode: a lone surrogate escape (\\ud800-\\udfff) is not")
-    cid = msg.get("cid")
-    if cid is not None and not (isinstance(cid, (str, int)) and not isinstance(cid, bool) and len(str(cid)) <= 64):
-        return Refused("bad_frame", "cid must be a string or number of at most 64 characters")
-    return msg

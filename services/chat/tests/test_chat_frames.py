@@ -6,8 +6,7 @@ import json
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chat_service.conn import Refused, parse_frame
-from chat_service.node import parse_id, text_frame
+from chat_service.wire import Refused, parse_frame, parse_id, text_frame
 
 # Any JSON value, with every kind of string: lone surrogates included (Python's json writes
 # them as \udXXX escapes, as a hostile client would).

@@ -5,25 +5,10 @@ import time
 
 import pytest
 
-from chat_service import create_app, origin_allowed, scripts
-from chat_service.config import ChatTestConfig
-from webchat_common import as_mapping
-from chat_service.node import ZERO, format_id, parse_id, ws_frame
-from webchat_common import keys
-from webchat_common.sessions import session_key
-
-
-# Fixtures live here, not in a conftest.py: the integration tests' tests/conftest.py is
-# imported as "conftest" when both folders run in one pytest session.
-@pytest.fixture
-def app(redis_url):
-    return create_app(as_mapping(ChatTestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0,
-                                 CHAT_ALLOWED_ORIGINS="https://chat.example, http://other.example:8443/"))
-
-
-@pytest.fixture
-def r(app):
-    return app.extensions["redis"]
+from chat_service import scripts
+from chat_service.wire import ZERO, format_id, parse_id, ws_frame
+from webchat_common import keys, origin_allowed
+from webchat_testing.sessions import login_client
 
 
 def register(r, name):
@@ -283,9 +268,7 @@ WS_HEADERS = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Ke
 
 def login(client, r, name):
     """Plant a session as auth would write it (the contract in webchat_common.sessions)."""
-    sid = "s" * 42 + name[0]
-    r.set(session_key(sid), json.dumps({"created": time.time(), "data": {"user": name, "csrf": "t"}}), ex=60)
-    client.set_cookie("webchat_session", sid)
+    login_client(client, r, name, csrf="t")
 
 
 @pytest.mark.parametrize("who, origin, status", [
@@ -329,7 +312,7 @@ def test_pubsub_never_reconnects_inside_a_subscribe(app, r):
     and resubscribe right there, reading the socket the dispatcher reads)."""
     import redis as redis_lib
 
-    from chat_service.node import PubSub
+    from chat_service.transport import PubSub
 
     client = redis_lib.Redis.from_url(app.config["REDIS_URL"],
                                       retry=redis_lib.retry.Retry(redis_lib.backoff.NoBackoff(), 0))
@@ -350,11 +333,9 @@ def test_a_send_that_cannot_be_encoded_fails_alone(app):
     """Text that is not valid Unicode fails in its sender's greenlet, before it joins the
     batch of sends that one pipeline runs for every socket of the process (where it once
     failed the whole batch: every socket waiting on it closed)."""
-    from chat_service.node import Node
+    from chat_service.store import Store
 
-    with app.app_context():
-        node = Node(app)
-        with pytest.raises(UnicodeEncodeError):
-            node.run_send(node.s_room, [keys.CHAT_CLOCK, keys.chat_room("lobby")],
-                          ['"sender":"mallory","data":"\ud800"}', 10, 1000, keys.chat_room_channel("lobby"), 0])
-        assert node.sends == [], "nothing queued for the batch"
+    store = Store(app.extensions["redis"], app.config)
+    with pytest.raises(UnicodeEncodeError):
+        store.send_room("mallory", "lobby", {"sender": "mallory", "data": "\ud800"}, None)
+    assert store.sends == [], "nothing queued for the batch"

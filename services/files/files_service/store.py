@@ -213,14 +213,3 @@ def set_avatar(user, name):
     if old and old != name:
         delete(old)
 
-
-def share(name, users):
-    """Let ``users`` (registered names) read ``name``; return the names that were added."""
-    r = get_redis()
-    pipe = r.pipeline(transaction=False)
-    for u in users:
-        pipe.exists(keys.user(u))
-    known = [u.lower() for u, exists in zip(users, pipe.execute()) if exists]
-    if known:
-        r.sadd(keys.media_readers(name), *known)
-    return known

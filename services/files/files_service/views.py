@@ -11,14 +11,13 @@ Serving has two modes (``MEDIA_GATEWAY``):
 - run alone, Flask sends the file (``send_from_directory``: Range, ETag, Last-Modified, 304).
 """
 import os
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, send_from_directory
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.http import parse_range_header
 
-from webchat_common import (CSRF_REFUSED, csrf_exempt, csrf_valid, current_user, error_response, login_required,
-                            request_int, wants_json)
+from webchat_common import (CSRF_REFUSED, csrf_exempt, csrf_valid, current_user, error_response, get_redis,
+                            login_required, media, origin_allowed, request_int, wants_json)
 from webchat_common.names import is_media_name
 
 from . import detect, metrics, signing, store
@@ -76,11 +75,6 @@ def media_list():
     return resp
 
 
-def _same_origin(origin):
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and parts.netloc == request.host
-
-
 def _cross_site_refusal():
     """None if this unsafe request comes from our own pages or a script of the user: an
     ``Origin`` equal to our own (browsers cannot fake it; a cross-site form or fetch carries
@@ -88,7 +82,7 @@ def _cross_site_refusal():
     ``X-CSRF-Token`` or form field ``csrf_token``).  Otherwise the error response."""
     origin = request.headers.get("Origin")
     if origin is not None:
-        if _same_origin(origin):
+        if origin_allowed(origin, request.host):
             return None
         return _json_error(403, "Cross-site upload refused.", "cross_site")
     if csrf_valid():
@@ -242,12 +236,13 @@ def share(name):
     refusal = _check_name(name)
     if refusal is not None:
         return refusal
-    meta = store.metadata(name)
-    if meta is None or meta["owner"].lower() != current_user().lower():
+    if not media.is_owner(get_redis(), name, current_user()):
         return _json_error(404, "No such media.")
     body = request.get_json(silent=True)
     users = body.get("users") if isinstance(body, dict) else None
     if not isinstance(users, list) or not all(isinstance(u, str) and 0 < len(u) <= 32 for u in users) or len(users) > 1000:
         return _json_error(400, 'Send JSON {"users": ["name", ...]}.')
-    added = store.share(name, users)
+    added = media.share(get_redis(), name, current_user(), users)
+    if added is None:  # deleted meanwhile
+        return _json_error(404, "No such media.")
     return jsonify(name=name, added=added)

@@ -4,8 +4,8 @@ import base64
 
 import pytest
 
-from files_testlib import SAMPLES
 from files_service import detect, signing
+from webchat_testing.media import SAMPLES
 
 
 @pytest.mark.parametrize("filename", sorted(SAMPLES))

@@ -2,9 +2,8 @@
 import time
 from urllib.parse import parse_qs, urlsplit
 
-from files_testlib import SAMPLES, Person
-from files_testlib import app, gateway_app, media_root, people, r  # noqa: F401  (fixtures)
 from files_service import signing
+from webchat_testing.media import SAMPLES, Person
 
 
 def test_links_are_signed_for_the_session_and_expire_within_the_ttl(gateway_app, r):

@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from files_testlib import INLINE, SAMPLES
-from files_testlib import app, gateway_app, media_root, people, r  # noqa: F401  (fixtures)
 from webchat_common import keys
+from webchat_testing.media import INLINE, SAMPLES
 
 
 def stored_files(media_root):

@@ -1,12 +1,24 @@
-"""Helpers for tests and the local stack: free ports, a real redis-server, readiness waits.
+"""Development only (never installed in an image): what the tests, the local stack and the
+benchmarks share.
 
-Every service's tests use these (through the ``redis_url`` fixture of :mod:`.pytest_plugin`),
-and so does the local stack runner, so there is one way to start Redis, and the local stack
-runs it with the same persistence as compose and Kubernetes (:data:`PERSISTENT_ARGS`;
-docs/durability.md says why, and ``tests/test_durability_config.py`` keeps the three in step).
+This module: free ports, a real redis-server, readiness waits.  The local stack runner
+(``localstack``), every test folder (through the ``redis_url`` fixture of
+:mod:`webchat_testing.pytest_plugin`) and the benchmarks start Redis with :class:`RedisServer`,
+so there is one way to start Redis, and the local stack runs it with the same persistence as
+compose and Kubernetes (:data:`PERSISTENT_ARGS`; docs/durability.md says why, and
+``tests/test_durability_config.py`` keeps the three in step).
+
+The other modules: :mod:`.sessions` (a logged-in user planted in Redis by the session
+contract), :mod:`.media` (real little files of every type, a logged-in uploader),
+:mod:`.pytest_plugin` (fixtures and hypothesis profiles, ``-p webchat_testing.pytest_plugin``).
+
+The rule: a helper used by more than one test folder, by the local stack or by a benchmark
+lives here; a helper of the integration tests only lives in ``tests/support``; fixtures live in
+``conftest.py`` files (or the plugin), never in a helper or test module.
 """
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -30,8 +42,31 @@ EPHEMERAL_ARGS = ("--appendonly", "no", "--save", "")
 AOF_DIRNAME = "appendonlydir"
 
 
+def _ephemeral_low():
+    """The lowest port the kernel gives outgoing connections (Linux: ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    with socket.socket() as s:
+    """A TCP port free on every address now, for a server started next.  Taken at random below
+    the kernel's ephemeral range: a port the kernel hands out (``bind(0)``) is also where it
+    puts the local end of outgoing connections, and with benchmarks or other test runs opening
+    thousands of them one could take the port before our server binds it (seen: nginx's
+    "Address already in use", a stack answering on someone else's port)."""
+    low = min(_ephemeral_low(), 32768)
+    for _ in range(200):
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

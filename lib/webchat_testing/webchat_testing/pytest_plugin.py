@@ -1,8 +1,9 @@
-"""pytest fixtures shared by the services' unit tests (load with ``-p webchat_common.pytest_plugin``)."""
+"""pytest fixtures shared by every test folder (``pytest.ini``: ``-p webchat_testing.pytest_plugin``):
+a real Redis per session, emptied for each test, and the hypothesis profiles."""
 import pytest
 import redis
 
-from .testing import RedisServer
+from . import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +29,8 @@ def _hypothesis_profiles():
     """Property-based tests (hypothesis) run a bounded number of examples with no per-example
     deadline: the machines are shared and a real Redis or gateway round trip varies.  The
     ``thorough`` profile (``--hypothesis-profile=thorough``) runs ten times as many."""
-    try:
-        from hypothesis import HealthCheck, settings
-    except ImportError:  # a runtime image without the test tools
-        return
+    from hypothesis import HealthCheck, settings
+
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                         HealthCheck.function_scoped_fixture])
     settings.register_profile("default", max_examples=150, **common)

@@ -1,22 +1,15 @@
-"""Test data, helpers and fixtures of the files service's tests (real little files of every
-type, a logged-in person; a real Redis and a media directory per test).  The integration tests
-(``tests/test_media*.py``) use the samples too.
-
-The fixtures live here, not in a ``conftest.py``: the integration tests import their own
-``conftest`` module by name, and two modules called ``conftest`` in one pytest run collide.
-Test modules import the fixtures they use from here.
+"""Media test data: tiny but real files of every type the files service knows (their signatures
+are what detection reads), which of them are shown inline, and a logged-in uploader with a Flask
+test client.  The files service's unit tests and the integration tests (``tests/test_media*.py``)
+use the samples; the fixtures built on them are in ``services/files/tests/conftest.py``.
 """
-import hashlib
-import json
 import secrets
 import time
 from io import BytesIO
 
-import pytest
-import redis
+from webchat_common import keys
 
-from files_service import FilesTestConfig, create_app
-from webchat_common import as_mapping, keys
+from .sessions import plant_session
 
 # Tiny but real files of each type (their signatures are what detection reads).
 SAMPLES = {
@@ -44,10 +37,8 @@ class Person:
     def __init__(self, app, r, name):
         self.name = name
         r.hset(keys.user(name), mapping={"name": name, "password": "x", "created": int(time.time())})
-        self.sid = secrets.token_urlsafe(32)
         self.csrf = secrets.token_urlsafe(32)
-        value = {"created": time.time(), "data": {"user": name, "csrf": self.csrf}}
-        r.set("session:" + hashlib.sha256(self.sid.encode()).hexdigest(), json.dumps(value), ex=60)
+        self.sid = plant_session(r, name, csrf=self.csrf)
         self.client = app.test_client()
         self.client.set_cookie(app.config["SESSION_COOKIE_NAME"], self.sid)
 
@@ -67,32 +58,3 @@ class Person:
         return self.client.post(path, data=body, headers={
             "X-CSRF-Token": self.csrf, "Accept": "application/json",
             "Content-Type": "multipart/form-data; boundary=" + boundary.decode()})
-
-
-@pytest.fixture
-def media_root(tmp_path):
-    return tmp_path / "media"
-
-
-@pytest.fixture
-def app(redis_url, media_root):
-    return create_app(as_mapping(FilesTestConfig, REDIS_URL=redis_url, MEDIA_ROOT=str(media_root)))
-
-
-@pytest.fixture
-def gateway_app(redis_url, media_root):
-    """The service configured as behind the gateway (signed links, X-Accel-Redirect)."""
-    return create_app(as_mapping(FilesTestConfig, REDIS_URL=redis_url, MEDIA_ROOT=str(media_root),
-                                 MEDIA_GATEWAY=True, MEDIA_URL_SECRET="test-secret", MEDIA_URL_TTL=60))
-
-
-@pytest.fixture
-def r(redis_url):
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def people(app, r):
-    return lambda name: Person(app, r, name)

@@ -1,0 +1,158 @@
+"""Messages in Redis: storing and publishing a message, reading history, delivered cursors.
+
+Rule: a message is stored (XADD to the receiver's inbox or the room's stream) and published
+(on the user's or room's channel) by one Lua call, so whoever hears a channel and then reads
+its streams misses nothing and gets nothing twice; ids are global and increasing (see
+:mod:`.scripts`).  A ``cid`` is stored once per sender and conversation within
+CHAT_DEDUP_WINDOW: the same ``cid`` sent again is acknowledged with the first message's id.
+
+Sends are batched: one greenlet per process runs the sends of all its sockets, whatever
+accumulated while the previous batch was in Redis, as one pipeline (one pool checkout, one
+write, one read for k messages).  Each socket still sends one message at a time, so its own
+messages are stored in order.  A send's arguments are encoded in its sender's greenlet, so
+text that cannot be encoded fails that send alone, never the batch of other people's sends.
+"""
+import time
+
+import gevent
+from gevent.event import AsyncResult, Event
+from redis.exceptions import NoScriptError
+
+from webchat_common import keys
+
+from . import scripts
+from .wire import ZERO, format_id, message_tail, parse_id
+
+#: Sends one pipeline carries at most.
+BATCH = 256
+
+
+class Store:
+    def __init__(self, redis, cfg):
+        self.redis = redis
+        self.maxlen = cfg["CHAT_HISTORY_LENGTH"]
+        self.age_ms = int(cfg["CHAT_HISTORY_AGE"] * 1000)
+        self.dedup_window = cfg["CHAT_DEDUP_WINDOW"]
+        self.s_private = redis.register_script(scripts.SEND_PRIVATE)
+        self.s_room = redis.register_script(scripts.SEND_ROOM)
+        self.s_snapshot = redis.register_script(scripts.SNAPSHOT)
+        self.s_cursor = redis.register_script(scripts.CURSOR_MAX)
+        self.sends = []          # (script, keys, args, AsyncResult) waiting for the next batch
+        self.sends_ready = Event()
+        self._sender = gevent.spawn(self._send_loop)
+
+    # ---- sending ---------------------------------------------------------------------------
+
+    def send_private(self, sender, receiver, fields, cid):
+        """Store and publish a private message (``fields``: sender, data, cid, media).
+        Returns (id, ts, the receiver's registered name, online?, duplicate?), or None when
+        nobody is registered under ``receiver``."""
+        channel = keys.chat_user_channel(receiver)
+        res = self._run(self.s_private,
+                        [keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE,
+                         *self._dedup_key(sender, channel, cid)],
+                        [message_tail(fields), self.maxlen, self.age_ms, channel, self.dedup_window])
+        if not res or not res[0]:
+            return None
+        mid, ts, name, online, duplicate = res
+        return mid, int(ts), name, bool(int(online)), bool(duplicate)
+
+    def send_room(self, sender, room, fields, cid):
+        """Store and publish a message in ``room``.  Returns (id, ts, duplicate?)."""
+        channel = keys.chat_room_channel(room)
+        mid, ts, duplicate = self._run(self.s_room, [keys.CHAT_CLOCK, keys.chat_room(room),
+                                                     *self._dedup_key(sender, channel, cid)],
+                                       [message_tail({"room": room, **fields}), self.maxlen, self.age_ms, channel,
+                                        self.dedup_window])
+        return mid, int(ts), bool(duplicate)
+
+    def _dedup_key(self, sender, channel, cid):
+        """The key that makes a re-sent ``cid`` count once (none without a cid, or with
+        CHAT_DEDUP_WINDOW 0); see ``scripts._dedup``."""
+        if cid is None or not self.dedup_window:
+            return []
+        return [keys.chat_cid(sender, channel, cid)]
+
+    def _run(self, script, keys_, args):
+        """Run a send script in the next batch and return its result."""
+        res = AsyncResult()
+        keys_ = [k.encode() if isinstance(k, str) else k for k in keys_]
+        args = [a.encode() if isinstance(a, str) else a for a in args]
+        self.sends.append((script, keys_, args, res))
+        self.sends_ready.set()
+        return res.get()
+
+    def _send_loop(self):
+        while True:
+            self.sends_ready.wait()
+            self.sends_ready.clear()
+            while self.sends:
+                batch, self.sends = self.sends[:BATCH], self.sends[BATCH:]
+                try:
+                    results = self._run_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - every waiter gets the error
+                    for *_, res in batch:
+                        res.set_exception(exc)
+                    continue
+                for (*_, res), result in zip(batch, results):
+                    if isinstance(result, Exception):
+                        res.set_exception(result)
+                    else:
+                        res.set(result)
+
+    def _run_batch(self, batch):
+        pipe = self.redis.pipeline(transaction=False)
+        for script, keys_, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        results = pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # Redis restarted (or SCRIPT FLUSH): load and run just those again
+            for script in {batch[i][0] for i in missing}:
+                script.sha = self.redis.script_load(script.script)
+            pipe = self.redis.pipeline(transaction=False)
+            for i in missing:
+                script, keys_, args, _ = batch[i]
+                pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+            for i, r in zip(missing, pipe.execute(raise_on_error=False)):
+                results[i] = r
+        return results
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def floor(self):
+        """The oldest id history may still hold (CHAT_HISTORY_AGE ago)."""
+        return (int(time.time() * 1000) - self.age_ms, 0)
+
+    def snapshot(self, streams, starts):
+        """Read ``streams`` after their start ids (``"-"``: skip) in one atomic script.
+        Returns (entries sorted by id as (mid, frame json), gap?)."""
+        count = self.maxlen * 2 + 100
+        res = self.s_snapshot(keys=streams, args=[*starts, count])
+        entries, gap = [], False
+        for (boundary, items), start in zip(res[:-1], starts):
+            if start == "-":
+                continue
+            s = parse_id(start) or ZERO
+            if (parse_id(boundary) or ZERO) > s:
+                gap = True
+            if len(items) >= count:
+                gap = True
+            for sid, fields in items:
+                mid = parse_id(sid)
+                frame = fields.get("f") if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2])).get("f")
+                if mid and frame:
+                    entries.append((mid, frame))
+        entries.sort(key=lambda e: e[0])
+        return entries, gap
+
+    # ---- delivered cursors -----------------------------------------------------------------
+
+    def cursor(self, user):
+        """The id up to which ``user`` was delivered messages, or None."""
+        stored = self.redis.get(keys.chat_cursor(user))
+        return parse_id(stored) if stored else None
+
+    def save_cursor(self, user, mid, client=None):
+        """Move ``user``'s delivered cursor up to ``mid`` (never back); on ``client`` (a
+        pipeline) when given."""
+        self.s_cursor(keys=[keys.chat_cursor(user)], args=[format_id(mid), self.age_ms // 1000], client=client)

@@ -1,0 +1,84 @@
+"""The chat service's routes: the chat page (``GET /chat/``) and the WebSocket
+(``/chat/<username>``).
+
+Rule: a WebSocket is refused before the upgrade unless its session is valid, the address is
+the session's user's and the ``Origin`` is allowed.  That check is a ``before_request`` hook,
+because flask-sock answers 101 inside the route, before the handler body runs: a visitor gets
+401, someone else's address or a foreign ``Origin`` 403, a bad ``last_id`` 400, a process that
+is shutting down 503, all before any upgrade.
+"""
+import socket as pysocket
+
+from flask import Blueprint, current_app, render_template, request, session
+from flask_sock import Sock
+from redis.exceptions import RedisError
+
+from webchat_common import current_user, error_response, keys, login_required, origin_allowed
+
+from . import metrics
+from .wire import parse_id
+
+bp = Blueprint("chat", __name__, url_prefix="/chat", template_folder="templates", static_folder="static",
+               static_url_path="/static")
+sock = Sock()
+
+
+@bp.get("/")
+@login_required
+def page():
+    """The chat client: contacts with presence, private and room conversations."""
+    return render_template("chat.html")
+
+
+def _refuse(code, reason, message):
+    metrics.HANDSHAKES_REFUSED.labels(reason=reason).inc()
+    return error_response(code, message)
+
+
+@bp.before_request
+def check_handshake():
+    """Refuse a WebSocket before flask-sock upgrades it."""
+    if request.endpoint != "chat.socket":
+        return None
+    user = current_user()
+    if user is None:
+        return _refuse(401, "no_session", "login required")
+    if request.view_args.get("username") != user:
+        return _refuse(403, "not_yours", "this chat address belongs to another user")
+    # (No Origin at all is refused too: browsers always send one, so only a script would omit it.)
+    if not origin_allowed(request.headers.get("Origin"), request.host, current_app.config["CHAT_ORIGINS"]):
+        return _refuse(403, "origin", "origin not allowed")
+    node = current_app.extensions.get("chat_node")
+    if node is not None and node.shutting_down:
+        return _refuse(503, "shutting_down", "this chat process is restarting: reconnect")
+    last = request.args.get("last_id")
+    if last and parse_id(last) is None:
+        return _refuse(400, "bad_last_id", "last_id must look like <ms>-<seq>")
+    # No permessage-deflate: chat frames are small, and a zlib context per socket would cost
+    # ~300 KiB of memory each (simple-websocket would otherwise accept the browser's offer).
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    sndbuf = current_app.config["CHAT_SOCKET_SNDBUF"]
+    raw = request.environ.get("gunicorn.socket")
+    if sndbuf and raw is not None:
+        raw.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_SNDBUF, sndbuf)
+    return None
+
+
+@sock.route("/<username>", bp=bp, endpoint="socket")
+def socket(ws, username):
+    """One chat WebSocket: hello, the replay of what was missed, then live frames."""
+    from .conn import Connection  # (gevent's world: imported by the first socket, not the app)
+    from .node import Node
+
+    app = current_app._get_current_object()
+    node = app.extensions.get("chat_node")
+    if node is None:
+        node = app.extensions["chat_node"] = Node(app)
+    try:
+        rooms = {node.default_room, *node.redis.smembers(keys.chat_rooms(username))}
+    except RedisError:
+        ws.close(reason=1011, message="chat store unavailable: try again shortly")
+        return
+    last = request.args.get("last_id")
+    conn = Connection(node, ws, username, session.key_hash, rooms, parse_id(last) if last else None)
+    conn.run()

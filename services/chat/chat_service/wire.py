@@ -1,0 +1,129 @@
+"""What travels on the wire: message ids, the frames the server writes, the frames it reads.
+
+Rule: every frame a client can send goes through :func:`parse_frame`, which is total (any
+text or bytes gives a frame or a :class:`Refused`, never an exception), and every frame the
+server builds goes through :func:`text_frame` or comes whole from Redis, so no encode path can
+fail.  The frame table (types, fields, close codes) is in docs/chat.md.
+
+The message frame, the one shape stored in history and sent to sockets::
+
+    {"type": "message", "id": "<ms>-<seq>", "ts": <ms>, "sender": <name>,
+     "receiver": <name> | "room": <room>, "data": <text>, "cid": <client id>?, "media": <name>?}
+
+It is assembled in Redis by the send scripts (``scripts.SEND_PRIVATE``, ``SEND_ROOM``): the id,
+``ts`` and the receiver's registered name are added there to the rest, which
+:func:`message_tail` writes here.  Published on a user's or room's channel as
+``"<id> <frame>"``; a control frame for a user's sockets (a room joined or left) as
+``"- <frame>"`` (see :func:`split_published`).
+"""
+import json
+import re
+
+#: A message id ``<ms>-<seq>``: ASCII digits only, matched whole.
+ID_RE = re.compile(r"([0-9]{1,16})-([0-9]{1,19})")
+ZERO = (0, 0)
+
+#: A JSON escape of a UTF-16 surrogate (``\ud800``-``\udfff``): the frame may decode to a string
+#: that is not valid Unicode (a lone surrogate), which could be neither stored nor sent on.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_id(text):
+    """``"<ms>-<seq>"`` as a comparable tuple, or None when it is not an id."""
+    m = ID_RE.fullmatch(text) if isinstance(text, str) else None
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def format_id(mid):
+    return f"{mid[0]}-{mid[1]}"
+
+
+def ws_frame(opcode, payload):
+    """One unmasked, unfragmented server frame (RFC 6455 5.2): built here, once per message,
+    instead of once per socket through wsproto."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def text_frame(obj):
+    """A server frame (hello, ack, error, ...) as a WebSocket text frame.  ASCII JSON: whatever
+    strings it carries (a client's ``cid``), the bytes are valid UTF-8 and encoding cannot fail."""
+    return ws_frame(0x1, json.dumps(obj, separators=(",", ":")).encode())
+
+
+def error_frame(code, message, cid=None):
+    """An ``error`` frame: ``code`` for programs, ``message`` (a sentence) for people."""
+    frame = {"type": "error", "code": code, "error": message}
+    if cid is not None:
+        frame["cid"] = cid
+    return text_frame(frame)
+
+
+PING_FRAME = ws_frame(0x9, b"")
+
+
+def message_tail(fields):
+    """The part of a message frame its sender's process writes (``sender``, ``data``, ``cid``,
+    ``media``, ``room``): a JSON object without its opening brace, which the send script
+    completes (see the module docstring)."""
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]
+
+
+def control_payload(frame):
+    """What is published on a user's channel for their sockets to act on (a room joined or
+    left): ``"- <frame>"``."""
+    return "- " + json.dumps(frame, separators=(",", ":"))
+
+
+def split_published(data):
+    """A payload heard on a user's or room's channel: ``(id tuple, frame bytes)`` for a stored
+    message, ``(None, frame bytes)`` for a control frame, or None for anything else."""
+    head, _, body = data.partition(b" ")
+    if head == b"-":
+        return None, body
+    mid = parse_id(head.decode("ascii", "replace"))
+    return (mid, body) if mid is not None else None
+
+
+class Refused:
+    """Why a frame was refused: an ``error`` frame's ``code``, its sentence and the frame's
+    ``cid`` (when it has a valid one)."""
+
+    __slots__ = ("code", "message", "cid")
+
+    def __init__(self, code, message, cid=None):
+        self.code, self.message, self.cid = code, message, cid
+
+
+def parse_frame(raw):
+    """An incoming WebSocket message as a frame (a dict with a valid ``cid`` or none), or the
+    :class:`Refused` answer.  Total: any ``str`` or ``bytes`` gives one or the other, never an
+    exception.  Refused: binary frames, anything that is not JSON, JSON nested deeper than the
+    parser's recursion limit, JSON that is not an object, text that is not valid Unicode (a
+    lone surrogate escape such as ``"\\ud800"``, which could be neither stored nor sent on), and a
+    ``cid`` that is not a string or number of at most 64 characters."""
+    if not isinstance(raw, str):
+        return Refused("binary", "binary frames are not supported: send JSON text")
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        return Refused("bad_json", "not JSON: send a JSON object such as {\"receiver\": \"bob\", \"data\": \"hi\"}")
+    except RecursionError:
+        return Refused("bad_json", "JSON nested too deeply")
+    if not isinstance(msg, dict):
+        return Refused("bad_frame", "a frame must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(msg, ensure_ascii=False).encode()
+        except (UnicodeEncodeError, RecursionError):
+            return Refused("bad_unicode", "text must be valid Unicode: a lone surrogate escape (\\ud800-\\udfff) is not")
+    cid = msg.get("cid")
+    if cid is not None and not (isinstance(cid, (str, int)) and not isinstance(cid, bool) and len(str(cid)) <= 64):
+        return Refused("bad_frame", "cid must be a string or number of at most 64 characters")
+    return msg

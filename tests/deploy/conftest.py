@@ -1,0 +1,17 @@
+"""Fixtures of the deploy checks: every kustomize render (overlay x optional components),
+rendered once per session."""
+import pytest
+
+from support.deploy import render_variant, variant_id, variants
+
+
+@pytest.fixture(scope="session")
+def render_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("kustomize")
+
+
+@pytest.fixture(scope="session", params=variants(), ids=variant_id)
+def rendered(request, render_dir):
+    overlay, components = request.param
+    return {"overlay": overlay, "components": components,
+            "objects": render_variant(overlay, components, render_dir)}
