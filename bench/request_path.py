@@ -8,8 +8,9 @@ It starts the local stack (the same code as ``make run``: Redis with its AOF, th
 gunicorn, nginx rendered from the one gateway template), registers one user through the gateway
 (its session is made by auth, through the session contract) and uploads one small PNG.  Two
 baseline apps (``bench/request_path_apps.py``) run under gunicorn with exactly the settings the
-auth service runs with in the local stack (``-c python:webchat_common.gunicorn_conf``, the same
-worker class and worker count, so the same threads, ``PROMETHEUS_MULTIPROC_DIR`` set), each
+auth service runs with in the local stack (``-c python:webchat_common.gunicorn_conf`` with
+``SERVICE_NAME=auth``: auth's ``service.toml`` worker class, workers and threads, and
+``PROMETHEUS_MULTIPROC_DIR`` set; only the app on the command line differs), each
 behind a copy of the gateway's own ``server`` block (same headers, access log, keepalive
 upstream) in the same nginx process, on its own port:
 
@@ -56,7 +57,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
 from localstack import Service, Stack  # noqa: E402
-from webchat_common.testing import free_port  # noqa: E402
+from webchat_common import service as declared  # noqa: E402
+from webchat_testing import free_port  # noqa: E402
+from webchat_testing.sessions import COOKIE  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 #: The variants that share the auth service's gunicorn settings, with the app each runs.
@@ -91,19 +94,24 @@ class BenchStack(Stack):
     def __init__(self, state_dir, me_json):
         super().__init__(state_dir, chat_replicas=1)
         self.me_json = me_json
-        auth = self.services["auth"]
         self.ports = {}
-        for name, app in BASELINES.items():
-            self.services[name] = Service(name, app, free_port(), worker_class=auth.worker_class,
-                                          workers=auth.workers)
+        for name in BASELINES:
+            self.services[name] = Service(name, free_port())
             self.ports[name] = free_port()
 
     def service_env(self, name):
         env = super().service_env(name)
         if name in BASELINES:
+            # SERVICE_NAME=auth: gunicorn_conf runs it with auth's declaration (worker class,
+            # workers, threads); the app on the command line (service_args) replaces auth's.
+            env["SERVICE_NAME"] = "auth"
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH")]))
             env["BENCH_ME_JSON"] = self.me_json
         return env
+
+    def service_args(self, svc, replica):
+        args = super().service_args(svc, replica)
+        return args + [BASELINES[svc.name]] if svc.name in BASELINES else args
 
     def render_gateway(self):
         path = super().render_gateway()
@@ -179,7 +187,7 @@ def _ms(text):
 def wrk(url, cookie, duration, connections, threads):
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
-         "-H", f"Cookie: webchat_session={cookie}", url],
+         "-H", f"Cookie: {COOKIE}={cookie}", url],
         capture_output=True, text=True, check=True).stdout
     requests_done = int(re.search(r"(\d+) requests in", out).group(1))
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -377,7 +385,7 @@ def prepare(state_dir, media_size):
         resp = http.post(stack.url + "/media/", files={"file": ("bench.png", data)},
                          headers={"X-CSRF-Token": me["csrf_token"], "Accept": "application/json"})
         resp.raise_for_status()
-        return me, http.cookies["webchat_session"], resp.json()["name"]
+        return me, http.cookies[COOKIE], resp.json()["name"]
 
 
 def run(stack, me, cookie, media_name, args):
@@ -394,13 +402,17 @@ def run(stack, me, cookie, media_name, args):
     if args.only:
         wanted = set(args.only.split(","))
         variants = [v for v in variants if v.label in wanted or v.service in wanted]
+    for name, app in BASELINES.items():
+        which = requests.get(f"http://127.0.0.1:{stack.services[name].port}/_bench/app", timeout=10).text
+        if which != app.split(":")[1].removesuffix("()"):
+            raise SystemExit(f"{name} runs {which!r}, not {app}")
     for v in variants:
-        v.check(requests.get(v.url, cookies={"webchat_session": cookie}, allow_redirects=False, timeout=10))
+        v.check(requests.get(v.url, cookies={COOKIE: cookie}, allow_redirects=False, timeout=10))
         wrk(v.url, cookie, 2, args.connections, args.threads)  # warm-up
-    auth = stack.services["auth"]
+    auth = declared.gunicorn_settings("auth")
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, {args.rounds} rounds in rotated "
-          f"order; every app under gunicorn -k {auth.worker_class} -w {auth.workers} (threads from "
-          f"webchat_common.gunicorn_conf); nginx worker_processes auto ({os.cpu_count()} CPUs); "
+          f"order; every app under gunicorn -k {auth['worker_class']} -w {auth['workers']} --threads "
+          f"{auth['threads']} (auth's service.toml); nginx worker_processes auto ({os.cpu_count()} CPUs); "
           f"x-accel file {args.media_size} bytes; load average before: {os.getloadavg()[0]:.1f}", flush=True)
     results = collections.defaultdict(list)  # label -> [wrk result per round]
     ratios = collections.defaultdict(list)  # label -> [rate / bare rate in the same round]

@@ -35,6 +35,10 @@ def bare_app():
     def healthz():
         return jsonify(status="ok")
 
+    @app.get("/_bench/app")
+    def which():  # the benchmark checks that gunicorn runs this app, not auth's
+        return "bare_app"
+
     return app
 
 
@@ -56,5 +60,9 @@ def session_app():
     @app.get("/healthz")
     def healthz():
         return jsonify(status="ok")
+
+    @app.get("/_bench/app")
+    def which():
+        return "session_app"
 
     return app

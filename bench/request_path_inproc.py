@@ -35,13 +35,14 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir  # before prometheus_clien
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
 from webchat_common.config import as_mapping  # noqa: E402
-from webchat_common.testing import RedisServer  # noqa: E402
+from webchat_testing import RedisServer  # noqa: E402
+from webchat_testing.sessions import COOKIE  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def environ_for(path, cookie):
-    env = EnvironBuilder(path=path, headers={"Cookie": f"webchat_session={cookie}", "Accept": "*/*",
+    env = EnvironBuilder(path=path, headers={"Cookie": f"{COOKIE}={cookie}", "Accept": "*/*",
                                              "X-Forwarded-For": "127.0.0.1", "X-Request-ID": "bench-1"}).get_environ()
     env["REMOTE_ADDR"] = "127.0.0.1"
     return env
@@ -65,10 +66,10 @@ def setup(redis_url, media_root):
     client = auth.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/register").text).group(1)
     client.post("/register", data={"username": "bench", "password": "bench-password-1", "csrf_token": token})
-    cookie = client.get_cookie("webchat_session").value
+    cookie = client.get_cookie(COOKIE).value
     me = client.get("/api/me").json
     fclient = files.test_client()
-    fclient.set_cookie("webchat_session", cookie)
+    fclient.set_cookie(COOKIE, cookie)
     resp = fclient.post("/media/", data={"file": (io.BytesIO(PNG + os.urandom(4088)), "bench.png")},
                         headers={"X-CSRF-Token": me["csrf_token"], "Accept": "application/json"})
     name = resp.json["name"]
