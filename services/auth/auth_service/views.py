@@ -89,7 +89,7 @@ class LoginView(MethodView):
             return body, 401
         throttle.record_success(name)
         metrics.login_succeeded(current_app._get_current_object())
-        new_login(name)
+        _log_in(name)
         return redirect(nxt)
 
 
@@ -112,8 +112,17 @@ def register():
         errors = {"username": "That username is taken."}
         return render_template("register.html", username=username, errors=errors), 409
     metrics.track_new_session(current_app._get_current_object())
-    new_login(username)
+    _log_in(username)
     return redirect("/", code=303)
+
+
+def _log_in(name):
+    """A new logged-in session for ``name`` (see ``webchat_common.new_login``), which also
+    keeps what ``/api/me`` answers with, so that answer needs no read besides the session."""
+    new_login(name)
+    user = users.get_user(name)
+    if user is not None:
+        session["created"] = int(user["created"])
 
 
 @bp.post("/logout")
@@ -138,10 +147,16 @@ def profile():
 @bp.get("/api/me")
 @login_required
 def me():
-    user = users.get_user(current_user()) or abort(401)
+    """Who is logged in, from the session alone (one Redis read per request, the session's):
+    the name and registration time were put in it at login.  A session from before that was
+    kept there reads the user once and keeps it."""
+    created = session.get("created")
+    if not isinstance(created, int):
+        user = users.get_user(current_user()) or abort(401)
+        created = session["created"] = int(user["created"])
     return jsonify(
-        user=user["name"],
-        created=int(user["created"]),
+        user=current_user(),
+        created=created,
         login_at=session.get("login_at"),
         csrf_token=csrf_token(),
     )

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 
@@ -120,3 +122,24 @@ def test_factory_requires_redis_url():
 
     with pytest.raises(RuntimeError, match="REDIS_URL"):
         create_app({"REDIS_URL": None})
+
+
+def test_api_me_reads_only_the_session(alice, auth, app, client):
+    """After a login, ``/api/me`` is one Redis command (the session's GETEX): the name and the
+    registration time came into the session at login.  A session from before that (no
+    ``created`` in it) reads the user once and keeps it."""
+    r = app.extensions["redis"]
+    for log_in in (lambda: None, lambda: (auth.logout(), auth.login())):
+        log_in()
+        created = int(r.hget("user:alice", "created"))
+        r.config_resetstat()
+        me = client.get("/api/me").json
+        assert me["user"] == "alice" and me["created"] == created
+        calls = {name.removeprefix("cmdstat_"): stat["calls"] for name, stat in r.info("commandstats").items()}
+        assert {k: v for k, v in calls.items() if not k.startswith(("config", "info"))} == {"getex": 1}
+    key = next(iter(r.scan_iter("session:*")))
+    data = json.loads(r.get(key))
+    del data["data"]["created"]
+    r.set(key, json.dumps(data), keepttl=True)
+    assert client.get("/api/me").json["created"] == me["created"]
+    assert json.loads(r.get(key))["data"]["created"] == me["created"], "kept in the session"
