@@ -24,7 +24,6 @@ class Commands:
     """One per process; ``node`` gives the store, the presence watch, Redis and the settings."""
 
     def __init__(self, node):
-        self.node = node
         self.store = node.store
         self.watch = node.watch
         self.redis = node.redis

@@ -208,9 +208,6 @@ class Connection:
         finally:
             self.release()
 
-    def left_elsewhere(self, room):
-        self.leave(room)
-
     # ---- the request greenlet -----------------------------------------------------------------
 
     def run(self):

@@ -235,7 +235,7 @@ class Node:
                 conn.hold()
                 gevent.spawn(conn.follow_elsewhere, room, since)
             elif action == "leave" and room in conn.rooms:
-                conn.left_elsewhere(room)
+                conn.leave(room)
             conn.push(None, frame)
 
     def _pubsub_lost(self):
