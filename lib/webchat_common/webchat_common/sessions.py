@@ -191,7 +191,7 @@ class RedisSessionInterface(SessionInterface):
         ttl = self._ttl(app, session)
         key = session_key(session.sid)
         if session.modified:
-            value = json.dumps({"created": session.created, "data": dict(session)})
+            value = session_value(dict(session), session.created)
             # A new id is created (nx); a known one only updated while it still exists (xx), so
             # a request that was in flight during logout cannot bring the session back.
             if r.set(key, value, ex=ttl, nx=session.new_id, xx=not session.new_id):
