@@ -411,20 +411,16 @@ def fault_sigterm_each(stack, clients, probe):
     return times
 
 
-def fault_redis_restart(stack, clients, probe):
-    t = time.monotonic()
-    stack.redis.stop()
-    time.sleep(1.0)
-    stack.redis.start()
-    return [t]
-
-
-def fault_redis_kill(stack, clients, probe):
-    t = time.monotonic()
-    stack.redis.kill()
-    time.sleep(1.0)
-    stack.redis.start()
-    return [t]
+def redis_down_for_a_second(how):
+    """A fault that stops Redis ``how`` (``"stop"``: SIGTERM, ``"kill"``: kill -9) and starts
+    it again a second later, on the same port and data."""
+    def fault(stack, clients, probe):
+        t = time.monotonic()
+        getattr(stack.redis, how)()
+        time.sleep(1.0)
+        stack.redis.start()
+        return [t]
+    return fault
 
 
 def fault_nginx_reload(stack, clients, probe):
@@ -438,8 +434,8 @@ SCENARIOS = {
     "a": ("kill -9 of a chat worker", fault_kill_worker),
     "b": ("kill -9 of a chat replica, started again", fault_kill_replica),
     "c": ("SIGTERM of each chat replica in turn", fault_sigterm_each),
-    "d": ("Redis restart (SIGTERM, start)", fault_redis_restart),
-    "e": ("kill -9 of Redis, started again", fault_redis_kill),
+    "d": ("Redis restart (SIGTERM, start)", redis_down_for_a_second("stop")),
+    "e": ("kill -9 of Redis, started again", redis_down_for_a_second("kill")),
     "f": ("nginx -s reload", fault_nginx_reload),
 }
 
