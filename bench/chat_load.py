@@ -654,7 +654,7 @@ def ratios(results):
         if r.get("mode") == "max":
             out.append(f"max sockets, {r['variant']}: {r['connected']} of {r['n']} opened to one process "
                        f"(its fd limit {r.get('worker_nofile')}), {r['rss_per_socket_kib']:.1f} KiB RSS per socket"
-                       + (f" (target <= 40 KiB, >= 19,000 sockets)" if r["variant"] == "webchat" else ""))
+                       + (" (target <= 40 KiB, >= 19,000 sockets)" if r["variant"] == "webchat" else ""))
     return "\n".join(out)
 
 

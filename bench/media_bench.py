@@ -30,9 +30,7 @@ per-round figures, so the noise is visible rather than hidden.
 import argparse
 import os
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,16 +44,11 @@ sys.path.insert(0, str(ROOT))
 from localstack import Service, Stack  # noqa: E402
 from webchat_testing import free_port  # noqa: E402
 from webchat_testing.sessions import COOKIE  # noqa: E402
+from wrk_load import add_arguments as add_wrk_arguments, ensure_wrk, wrk  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SIZES = {"1 MiB": 1024 * 1024, "64 KiB": 64 * 1024}
 TARGETS = {"1 MiB": 0.90, "64 KiB": 0.80}
-
-
-def ensure_wrk():
-    if not shutil.which("wrk"):
-        subprocess.run(["bash", str(ROOT / "scripts" / "system-deps.sh"), "wrk"], check=True)
-    return shutil.which("wrk")
 
 
 class BenchStack(Stack):
@@ -106,17 +99,6 @@ class BenchStack(Stack):
         return path
 
 
-def wrk(url, cookie, duration, connections, threads):
-    out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
-         "-H", f"Cookie: {COOKIE}={cookie}", url],
-        capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return rate, (int(bad.group(1)) if bad else 0), (errors.group(1) if errors else "")
-
-
 def check(url, cookie, size):
     resp = requests.get(url, cookies={COOKIE: cookie}, allow_redirects=False, timeout=10)
     if resp.status_code != 200 or len(resp.content) != size:
@@ -125,10 +107,7 @@ def check(url, cookie, size):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5, help="rounds of every variant, in rotated order (default 5)")
+    add_wrk_arguments(ap)
     args = ap.parse_args()
     ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="media-bench-") as tmp, BenchStack(tmp) as stack:
@@ -172,12 +151,11 @@ def main():
             for rnd in range(args.rounds):
                 this_round = {}
                 for variant in order[rnd % len(order):] + order[:rnd % len(order)]:
-                    rate, bad, errors = wrk(variants[variant](names[label]), cookie, args.duration,
-                                            args.connections, args.threads)
-                    if bad or errors:
-                        print(f"  {label} {variant}: non-2xx {bad}, socket errors {errors}", flush=True)
-                    this_round[variant] = rate
-                    rates.setdefault((label, variant), []).append(rate)
+                    got = wrk(variants[variant](names[label]), cookie, args.duration, args.connections, args.threads)
+                    if got["bad"] or got["errors"]:
+                        print(f"  {label} {variant}: non-2xx {got['bad']}, socket errors {got['errors']}", flush=True)
+                    this_round[variant] = got["rate"]
+                    rates.setdefault((label, variant), []).append(got["rate"])
                 for variant, rate in this_round.items():
                     ratios.setdefault((label, variant), []).append(rate / this_round["nginx-static"])
                     cached_ratios.setdefault((label, variant), []).append(rate / this_round["static-cached"])

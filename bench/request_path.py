@@ -60,17 +60,12 @@ from localstack import Service, Stack  # noqa: E402
 from webchat_common import service as declared  # noqa: E402
 from webchat_testing import free_port  # noqa: E402
 from webchat_testing.sessions import COOKIE  # noqa: E402
+from wrk_load import add_arguments as add_wrk_arguments, ensure_wrk, wrk  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 #: The variants that share the auth service's gunicorn settings, with the app each runs.
 BASELINES = {"bare": "request_path_apps:bare_app()", "bare_session": "request_path_apps:session_app()"}
 TARGET = 0.5  # auth /api/me / bare flask
-
-
-def ensure_wrk():
-    if not shutil.which("wrk"):
-        subprocess.run(["bash", str(ROOT / "scripts" / "system-deps.sh"), "wrk"], check=True)
-    return shutil.which("wrk")
 
 
 def server_block(conf):
@@ -175,29 +170,6 @@ def process_groups(stack, app_service):
 
 # --------------------------------------------------------------------------------------------
 # load
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text):
-    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def wrk(url, cookie, duration, connections, threads):
-    out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
-         "-H", f"Cookie: {COOKIE}={cookie}", url],
-        capture_output=True, text=True, check=True).stdout
-    requests_done = int(re.search(r"(\d+) requests in", out).group(1))
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {"requests": requests_done, "rate": rate, "p50": p50, "p99": p99,
-            "bad": int(bad.group(1)) if bad else 0, "errors": errors.group(1) if errors else ""}
-
 
 def measure(stack, variant, url, cookie, args):
     groups = process_groups(stack, variant.service)
@@ -348,10 +320,7 @@ def count_syscalls(stack, variant, url, cookie, args, out_dir, seconds=4):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5, help="rounds of every variant, in rotated order (default 5)")
+    add_wrk_arguments(ap)
     ap.add_argument("--media-size", type=int, default=4096, help="bytes of the file x-accel serves (default 4096)")
     ap.add_argument("--profile", metavar="DIR", help="after the rounds, py-spy each Python variant into DIR")
     ap.add_argument("--syscalls", metavar="DIR", help="after the rounds, count each Python variant's system calls "
