@@ -8,27 +8,36 @@ import webchat_common
 from webchat_common import Config, TestConfig, as_mapping, lifecycle, new_login
 
 
-@pytest.fixture
-def plumbed_app(redis_url):
-    """A tiny app with the shared plumbing (``init_app``) and one route of each routing kind
-    that makes werkzeug redirect: a rule with ``defaults``, ``redirect_to=``, a trailing slash."""
+def _tiny_app(redis_url, login_mark, config=Config, **settings):
+    """An app with the shared plumbing (``init_app``) and the routes every library test app
+    has: log in as anyone (``login_mark``: how the login route is exempt from CSRF), a CSRF
+    token, a change that needs it."""
     app = Flask(__name__)
-    webchat_common.load_config(app, Config, as_mapping(TestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0))
+    webchat_common.load_config(app, config, as_mapping(TestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0, **settings))
     webchat_common.init_app(app, "test", static_url_path="/static")
 
     @app.post("/login/<name>")
-    @webchat_common.login_form
+    @login_mark
     def login(name):
         new_login(name)
         return "ok"
+
+    @app.get("/token")
+    def token():
+        return jsonify(token=webchat_common.csrf_token())
 
     @app.post("/change")
     def change():
         return "changed"
 
-    @app.get("/token")
-    def token():
-        return jsonify(token=webchat_common.csrf_token())
+    return app
+
+
+@pytest.fixture
+def plumbed_app(redis_url):
+    """A tiny app with the shared plumbing and one route of each routing kind that makes
+    werkzeug redirect: a rule with ``defaults``, ``redirect_to=``, a trailing slash."""
+    app = _tiny_app(redis_url, webchat_common.login_form)
 
     @app.get("/items", defaults={"page": 1})
     @app.get("/items/page/<int:page>")
@@ -50,15 +59,7 @@ def plumbed_client(plumbed_app):
 
 def _session_app(redis_url, **settings):
     """The session tests' app: log in, who am I, log out, a CSRF token, a protected change."""
-    app = Flask(__name__)
-    webchat_common.load_config(app, Config, as_mapping(TestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0, **settings))
-    webchat_common.init_app(app, "test", static_url_path="/static")
-
-    @app.post("/login/<name>")
-    @webchat_common.csrf_exempt
-    def login(name):
-        new_login(name)
-        return "ok"
+    app = _tiny_app(redis_url, webchat_common.csrf_exempt, **settings)
 
     @app.get("/whoami")
     def whoami():
@@ -69,14 +70,6 @@ def _session_app(redis_url, **settings):
     def logout():
         session.destroy()
         return "bye"
-
-    @app.get("/token")
-    def token():
-        return jsonify(token=webchat_common.csrf_token())
-
-    @app.post("/change")
-    def change():
-        return "changed"
 
     return app
 
@@ -106,10 +99,7 @@ def r(redis_url):
 
 def _metrics_app(redis_url):
     """The metrics tests' app: one route that answers, one that raises."""
-    app = Flask(__name__)
-    webchat_common.load_config(app, TestConfig, as_mapping(TestConfig, REDIS_URL=redis_url, TRUSTED_PROXIES=0,
-                                                                PROPAGATE_EXCEPTIONS=False))
-    webchat_common.init_app(app, "test", static_url_path="/static")
+    app = _tiny_app(redis_url, webchat_common.csrf_exempt, config=TestConfig, PROPAGATE_EXCEPTIONS=False)
 
     @app.get("/hello")
     def hello():
