@@ -87,8 +87,7 @@ class Commands:
                 conn.error("unknown_receiver", f"no such user: {receiver}", cid)
                 return
             mid, ts, name, online, duplicate = sent
-            conn.reply({"type": "ack", "id": mid, "ts": ts, "cid": cid, "receiver": name,
-                        **({"duplicate": True} if duplicate else {})})
+            conn.reply(_ack(mid, ts, cid, duplicate, receiver=name))
             if not online and not duplicate:
                 # The tutorial's notice; the message is stored and delivered when they connect.
                 conn.reply({"type": "system", "sender": "system", "receiver": conn.user, "code": "offline",
@@ -98,8 +97,7 @@ class Commands:
             conn.error("not_member", "join the room first", cid)
             return
         mid, ts, duplicate = self.store.send_room(conn.user, room, fields, cid)
-        conn.reply({"type": "ack", "id": mid, "ts": ts, "cid": cid, "room": room,
-                    **({"duplicate": True} if duplicate else {})})
+        conn.reply(_ack(mid, ts, cid, duplicate, room=room))
 
     def share_media(self, conn, name, receiver, room, cid):
         """A message may carry one of the sender's uploads (``media``: its name in the files
@@ -184,3 +182,12 @@ class Commands:
         pipe.sadd(keys.chat_members(room), user)
         (ms, seq), _, _ = pipe.execute()
         return int(ms or 0), int(seq or 0)
+
+
+def _ack(mid, ts, cid, duplicate, **where):
+    """The ``ack`` of a stored message (``where``: its ``receiver`` or ``room``); a ``cid``
+    stored before is acknowledged with the first message's id and ``duplicate: true``."""
+    frame = {"type": "ack", "id": mid, "ts": ts, "cid": cid, **where}
+    if duplicate:
+        frame["duplicate"] = True
+    return frame
