@@ -46,7 +46,7 @@ def test_private_message_across_processes_with_server_set_sender(chat_stack):
     assert "mallory" not in json.dumps(got)
     # and back, the other way
     sb.send(receiver=alice.name, data="hi alice")
-    back = sa.expect("message")
+    back = sa.expect("message", sender=bob.name)
     assert back["sender"] == bob.name and back["data"] == "hi alice"
     sa.close()
     sb.close()
@@ -322,7 +322,7 @@ def test_bad_input_gets_error_frames_and_the_connection_stays(chat_stack):
     sa.send(receiver=bob.name, data="still here")
     assert sb.expect("message")["data"] == "still here"
     sb.send(receiver=alice.name, data="me too")
-    assert sa.expect("message")["data"] == "me too"
+    assert sa.expect("message", sender=bob.name)["data"] == "me too"
     sa.close()
     sb.close()
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.chat import ChatSock, Closed, Person
+from webchat_common import keys
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -215,6 +216,6 @@ def test_a_resent_cid_is_stored_once(chat_stack, r):
     assert sa.expect("ack", cid="m1")["id"] == room_ack["id"]
     got = [f for f in sb.collect(1.0) if f.get("type") == "message"]
     assert [f["id"] for f in got] == [first["id"]]
-    assert r.xlen(f"chat:inbox:{bob.name.lower()}") == 1
+    assert r.xlen(keys.chat_dm(alice.name, bob.name)) == 1
     sa.close()
     sb.close()

@@ -443,11 +443,12 @@ SCENARIOS = {
 # ---- one scenario ----------------------------------------------------------------------------
 
 def stored_messages(stack, names, room):
-    """Every message Redis holds in the scenario's inboxes and room: (id, sender, cid)."""
+    """Every message Redis holds in the scenario's conversations and room: (id, sender, cid)."""
     r = redis.Redis.from_url(stack.redis.url, decode_responses=True)
     try:
         out = []
-        for stream in [keys.chat_inbox(n) for n in names] + [keys.chat_room(room)]:
+        dms = sorted({keys.chat_dm(a, b) for a in names for b in names})
+        for stream in dms + [keys.chat_room(room)]:
             for mid, fields in r.xrange(stream):
                 f = json.loads(fields["f"])
                 out.append((mid, f["sender"], f.get("cid")))

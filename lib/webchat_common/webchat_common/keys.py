@@ -51,14 +51,41 @@ CHAT_ONLINE = "chat:online"
 CHAT_PRESENCE_PREFIX = "chat:p:"
 
 
-def chat_inbox(name):
-    """Stream of private messages to ``name``; every entry has one field ``f``: the frame JSON."""
-    return "chat:inbox:" + name.lower()
+def chat_dm(a, b):
+    """Stream of the private conversation of ``a`` and ``b`` (both directions; the two
+    lower-cased names in sorted order, so either side names the same key).  An entry is a
+    message (one field ``f``: the frame JSON) or a change to one (fields ``f``, the ``edit`` or
+    ``delete`` frame, and ``e``)."""
+    a, b = sorted((a.lower(), b.lower()))
+    return f"chat:dm:{a}:{b}"
+
+
+#: Prefix of the private conversation streams (the replay script builds them from a user's
+#: conversations, see :func:`chat_dm`).
+CHAT_DM_PREFIX = "chat:dm:"
 
 
 def chat_room(room):
-    """Stream of the messages of room ``room`` (same entry shape as an inbox)."""
+    """Stream of the messages of room ``room`` (same entries as :func:`chat_dm`)."""
     return "chat:room:" + room
+
+
+def chat_edits(stream):
+    """Hash of the messages of a conversation stream that were edited or deleted: message id
+    -> the message frame as it is now (the text edited, or a tombstone)."""
+    return "chat:edits:" + stream.removeprefix("chat:")
+
+
+def chat_convs(name):
+    """Zset of ``name``'s private conversations: the other person's registered name, scored by
+    the ms of the conversation's last message."""
+    return "chat:convs:" + name.lower()
+
+
+def chat_read(name):
+    """Hash of ``name``'s read markers: ``@<lower(other person)>`` or ``#<room>`` -> the id up to
+    which ``name`` read that conversation (only ever moved forward)."""
+    return "chat:read:" + name.lower()
 
 
 def chat_cursor(name):

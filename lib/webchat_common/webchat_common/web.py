@@ -51,8 +51,9 @@ REDIS_DOWN = "The service is temporarily unavailable (its data store cannot be r
 
 
 def wants_json():
-    """API paths always get JSON; otherwise HTML only when the client names text/html."""
-    if request.path.startswith("/api/"):
+    """API paths (``/api/...``, ``/chat/api/...``) always get JSON; otherwise HTML only when the
+    client names text/html."""
+    if "/api/" in request.path:
         return True
     return "text/html" not in request.accept_mimetypes.values()
 

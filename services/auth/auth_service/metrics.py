@@ -7,7 +7,7 @@
 - ``webchat_auth_active_sessions``: logged-in sessions that still exist in Redis.
 
 How ``active sessions`` stays cheap.  Counting ``session:*`` keys means a SCAN of the whole
-keyspace (inboxes, users, ...) on every scrape.  Instead auth keeps a sorted set
+keyspace (conversations, users, ...) on every scrape.  Instead auth keeps a sorted set
 ``sessions:active``: member = the session key's hash (the ``<hash>`` of ``session:<hash>``,
 never the cookie), score = when that session would expire if unused (ms since the epoch).
 Login and registration add, logout and re-login remove.  A scrape looks only at the

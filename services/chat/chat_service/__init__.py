@@ -6,9 +6,11 @@ Modules, each with one job (its rule in its docstring):
 - :mod:`.node`: one process's sockets and the parts that serve them (start here to follow a
   message from the socket to Redis and back);
 - :mod:`.conn`: one socket: its queue and ordering, replay, rate limit, its greenlet's loop;
-- :mod:`.commands`: what a client can ask (message, join/leave, watch, share a file);
+- :mod:`.commands`: what a client can ask (message, edit, delete, read, typing, join/leave,
+  watch, share a file);
 - :mod:`.wire`: ids and frames, in and out;
-- :mod:`.store`: messages in Redis (store and publish, history, cursors);
+- :mod:`.store`: messages in Redis (store and publish, changes, replay, cursors);
+- :mod:`.conversations`: history pages, the conversation list, read markers;
 - :mod:`.scripts`: the Lua scripts;
 - :mod:`.broker`: the one pub/sub connection;
 - :mod:`.presence`: this process's users' presence and socket counts;
@@ -24,6 +26,7 @@ import webchat_common
 
 from . import transport
 from .config import ChatConfig
+from .conversations import Conversations
 from .views import bp
 
 __all__ = ["create_app"]
@@ -39,4 +42,5 @@ def create_app(config=None):
     app.config["SOCK_SERVER_OPTIONS"] = transport.server_options(app.config["CHAT_MAX_FRAME"])
     webchat_common.init_app(app, "chat", static_url_path="/chat/static")
     app.register_blueprint(bp)
+    app.extensions["chat_conversations"] = Conversations(app.extensions["redis"], app.config)
     return app

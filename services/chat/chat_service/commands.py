@@ -1,13 +1,18 @@
-"""What a client can ask: send a message, join or leave a room, watch users, share a file.
+"""What a client can ask: send, edit or delete a message, mark a conversation read, say one is
+typing, join or leave a room, watch users, share a file.
 
-Rule: every frame gets its answer (``ack``, ``room``, ``watching``, ``pong``) or one ``error``
-frame with a code, and a command only ever touches its own socket and what its user may
-change: the sender is the session's user (never the client's ``sender``), a room message needs
-membership, a shared file must be the sender's own.  Frames have already been parsed
+Rule: every frame gets its answer (``ack``, ``read``, ``room``, ``watching``, ``pong``) or one
+``error`` frame with a code (``typing``, fire and forget, is answered only when refused), and a
+command only ever touches its own socket and what its user may change: the sender is the
+session's user (never the client's ``sender``), a room needs membership, a private
+conversation is the user's own with the other person, only a message's author may change it,
+a shared file must be the sender's own.  Frames have already been parsed
 (``wire.parse_frame``) and rate-limited by the socket (:mod:`.conn`).  The frame table is in
 docs/chat.md.
 """
+import json
 import logging
+import time
 
 from redis.exceptions import RedisError
 
@@ -15,7 +20,8 @@ from webchat_common import keys, media
 from webchat_common.names import is_media_name, is_room_name, is_user_name
 
 from . import metrics
-from .wire import control_payload, format_id
+from .conversations import Refusal
+from .wire import control_payload, format_id, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +30,18 @@ class Commands:
     """One per process; ``node`` gives the store, the presence watch, Redis and the settings."""
 
     def __init__(self, node):
+        cfg = node.cfg
         self.store = node.store
+        self.conversations = node.conversations
         self.watch = node.watch
         self.redis = node.redis
         self.default_room = node.default_room
-        self.max_rooms = node.cfg["CHAT_MAX_ROOMS"]
-        self.watch_max = node.cfg["CHAT_WATCH_MAX"]
+        self.max_rooms = cfg["CHAT_MAX_ROOMS"]
+        self.watch_max = cfg["CHAT_WATCH_MAX"]
+        self.edit_window = cfg["CHAT_EDIT_WINDOW"]
+        self.typing_interval = cfg["CHAT_TYPING_INTERVAL"]
+        self.typing_ttl = cfg["CHAT_TYPING_TTL"]
+        self.typing_max_members = cfg["CHAT_TYPING_MAX_MEMBERS"]
 
     def run(self, conn, msg):
         cid = msg.get("cid")
@@ -37,6 +49,12 @@ class Commands:
         try:
             if kind == "message":
                 self.message(conn, msg, cid)
+            elif kind in ("edit", "delete"):
+                self.change(conn, kind, msg, cid)
+            elif kind == "read":
+                self.read(conn, msg, cid)
+            elif kind == "typing":
+                self.typing(conn, msg, cid)
             elif kind in ("join", "leave"):
                 self.membership(conn, kind, msg.get("room"), cid)
             elif kind == "watch":
@@ -44,7 +62,8 @@ class Commands:
             elif kind == "ping":
                 conn.reply({"type": "pong", "cid": cid})
             else:
-                conn.error("bad_frame", "unknown type: use message, join, leave, watch or ping", cid)
+                conn.error("bad_frame", "unknown type: use message, edit, delete, read, typing, join, leave, watch "
+                           "or ping", cid)
         except RedisError:
             # Not "nothing was stored": Redis may have run the send and gone before it
             # answered (a graceful Redis stop does that).  Sending again with the same cid is
@@ -60,11 +79,7 @@ class Commands:
     def message(self, conn, msg, cid):
         metrics.MESSAGES_IN.inc()
         data = msg.get("data")
-        if not isinstance(data, str):
-            conn.error("bad_frame", "data must be a string", cid)
-            return
-        if not data.strip():
-            conn.error("empty_data", "data is empty", cid)
+        if not _text_ok(conn, data, cid):
             return
         receiver, room = msg.get("receiver"), msg.get("room")
         if (receiver is None) == (room is None):
@@ -122,6 +137,109 @@ class Commands:
             conn.error("unknown_receiver", f"no such user: {receiver}", cid)
             return False
         return True
+
+    # ---- changes to a message, read markers, typing ------------------------------------------
+
+    def _place(self, conn, msg, cid):
+        """The conversation a frame names (``with`` or ``room``), or None with its error sent."""
+        try:
+            return self.conversations.locate(conn.user, msg.get("with"), msg.get("room"), conn.rooms)
+        except Refusal as refused:
+            conn.error(refused.code, refused.message, cid)
+            return None
+
+    def change(self, conn, kind, msg, cid):
+        """Edit (``data``: the new text) or delete message ``target`` of a conversation: only
+        its author, within CHAT_EDIT_WINDOW, not once deleted.  Everyone who has the message
+        gets an ``edit`` or ``delete`` frame carrying the message as it is now; the author's
+        socket also gets an ``ack`` of the change."""
+        target = parse_id(msg.get("target"))
+        if target is None:
+            conn.error("bad_frame", "target must be the id of a message", cid)
+            return
+        data = msg.get("data")
+        if kind == "edit" and not _text_ok(conn, data, cid):
+            return
+        place = self._place(conn, msg, cid)
+        if place is None:
+            return
+        tid = format_id(target)
+        entry = self.redis.xrange(place.stream, tid, tid)
+        if not entry or "e" in entry[0][1]:
+            conn.error("unknown_message", "no such message in this conversation", cid)
+            return
+        before = self.redis.hget(keys.chat_edits(place.stream), tid) or ""
+        now = json.loads(before or entry[0][1]["f"])
+        if not isinstance(now.get("sender"), str) or now["sender"].lower() != conn.lower:
+            conn.error("not_author", "only its author can change a message", cid)
+            return
+        if now.get("deleted"):
+            conn.error("deleted", "this message was deleted", cid)
+            return
+        if kind == "edit":
+            after = {**now, "data": data, "edited": int(time.time() * 1000)}
+        else:
+            after = {k: now[k] for k in ("type", "id", "ts", "sender", "receiver", "room") if k in now}
+            after["deleted"] = True
+        res = self.store.change(place.stream, target, before, after, kind, int(self.edit_window * 1000),
+                                place.channels())
+        if res == "too_late":
+            conn.error("too_late", f"a message can be changed for {self.edit_window / 60:g} minutes after it is sent",
+                       cid)
+        elif res == "changed":
+            conn.error("conflict", "the message changed meanwhile: read it again and retry", cid)
+        else:
+            conn.reply(_ack(*res, cid, False, target=tid, **place.where()))
+
+    def read(self, conn, msg, cid):
+        """Move the user's read marker of a conversation up to message ``up_to`` (never back).
+        Every socket of the user gets a ``read`` frame with the unread count left (this one's
+        carries the ``cid``); in a private conversation the other person's sockets get one too
+        (without the count).  A marker already there or further is answered to this socket
+        alone, with the marker as it is."""
+        up_to = parse_id(msg.get("up_to"))
+        if up_to is None:
+            conn.error("bad_frame", "up_to must be the id of a message", cid)
+            return
+        place = self._place(conn, msg, cid)
+        if place is None:
+            return
+        res = self.conversations.read(place, up_to)
+        if res is None:
+            conn.error("unknown_message", "no such message in this conversation", cid)
+            return
+        moved, marker, unread = res
+        mine = {"type": "read", "user": conn.user, **place.where(), "up_to": marker, "unread": unread, "cid": cid}
+        if not moved:
+            conn.reply(mine)
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.publish(keys.chat_user_channel(conn.user), control_payload(mine))
+        if place.peer is not None and place.peer.lower() != conn.lower:
+            pipe.publish(keys.chat_user_channel(place.peer),
+                         control_payload({"type": "read", "user": conn.user, "with": conn.user, "up_to": marker}))
+        pipe.execute()
+
+    def typing(self, conn, msg, cid):
+        """Tell the other person (or the room's members) that the user is typing: not stored,
+        at most one every CHAT_TYPING_INTERVAL per socket, shown for CHAT_TYPING_TTL seconds
+        (``expires_in``) unless renewed; not sent in rooms of more than
+        CHAT_TYPING_MAX_MEMBERS (the default room counts every registered user)."""
+        place = self._place(conn, msg, cid)
+        if place is None:
+            return
+        if not conn.may_type(self.typing_interval):
+            conn.error("too_fast", f"at most one typing frame every {self.typing_interval:g} s", cid)
+            return
+        frame = {"type": "typing", "user": conn.user, "expires_in": self.typing_ttl}
+        if place.room is not None:
+            size = (self.redis.zcard(keys.USERS) if place.room == self.default_room
+                    else self.redis.scard(keys.chat_members(place.room)))
+            if size > self.typing_max_members:
+                return
+            self.redis.publish(keys.chat_room_channel(place.room), control_payload({**frame, "room": place.room}))
+        elif place.peer.lower() != conn.lower:
+            self.redis.publish(keys.chat_user_channel(place.peer), control_payload({**frame, "with": conn.user}))
 
     # ---- watch -----------------------------------------------------------------------------
 
@@ -184,9 +302,21 @@ class Commands:
         return int(ms or 0), int(seq or 0)
 
 
+def _text_ok(conn, data, cid):
+    """A message's text must be a string with something in it; else the error is sent."""
+    if not isinstance(data, str):
+        conn.error("bad_frame", "data must be a string", cid)
+        return False
+    if not data.strip():
+        conn.error("empty_data", "data is empty", cid)
+        return False
+    return True
+
+
 def _ack(mid, ts, cid, duplicate, **where):
-    """The ``ack`` of a stored message (``where``: its ``receiver`` or ``room``); a ``cid``
-    stored before is acknowledged with the first message's id and ``duplicate: true``."""
+    """The ``ack`` of a stored message or change (``where``: its ``receiver`` or ``room``, and
+    a change's ``target``); a ``cid`` stored before is acknowledged with the first message's
+    id and ``duplicate: true``."""
     frame = {"type": "ack", "id": mid, "ts": ts, "cid": cid, **where}
     if duplicate:
         frame["duplicate"] = True

@@ -13,9 +13,25 @@ class ChatConfig(Config):
     #: Extra origins allowed to open the WebSocket, comma separated (``https://chat.example``).
     #: The gateway's own origin (scheme://Host of the request) is always allowed.
     CHAT_ALLOWED_ORIGINS = ""
-    #: Entries kept per inbox/room stream (approximate, XADD MAXLEN ~) and their age, seconds.
-    CHAT_HISTORY_LENGTH = 1000
+    #: Entries kept per conversation (private or room; approximate, XADD MAXLEN ~) and their
+    #: age, seconds (a conversation with no message for this long is forgotten).
+    CHAT_HISTORY_LENGTH = 10000
     CHAT_HISTORY_AGE = 7 * 24 * 3600
+    #: Messages in a history page (``GET /chat/api/history``): by default, and at most.
+    CHAT_HISTORY_PAGE = 50
+    CHAT_HISTORY_PAGE_MAX = 100
+    #: Private conversations listed (``GET /chat/api/conversations``), the latest first.
+    CHAT_CONVERSATIONS_MAX = 200
+    #: Unread messages counted per conversation; a count of this many means "this many or more".
+    CHAT_UNREAD_CAP = 100
+    #: Seconds after sending during which one may edit or delete one's message.
+    CHAT_EDIT_WINDOW = 15 * 60
+    #: A socket's ``typing`` frames: at most one every this many seconds; each tells the others
+    #: for CHAT_TYPING_TTL seconds (the ``expires_in`` they are sent); not sent in rooms with
+    #: more than CHAT_TYPING_MAX_MEMBERS members.
+    CHAT_TYPING_INTERVAL = 2.0
+    CHAT_TYPING_TTL = 6.0
+    CHAT_TYPING_MAX_MEMBERS = 100
     #: Per-connection rate limit: a token bucket of this rate (frames/s) and burst.
     CHAT_RATE_LIMIT = 100.0
     CHAT_RATE_BURST = 200

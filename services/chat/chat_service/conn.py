@@ -23,7 +23,6 @@ import time
 import gevent
 from redis.exceptions import RedisError
 
-from webchat_common import keys
 
 from . import metrics, transport
 from .wire import PING_FRAME, ZERO, Refused, error_frame, format_id, parse_frame, text_frame, ws_frame
@@ -61,6 +60,7 @@ class Connection:
         self.t_last = time.monotonic()
         self.strikes = 0
         self.ping_due = False
+        self.typing_at = 0.0               # when this socket last sent a typing frame (monotonic)
 
     # ---- called by other greenlets (never block) -------------------------------------------
 
@@ -128,25 +128,22 @@ class Connection:
 
     # ---- replay -------------------------------------------------------------------------------
 
-    def streams(self):
-        return [keys.chat_inbox(self.user)] + [keys.chat_room(r) for r in sorted(self.rooms)]
-
     def resync(self, since, announce, explicit=False):
-        """Queue the stored messages after ``since`` (None: inbox only, from the start of the
-        history) before any live message that arrives meanwhile.  Returns (count, gap)."""
+        """Queue the stored messages after ``since`` (None: the private conversations only,
+        from the start of the history) before any live message that arrives meanwhile.
+        Returns (count, gap)."""
         store = self.node.store
         self.hold()
         try:
-            streams = self.streams()
             floor = store.floor()
             gap_age = False
             if since is None:
-                starts = [format_id(floor)] + ["-"] * (len(streams) - 1)
+                private, rooms = format_id(floor), "-"
             else:
                 if explicit and ZERO < since < floor:
                     gap_age = True
-                starts = [format_id(max(since, floor))] * len(streams)
-            entries, gap = store.snapshot(streams, starts)
+                private = rooms = format_id(max(since, floor))
+            entries, gap = store.replay(self.user, sorted(self.rooms), private, rooms)
             n = 0
             for mid, frame in entries:
                 if mid > self.enq_last:
@@ -365,6 +362,14 @@ class Connection:
     def error(self, code, message, cid=None):
         metrics.FRAMES_REFUSED.labels(reason=code).inc()
         self.out.append((None, error_frame(code, message, cid)))
+
+    def may_type(self, interval):
+        """Whether a ``typing`` frame may go out now (at most one every ``interval`` s)."""
+        now = time.monotonic()
+        if now - self.typing_at < interval:
+            return False
+        self.typing_at = now
+        return True
 
     def spend(self, tokens):
         """Take extra tokens from the rate limit (a command that costs more than a frame)."""

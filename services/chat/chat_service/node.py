@@ -83,6 +83,7 @@ class Node:
         self.holding = set()   # sockets on hold until the catch-up after a pub/sub reconnect
         self.shutting_down = False
         self.store = Store(self.redis, cfg)
+        self.conversations = app.extensions["chat_conversations"]
         self.presence = Presence(self.redis, self.id, cfg)
         self.broker = Broker(cfg, self._wanted_channels, self._still_wanted, self._dispatch,
                              self._pubsub_lost, self._pubsub_back)
@@ -207,7 +208,7 @@ class Node:
             if published is None:
                 return
             mid, body = published
-            if mid is None:  # a control frame for the user's sockets (room joined or left)
+            if mid is None:  # a frame without an id: a room joined or left, read, typing
                 self._control(conns, body)
                 return
             frame = ws_frame(0x1, body)
@@ -220,12 +221,18 @@ class Node:
                 conn.doom(1008, "session ended: log in again")
 
     def _control(self, conns, body):
+        """A frame without an id for the sockets that hear a channel: a room joined or left by
+        their user (which they follow), or a notice they pass on (read, typing)."""
+        frame = ws_frame(0x1, body)
+        if not body.startswith(b'{"type":"room",'):
+            for conn in list(conns):
+                conn.push(None, frame)
+            return
         try:
             ctl = json.loads(body)
             room, action = ctl["room"], ctl["action"]
         except (ValueError, KeyError, TypeError):
             return
-        frame = ws_frame(0x1, body)
         since = parse_id(ctl.get("since", "")) or ZERO
         for conn in list(conns):
             if action == "join" and room not in conn.rooms:

@@ -7,10 +7,17 @@ Message ids
     executed the sends.  Because a script stores (XADD) and publishes (PUBLISH) atomically, and
     each chat process reads every channel over one pub/sub connection, a process sees
     messages in id order whatever stream they belong to: one id is a complete resume cursor
-    for a user's inbox *and* rooms.
+    for all of a user's conversations, private and rooms.
+
+Conversation streams
+    Each private conversation (``chat:dm:<a>:<b>``) and each room (``chat:room:<room>``) is one
+    stream holding its messages in both directions, and the edits and deletions of them as
+    entries of their own (field ``e``), so a replay delivers every change in id order, and a
+    history page shows each message as it is now (``chat:edits``).
 
 Scripts compute a few key and channel names from their arguments (``chat:conn:<user>`` in the
-sweep, ``user:<name>`` in the presence read, ``chat:p:<user>`` where presence is published):
+sweep, ``user:<name>`` in the presence read, ``chat:p:<user>`` where presence is published,
+``chat:dm:<a>:<b>`` in the replay):
 fine on one Redis (or a primary with replicas), not on Redis Cluster.
 """
 
@@ -56,69 +63,232 @@ _DEDUP_SET = """
 if dkey then redis.call('SET', dkey, id .. ' ' .. msstr .. ' ' .. (name or ''), 'EX', ARGV[5]) end
 """
 
-#: Private message.  KEYS: clock, user:<lower receiver> (auth's hash), chat:inbox:<receiver>,
-#: chat:online, optionally the cid key.  ARGV: frame tail (JSON object without its "{",
-#: carrying sender, data, cid), max length, age ms, the receiver's channel, the cid key's TTL.
+# Shared prelude: ``remember(zset, member, ms, age)`` scores a conversation in a user's
+# chat:convs, drops the ones older than the history and keeps the key as long as the history.
+_REMEMBER = """
+local function remember(key, member, at, age)
+  redis.call('ZADD', key, at, member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', at - tonumber(age)))
+  redis.call('PEXPIRE', key, age)
+end
+"""
+
+#: Private message.  KEYS: clock, user:<lower receiver> (auth's hash), chat:dm:<pair>,
+#: chat:online, chat:convs:<sender>, chat:convs:<receiver>, chat:read:<sender>, optionally the
+#: cid key.  ARGV: frame tail (JSON object without its "{", carrying sender, data, cid), max
+#: length, age ms, the receiver's channel, the cid key's TTL, the sender's channel, the
+#: sender's name.  Stores the message in the conversation's stream, publishes it to both people
+#: (every socket of the sender gets it too), puts the conversation first in both people's
+#: lists and moves the sender's read marker to it (one has read what one answers).
 #: Returns {id, ts, canonical receiver name, online 0/1, duplicate 0/1} or {false} for an
 #: unknown receiver.
-SEND_PRIVATE = _dedup(5, "{sid, sts, sname, 0, 1}") + _NEW_ID.replace("local t =", """
+SEND_PRIVATE = _REMEMBER + _dedup(8, "{sid, sts, sname, 0, 1}") + """
 local name = redis.call('HGET', KEYS[2], 'name')
-if not name then return {false} end
-local t =""", 1) + """
+if not name then return {false} end""" + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',"receiver":' .. cjson.encode(name) .. ',' .. ARGV[1]
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
+if ARGV[6] ~= ARGV[4] then redis.call('PUBLISH', ARGV[6], id .. ' ' .. frame) end
+remember(KEYS[5], name, ms, ARGV[3])
+if KEYS[6] ~= KEYS[5] then remember(KEYS[6], ARGV[7], ms, ARGV[3]) end
+redis.call('HSET', KEYS[7], '@' .. string.lower(name), id)
+redis.call('PEXPIRE', KEYS[7], ARGV[3])
 local until_ms = redis.call('ZSCORE', KEYS[4], name)
 local online = 0
 if until_ms and tonumber(until_ms) > ms then online = 1 end""" + _DEDUP_SET + """
 return {id, msstr, name, online, 0}
 """
 
-#: Room message.  KEYS: clock, chat:room:<room>, optionally the cid key.  ARGV: frame tail
-#: (with sender, room, data, cid), max length, age ms, the room's channel, the cid key's TTL.
-#: Returns {id, ts, duplicate 0/1}.
-SEND_ROOM = _dedup(3, "{sid, sts, 1}") + _NEW_ID + """
+#: Room message.  KEYS: clock, chat:room:<room>, chat:read:<sender>, optionally the cid key.
+#: ARGV: frame tail (with sender, room, data, cid), max length, age ms, the room's channel,
+#: the cid key's TTL, the room.  Returns {id, ts, duplicate 0/1}.
+SEND_ROOM = _dedup(4, "{sid, sts, 1}") + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',' .. ARGV[1]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
+redis.call('HSET', KEYS[3], '#' .. ARGV[6], id)
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 local name""" + _DEDUP_SET + """
 return {id, msstr, 0}
 """
 
-#: Read what a user missed, atomically across all their streams (one snapshot, so nothing
-#: published between two reads is lost or doubled).  KEYS: the streams.  ARGV[i]: exclusive
-#: start id for KEYS[i] ("-" = read nothing from it); ARGV[#KEYS+1]: max entries per stream.
-#: Returns, per stream, {boundary, {entries...}} and last: Redis' ms.  ``boundary`` is the
-#: first kept entry when older ones were trimmed ("0-0" otherwise): a start id below it means
-#: messages may have been lost (reported conservatively: also when the client missed exactly
-#: the whole kept history).
-SNAPSHOT = """
-local out = {}
-local n = #KEYS
-local count = ARGV[n + 1]
-for i = 1, n do
-  local start = ARGV[i]
-  if start == '-' or redis.call('EXISTS', KEYS[i]) == 0 then
-    out[i] = {'0-0', {}}
-  else
-    -- Trimming (MAXLEN ~) removes the oldest entries: if any was removed, everything older
-    -- than the first kept entry may be gone, so a cursor older than it may have missed some.
-    -- (Redis 7.0 does not update max-deleted-entry-id on trimming, so it cannot be used.)
-    local info = redis.call('XINFO', 'STREAM', KEYS[i])
-    local f = {}
-    for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
-    local boundary = '0-0'
-    if tonumber(f['entries-added']) > tonumber(f['length']) then boundary = f['recorded-first-entry-id'] end
-    local rng
-    if start == '0-0' then rng = '-' else rng = '(' .. start end
-    out[i] = {boundary, redis.call('XRANGE', KEYS[i], rng, '+', 'COUNT', count)}
+# Shared prelude: ``after(a, b)``: is id ``a`` above id ``b`` (both "<ms>-<seq>")?
+_AFTER = """
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+"""
+
+# Shared prelude: ``unread(stream, marker, cap)``: the messages after ``marker`` (false: all),
+# counting at most ``cap`` entries (changes are entries but not messages).
+_UNREAD = """
+local function unread(stream, marker, cap)
+  local lo = '-'
+  if marker then lo = '(' .. marker end
+  local n = 0
+  for _, e in ipairs(redis.call('XRANGE', stream, lo, '+', 'COUNT', cap)) do
+    if #e[2] == 2 then n = n + 1 end
   end
+  return n
+end
+"""
+
+#: Read what a user missed, atomically across all their conversations (one snapshot, so
+#: nothing published between two reads is lost or doubled).  KEYS: chat:convs:<user>, then the
+#: streams of the user's rooms.  ARGV: exclusive start id of the private conversations,
+#: exclusive start id of the rooms ("-": read no room), max entries per stream, the prefix of
+#: the private streams, the lower-cased user.  The private streams read are those of the
+#: conversations with a message since the start's ms (``chat:convs`` scores them by their last
+#: message).  Returns, per stream read, {boundary, {entries...}, start}, and last: Redis' ms.
+#: ``boundary`` is the first kept entry when older ones were trimmed ("0-0" otherwise): a start
+#: below it means messages may have been lost (reported conservatively: also when the client
+#: missed exactly the whole kept history).
+REPLAY = """
+local count = ARGV[3]
+local function read(key, start)
+  if redis.call('EXISTS', key) == 0 then return {'0-0', {}, start} end
+  -- Trimming (MAXLEN ~) removes the oldest entries: if any was removed, everything older
+  -- than the first kept entry may be gone, so a cursor older than it may have missed some.
+  -- (Redis 7.0 does not update max-deleted-entry-id on trimming, so it cannot be used.)
+  local info = redis.call('XINFO', 'STREAM', key)
+  local f = {}
+  for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
+  local boundary = '0-0'
+  if tonumber(f['entries-added']) > tonumber(f['length']) then boundary = f['recorded-first-entry-id'] end
+  local rng
+  if start == '0-0' then rng = '-' else rng = '(' .. start end
+  return {boundary, redis.call('XRANGE', key, rng, '+', 'COUNT', count), start}
+end
+local out = {}
+local since_ms = string.match(ARGV[1], '^(%d+)-')
+local me = ARGV[5]
+for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since_ms, '+inf')) do
+  local a, b = me, string.lower(peer)
+  if b < a then a, b = b, a end
+  out[#out + 1] = read(ARGV[4] .. a .. ':' .. b, ARGV[1])
+end
+if ARGV[2] ~= '-' then
+  for i = 2, #KEYS do out[#out + 1] = read(KEYS[i], ARGV[2]) end
 end
 local t = redis.call('TIME')
-out[n + 1] = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+out[#out + 1] = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 return out
+"""
+
+#: One page of a conversation, newest first, for one of its people, with the read markers.
+#: KEYS: the conversation's stream, its chat:edits hash, what admits the reader (the other
+#: person's user:<name> hash, or the room's chat:members set), the reader's chat:read, the
+#: other person's chat:read (the reader's again for a room).  ARGV: the exclusive upper id
+#: ("+": from the newest), how many messages, the reader (as a member of the set), the
+#: conversation's field in the reader's markers, the reader's field in the other person's,
+#: and what KEYS[3] is: "user", "room", or "everyone" (the default room: no check).  Returns {0} (no such user) or {-1} (not a member), else {1, the other person's
+#: registered name or "", the reader's marker or false, the other's or false, then up to that
+#: many plus one message frames} (one more than asked: the caller knows whether there are
+#: more), each as it is now (edited text or tombstone from chat:edits); changes are skipped.
+HISTORY = """
+local name = ''
+if ARGV[6] == 'user' then
+  name = redis.call('HGET', KEYS[3], 'name')
+  if not name then return {0} end
+elseif ARGV[6] == 'room' then
+  if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then return {-1} end
+end
+local want = tonumber(ARGV[2]) + 1
+local hi = ARGV[1]
+if hi ~= '+' then hi = '(' .. hi end
+local ids, frames = {}, {}
+while #frames < want do
+  local asked = want - #frames
+  local batch = redis.call('XREVRANGE', KEYS[1], hi, '-', 'COUNT', asked)
+  for _, e in ipairs(batch) do
+    if #e[2] == 2 and #frames < want then
+      ids[#ids + 1] = e[1]
+      frames[#frames + 1] = e[2][2]
+    end
+  end
+  if #batch < asked then break end
+  hi = '(' .. batch[#batch][1]
+end
+if #ids > 0 then
+  local now = redis.call('HMGET', KEYS[2], unpack(ids))
+  for i = 1, #ids do
+    if now[i] then frames[i] = now[i] end
+  end
+end
+local out = {1, name, redis.call('HGET', KEYS[4], ARGV[4]), redis.call('HGET', KEYS[5], ARGV[5])}
+for i = 1, #frames do out[#out + 1] = frames[i] end
+return out
+"""
+
+#: A conversation in the list.  KEYS: its stream, its chat:edits hash.  ARGV: the user's read
+#: marker ("": none), the most entries counted as unread.  Returns {its last message frame as
+#: it is now or false, unread count}.
+SUMMARY = _UNREAD + """
+local last = false
+local hi = '+'
+while not last do
+  local batch = redis.call('XREVRANGE', KEYS[1], hi, '-', 'COUNT', 16)
+  for _, e in ipairs(batch) do
+    if #e[2] == 2 then
+      last = redis.call('HGET', KEYS[2], e[1]) or e[2][2]
+      break
+    end
+  end
+  if #batch < 16 then break end
+  hi = '(' .. batch[#batch][1]
+end
+local marker = false
+if ARGV[1] ~= '' then marker = ARGV[1] end
+return {last, unread(KEYS[1], marker, ARGV[2])}
+"""
+
+#: Move a read marker forward.  KEYS: chat:read:<user>, the conversation's stream.  ARGV: the
+#: conversation's field, the id read up to (a message of that conversation), the most entries
+#: counted as unread, the marker's TTL ms.  Returns {-1} when the id is not a message of the
+#: conversation, else {1 moved / 0 not (the marker is already there or further), the marker,
+#: unread count after it}.
+READ = _AFTER + _UNREAD + """
+local e = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
+if #e == 0 or #e[1][2] ~= 2 then return {-1} end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local moved = 0
+if (not cur) or after(ARGV[2], cur) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  cur = ARGV[2]
+  moved = 1
+end
+return {moved, cur, unread(KEYS[2], cur, ARGV[3])}
+"""
+
+#: Edit or delete a message.  KEYS: clock, the conversation's stream, its chat:edits hash.
+#: ARGV: the message's id, the message as the caller read it from chat:edits ("" when it was
+#: never changed), the message as it is to be (JSON), the window ms (a message older than
+#: this cannot be changed), "edit" or "delete", age ms, max length, then the channels to
+#: publish on.  The change is an entry of the stream (so a replay delivers it in order) and the
+#: new message is kept in chat:edits (so history shows it).  Returns {id, ts}, or {"changed"}
+#: when the message changed since the caller read it, or {"too_late"}.
+CHANGE = """
+local cur = redis.call('HGET', KEYS[3], ARGV[1]) or ''
+if cur ~= ARGV[2] then return {'changed'} end
+local t0 = redis.call('TIME')
+local written = tonumber(string.match(ARGV[1], '^(%d+)-'))
+if tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) - written > tonumber(ARGV[4]) then
+  return {'too_late'}
+end""" + _NEW_ID + """
+local frame = '{"type":"' .. ARGV[5] .. '","id":"' .. id .. '","ts":' .. msstr .. ',"target":"' .. ARGV[1] ..
+  '","message":' .. ARGV[3] .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], id, 'f', frame, 'e', '1')
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+for i = 8, #ARGV do redis.call('PUBLISH', ARGV[i], id .. ' ' .. frame) end
+return {id, msstr}
 """
 
 #: Users held by this node: run for each socket that opens here, and by the heartbeat for all of

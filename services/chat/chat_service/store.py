@@ -1,9 +1,11 @@
-"""Messages in Redis: storing and publishing a message, reading history, delivered cursors.
+"""Messages in Redis: storing and publishing a message or a change to one, the replay of what
+a socket missed, delivered cursors.
 
-Rule: a message is stored (XADD to the receiver's inbox or the room's stream) and published
-(on the user's or room's channel) by one Lua call, so whoever hears a channel and then reads
-its streams misses nothing and gets nothing twice; ids are global and increasing (see
-:mod:`.scripts`).  A ``cid`` is stored once per sender and conversation within
+Rule: a message is stored (XADD to its conversation's stream: the private conversation's or
+the room's) and published (on both people's channels, or the room's) by one Lua call, so
+whoever hears a channel and then reads its streams misses nothing and gets nothing twice; ids
+are global and increasing (see :mod:`.scripts`).  An edit or a deletion is stored and
+published the same way, as an entry of its own after the message.  A ``cid`` is stored once per sender and conversation within
 CHAT_DEDUP_WINDOW: the same ``cid`` sent again is acknowledged with the first message's id.
 
 Sends are batched: one greenlet per process runs the sends of all its sockets, whatever
@@ -12,6 +14,7 @@ write, one read for k messages).  Each socket still sends one message at a time,
 messages are stored in order.  A send's arguments are encoded in its sender's greenlet, so
 text that cannot be encoded fails that send alone, never the batch of other people's sends.
 """
+import json
 import time
 
 import gevent
@@ -35,7 +38,8 @@ class Store:
         self.dedup_window = cfg["CHAT_DEDUP_WINDOW"]
         self.s_private = redis.register_script(scripts.SEND_PRIVATE)
         self.s_room = redis.register_script(scripts.SEND_ROOM)
-        self.s_snapshot = redis.register_script(scripts.SNAPSHOT)
+        self.s_replay = redis.register_script(scripts.REPLAY)
+        self.s_change = redis.register_script(scripts.CHANGE)
         self.s_cursor = redis.register_script(scripts.CURSOR_MAX)
         self.sends = []          # (script, keys, args, AsyncResult) waiting for the next batch
         self.sends_ready = Event()
@@ -49,9 +53,11 @@ class Store:
         nobody is registered under ``receiver``."""
         channel = keys.chat_user_channel(receiver)
         res = self._run(self.s_private,
-                        [keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE,
+                        [keys.CHAT_CLOCK, keys.user(receiver), keys.chat_dm(sender, receiver), keys.CHAT_ONLINE,
+                         keys.chat_convs(sender), keys.chat_convs(receiver), keys.chat_read(sender),
                          *self._dedup_key(sender, channel, cid)],
-                        [message_tail(fields), self.maxlen, self.age_ms, channel, self.dedup_window])
+                        [message_tail(fields), self.maxlen, self.age_ms, channel, self.dedup_window,
+                         keys.chat_user_channel(sender), sender])
         if not res or not res[0]:
             return None
         mid, ts, name, online, duplicate = res
@@ -60,11 +66,24 @@ class Store:
     def send_room(self, sender, room, fields, cid):
         """Store and publish a message in ``room``.  Returns (id, ts, duplicate?)."""
         channel = keys.chat_room_channel(room)
-        mid, ts, duplicate = self._run(self.s_room, [keys.CHAT_CLOCK, keys.chat_room(room),
+        mid, ts, duplicate = self._run(self.s_room, [keys.CHAT_CLOCK, keys.chat_room(room), keys.chat_read(sender),
                                                      *self._dedup_key(sender, channel, cid)],
                                        [message_tail({"room": room, **fields}), self.maxlen, self.age_ms, channel,
-                                        self.dedup_window])
+                                        self.dedup_window, room])
         return mid, int(ts), bool(duplicate)
+
+    def change(self, stream, target, before, after, kind, window_ms, channels):
+        """Store and publish an ``edit`` or ``delete`` of message ``target`` of ``stream``:
+        ``before`` is the message as read from chat:edits ("" if never changed), ``after`` the
+        message as it is to be (a dict).  Returns (id, ts), or ``"changed"`` (it changed since
+        it was read) or ``"too_late"`` (older than ``window_ms``)."""
+        res = self.s_change(keys=[keys.CHAT_CLOCK, stream, keys.chat_edits(stream)],
+                            args=[format_id(target), before,
+                                  json.dumps(after, ensure_ascii=False, separators=(",", ":")),
+                                  window_ms, kind, self.age_ms, self.maxlen, *channels])
+        if len(res) == 1:
+            return res[0].decode() if isinstance(res[0], bytes) else res[0]
+        return res[0], int(res[1])
 
     def _dedup_key(self, sender, channel, cid):
         """The key that makes a re-sent ``cid`` count once (none without a cid, or with
@@ -123,15 +142,15 @@ class Store:
         """The oldest id history may still hold (CHAT_HISTORY_AGE ago)."""
         return (int(time.time() * 1000) - self.age_ms, 0)
 
-    def snapshot(self, streams, starts):
-        """Read ``streams`` after their start ids (``"-"``: skip) in one atomic script.
+    def replay(self, user, rooms, since, rooms_since):
+        """Read what ``user`` missed in one atomic script: their private conversations after
+        ``since`` (an id string) and ``rooms`` after ``rooms_since`` (``"-"``: none of them).
         Returns (entries sorted by id as (mid, frame json), gap?)."""
         count = self.maxlen * 2 + 100
-        res = self.s_snapshot(keys=streams, args=[*starts, count])
+        res = self.s_replay(keys=[keys.chat_convs(user), *(keys.chat_room(r) for r in rooms)],
+                            args=[since, rooms_since, count, keys.CHAT_DM_PREFIX, user.lower()])
         entries, gap = [], False
-        for (boundary, items), start in zip(res[:-1], starts):
-            if start == "-":
-                continue
+        for boundary, items, start in res[:-1]:
             s = parse_id(start) or ZERO
             if (parse_id(boundary) or ZERO) > s:
                 gap = True

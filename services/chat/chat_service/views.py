@@ -1,5 +1,6 @@
-"""The chat service's routes: the chat page (``GET /chat/``) and the WebSocket
-(``/chat/<username>``).
+"""The chat service's routes: the chat page (``GET /chat/``), the WebSocket
+(``/chat/<username>``), and the conversations' JSON API (``/chat/api/history``,
+``/chat/api/conversations``: see :mod:`.conversations`).
 
 Rule: a WebSocket is refused before the upgrade unless its session is valid, the address is
 the session's user's and the ``Origin`` is allowed.  That check is a ``before_request`` hook,
@@ -7,15 +8,17 @@ because flask-sock answers 101 inside the route, before the handler body runs: a
 401, someone else's address or a foreign ``Origin`` 403, a bad ``last_id`` 400, a process that
 is shutting down 503, all before any upgrade.
 """
+import json
 import socket as pysocket
 
-from flask import Blueprint, current_app, render_template, request, session
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, session
 from flask_sock import Sock
 from redis.exceptions import RedisError
 
-from webchat_common import current_user, error_response, keys, login_required, origin_allowed
+from webchat_common import current_user, error_response, keys, login_required, origin_allowed, request_int
 
 from . import metrics
+from .conversations import Refusal
 from .wire import parse_id
 
 bp = Blueprint("chat", __name__, url_prefix="/chat", template_folder="templates", static_folder="static",
@@ -28,6 +31,51 @@ sock = Sock()
 def page():
     """The chat client: contacts with presence, private and room conversations."""
     return render_template("chat.html")
+
+
+@bp.get("/api/history")
+@login_required
+def history():
+    """A page of a conversation (``with=<user>`` or ``room=<room>``), oldest first:
+    ``{"messages": [...], "more": bool, "read": {name: id}}``; ``before=<id>`` pages back,
+    ``limit`` (CHAT_HISTORY_PAGE, at most CHAT_HISTORY_PAGE_MAX)."""
+    cfg = current_app.config
+    args = request.args
+    before = None
+    if "before" in args:
+        before = parse_id(args["before"])
+        if before is None:
+            return error_response(400, "before must look like <ms>-<seq>")
+    limit = cfg["CHAT_HISTORY_PAGE"]
+    if "limit" in args:
+        limit = request_int(args["limit"], 1, cfg["CHAT_HISTORY_PAGE_MAX"])
+        if limit is None:
+            return error_response(400, f"limit must be a whole number from 1 to {cfg['CHAT_HISTORY_PAGE_MAX']}")
+    try:
+        fields, frames = current_app.extensions["chat_conversations"].history(
+            current_user(), args.get("with"), args.get("room"), before, limit)
+    except Refusal as refused:
+        return error_response(refused.status, refused.message)
+    except RedisError:
+        return error_response(503, "chat store unavailable: try again shortly")
+    # The stored frames are JSON already: joined, not parsed and encoded again.
+    body = '{"messages":[' + ",".join(frames) + "]," + json.dumps(fields, separators=(",", ":"))[1:]
+    return Response(body, mimetype="application/json")
+
+
+@bp.get("/api/conversations")
+@login_required
+def conversations():
+    """The user's conversations, newest first: ``{"conversations": [{"with": name | "room":
+    room, "last": message or null, "unread": n, "read_up_to": id or null}, ...]}``."""
+    user = current_user()
+    cfg = current_app.config
+    try:
+        rooms = {cfg["CHAT_DEFAULT_ROOM"], *current_app.extensions["redis"].smembers(keys.chat_rooms(user))}
+        listing = current_app.extensions["chat_conversations"].listing(user, rooms)
+    except RedisError:
+        return error_response(503, "chat store unavailable: try again shortly")
+    return jsonify(conversations=listing)
 
 
 def _refuse(code, reason, message):

@@ -1,5 +1,5 @@
 """Unit tests of the chat service against a real redis-server: the Lua scripts (ids, storage,
-snapshot and gap detection, presence), the Origin rule and the handshake refusals."""
+replay and gap detection, presence), the Origin rule and the handshake refusals."""
 import json
 import time
 
@@ -20,8 +20,9 @@ def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_6
     channel = keys.chat_user_channel(receiver)
     dedup = [keys.chat_cid(sender, channel, cid)] if cid is not None else []
     return r.register_script(scripts.SEND_PRIVATE)(
-        keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_inbox(receiver), keys.CHAT_ONLINE, *dedup],
-        args=[tail, maxlen, age_ms, channel, window])
+        keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_dm(sender, receiver), keys.CHAT_ONLINE,
+              keys.chat_convs(sender), keys.chat_convs(receiver), keys.chat_read(sender), *dedup],
+        args=[tail, maxlen, age_ms, channel, window, keys.chat_user_channel(sender), sender])
 
 
 def send_room(r, room, data="hi", maxlen=1000, cid=None, window=300):
@@ -29,7 +30,8 @@ def send_room(r, room, data="hi", maxlen=1000, cid=None, window=300):
     channel = keys.chat_room_channel(room)
     dedup = [keys.chat_cid("alice", channel, cid)] if cid is not None else []
     return r.register_script(scripts.SEND_ROOM)(
-        keys=[keys.CHAT_CLOCK, keys.chat_room(room), *dedup], args=[tail, maxlen, 3_600_000, channel, window])
+        keys=[keys.CHAT_CLOCK, keys.chat_room(room), keys.chat_read("alice"), *dedup],
+        args=[tail, maxlen, 3_600_000, channel, window, room])
 
 
 def test_a_cid_sent_again_is_stored_once(r):
@@ -37,7 +39,7 @@ def test_a_cid_sent_again_is_stored_once(r):
     first = send_private(r, "bob", "one", cid="c1")
     again = send_private(r, "bob", "one", cid="c1")
     assert again[:3] == first[:3] and first[4] == 0 and again[4] == 1
-    assert r.xlen(keys.chat_inbox("bob")) == 1
+    assert r.xlen(keys.chat_dm("alice", "bob")) == 1
     other = send_private(r, "bob", "two", cid="c2")
     assert other[0] != first[0] and other[4] == 0
     # the same cid to someone else, or in a room, is another message
@@ -49,7 +51,7 @@ def test_a_cid_sent_again_is_stored_once(r):
     # without a cid nothing is remembered
     send_private(r, "bob", "same")
     send_private(r, "bob", "same")
-    assert r.xlen(keys.chat_inbox("bob")) == 4
+    assert r.xlen(keys.chat_dm("alice", "bob")) == 4
 
 
 def test_a_cid_is_remembered_for_the_window_only(r):
@@ -114,18 +116,18 @@ def test_private_message_is_stored_as_the_frame_and_published(r):
     ps.subscribe(keys.chat_user_channel("bob"))
     ps.get_message(timeout=1)
     mid, ts, name, online, duplicate = send_private(r, "BOB", 'quote " and <tag> and ünïcode')
-    (sid, fields), = r.xrange(keys.chat_inbox("bob"))
+    (sid, fields), = r.xrange(keys.chat_dm("alice", "bob"))
     frame = json.loads(fields["f"])
     assert sid == mid and frame == {"type": "message", "id": mid, "ts": int(ts), "receiver": "bob",
                                     "sender": "alice", "data": 'quote " and <tag> and ünïcode'}
     msg = ps.get_message(timeout=1)
     assert msg["data"] == mid + " " + fields["f"]
-    assert 0 < r.pttl(keys.chat_inbox("bob")) <= 3_600_000
+    assert 0 < r.pttl(keys.chat_dm("alice", "bob")) <= 3_600_000
 
 
 def test_unknown_receiver_stores_nothing(r):
     assert send_private(r, "ghost") == [None]
-    assert not r.exists(keys.chat_inbox("ghost"))
+    assert not r.exists(keys.chat_dm("alice", "ghost"))
 
 
 def up(r, node, ttl_ms, *users):
@@ -205,25 +207,39 @@ def test_sweep_drops_users_of_a_dead_node_once(r):
     assert r.zrange(keys.CHAT_ONLINE, 0, -1) == ["carol"]
 
 
-def test_snapshot_reads_after_the_cursor_and_reports_trimmed_history(r):
+def replay(r, user, since, rooms=(), rooms_since="-"):
+    res = r.register_script(scripts.REPLAY)(
+        keys=[keys.chat_convs(user), *(keys.chat_room(x) for x in rooms)],
+        args=[since, rooms_since, 1000, keys.CHAT_DM_PREFIX, user.lower()])
+    return res[:-1], int(res[-1])
+
+
+def test_replay_reads_after_the_cursor_and_reports_trimmed_history(r):
     register(r, "bob")
-    snap = r.register_script(scripts.SNAPSHOT)
     ids = [send_private(r, "bob", f"m{i}", maxlen=10)[0] for i in range(300)]
     # MAXLEN ~ trims whole stream nodes: the oldest are gone, the newest kept.
-    kept = [sid for sid, _ in r.xrange(keys.chat_inbox("bob"))]
+    kept = [sid for sid, _ in r.xrange(keys.chat_dm("alice", "bob"))]
     assert kept[-1] == ids[-1] and kept[0] != ids[0]
-    (boundary, entries), now = snap(keys=[keys.chat_inbox("bob")], args=[ids[0], 1000])
+    [(boundary, entries, start)], now = replay(r, "bob", ids[0])
     assert boundary == kept[0] and parse_id(boundary) > parse_id(ids[0]), "trimmed after the cursor: a gap"
-    assert [e[0] for e in entries] == kept
-    (boundary, entries), now = snap(keys=[keys.chat_inbox("bob")], args=[ids[-3], 1000])
+    assert [e[0] for e in entries] == kept and start == ids[0]
+    [(boundary, entries, _)], now = replay(r, "bob", ids[-3])
     assert [e[0] for e in entries] == ids[-2:] and parse_id(boundary) < parse_id(ids[-3])
+    # the sender's replay reads the same conversation: both directions are one stream
+    [(_, entries, _)], now = replay(r, "alice", ids[-3])
+    assert [e[0] for e in entries] == ids[-2:]
     register(r, "carol")
     send_private(r, "carol")
-    (boundary, entries), now = snap(keys=[keys.chat_inbox("carol")], args=["0-0", 1000])
+    [(boundary, entries, _)], now = replay(r, "carol", "0-0")
     assert boundary == "0-0" and len(entries) == 1, "never trimmed: no gap"
-    # "-" reads nothing from that stream; a missing stream is empty
-    res = snap(keys=[keys.chat_inbox("bob"), keys.chat_room("nowhere")], args=["-", "0-0", 1000])
-    assert res[0] == ["0-0", []] and res[1] == ["0-0", []] and int(res[2]) > 0
+    # a conversation whose last message is older than the cursor's ms is not read at all
+    res, now = replay(r, "carol", f"{now + 1000}-0")
+    assert res == []
+    # "-" reads no room; a missing stream is empty
+    res, now = replay(r, "nobody", "0-0", rooms=["nowhere"], rooms_since="-")
+    assert res == [] and now > 0
+    res, now = replay(r, "nobody", "0-0", rooms=["nowhere"], rooms_since="0-0")
+    assert res == [["0-0", [], "0-0"]]
 
 
 def test_cursor_only_moves_forward(r):

@@ -177,12 +177,13 @@
         resendPending();
         break;
       case "message":
-        if (seen.has(f.id)) break;
-        seen.add(f.id);
+        // (Our own messages come back too, after their ack: they still move lastId.)
         if (!lastId || cmpId(f.id, lastId) > 0) {
           lastId = f.id;
           try { window.sessionStorage.setItem(storeKey, lastId); } catch (e) { /* ignore */ }
         }
+        if (seen.has(f.id)) break;
+        seen.add(f.id);
         var key = f.room ? "#" + f.room : "@" + (f.sender === me ? f.receiver : f.sender);
         if (f.sender === me && f.cid !== undefined && pending[f.cid]) {
           var p = pending[f.cid]; delete pending[f.cid];

@@ -1,0 +1,159 @@
+"""What a person sees of their conversations: where one is, its history page by page, the
+list of them with unread counts, and read markers.
+
+Rule: a conversation is read only by its people.  A private one is named by the reader and
+the other person (``with``), so the reader is always one of its two people; a room is read
+by its current members (everyone, for the default room).  Messages come as they are now (the
+edited text, or a tombstone for a deleted one), in the shape of the ``message`` frame, oldest
+first; pages are cut by id (``before``), so paging back meets every kept message once, however
+many arrive meanwhile.  Read markers only move forward; sending a message moves one's own.
+"""
+import json
+
+from webchat_common import keys
+from webchat_common.names import is_room_name, is_user_name
+
+from . import scripts
+from .wire import format_id, parse_id
+
+
+class Refusal(Exception):
+    """A conversation the person may not use: an error ``code`` (the frame's), the HTTP
+    ``status`` and a sentence."""
+
+    def __init__(self, code, status, message):
+        super().__init__(message)
+        self.code, self.status, self.message = code, status, message
+
+
+def read_field(peer=None, room=None):
+    """A conversation's field in the reader's ``chat:read:<user>``: ``#<room>`` or
+    ``@<lower(other person)>`` (the send scripts write the same)."""
+    return "#" + room if room is not None else "@" + peer.lower()
+
+
+class Place:
+    """One conversation of ``user``: with ``peer`` (the registered name) or in ``room``."""
+
+    __slots__ = ("user", "peer", "room", "stream", "field")
+
+    def __init__(self, user, peer=None, room=None):
+        self.user, self.peer, self.room = user, peer, room
+        self.stream = keys.chat_room(room) if room is not None else keys.chat_dm(user, peer)
+        self.field = read_field(peer, room)
+
+    def where(self):
+        """The conversation as a frame's fields: ``{"with": name}`` or ``{"room": room}``."""
+        return {"room": self.room} if self.room is not None else {"with": self.peer}
+
+    def channels(self):
+        """Where a change to the conversation is published: both people, or the room."""
+        if self.room is not None:
+            return [keys.chat_room_channel(self.room)]
+        return sorted({keys.chat_user_channel(self.user), keys.chat_user_channel(self.peer)})
+
+
+def _no_user():
+    return Refusal("unknown_receiver", 404, "no such user")
+
+
+def _not_member():
+    return Refusal("not_member", 403, "join the room first")
+
+
+class Conversations:
+    def __init__(self, redis, cfg):
+        self.redis = redis
+        self.default_room = cfg["CHAT_DEFAULT_ROOM"]
+        self.unread_cap = cfg["CHAT_UNREAD_CAP"]
+        self.listed = cfg["CHAT_CONVERSATIONS_MAX"]
+        self.ttl_ms = int(cfg["CHAT_HISTORY_AGE"] * 1000)
+        self.s_history = redis.register_script(scripts.HISTORY)
+        self.s_summary = redis.register_script(scripts.SUMMARY)
+        self.s_read = redis.register_script(scripts.READ)
+
+    def locate(self, user, peer=None, room=None, rooms=None):
+        """The conversation ``user`` names with ``peer`` (a user name) or ``room``, with the
+        other person's registered name, or a :class:`Refusal`.  ``rooms``: the rooms ``user`` is
+        in, when the caller knows them (a socket does); else membership is read from Redis."""
+        place = self._named(user, peer, room)
+        if room is not None:
+            member = (room == self.default_room or (room in rooms if rooms is not None
+                      else self.redis.sismember(keys.chat_members(room), user)))
+            if not member:
+                raise _not_member()
+            return place
+        name = self.redis.hget(keys.user(peer), "name")
+        if name is None:
+            raise _no_user()
+        return Place(user, peer=name)
+
+    def _named(self, user, peer, room):
+        """The conversation a request names, checked for form only."""
+        if (peer is None) == (room is None):
+            raise Refusal("bad_frame", 400, "give exactly one of with (a user name) or room")
+        if room is not None:
+            if not is_room_name(room):
+                raise Refusal("bad_room", 400, "a room name is 1-32 letters, digits, - or _")
+            return Place(user, room=room)
+        if not is_user_name(peer):
+            raise _no_user()
+        return Place(user, peer=peer)
+
+    # ---- history ---------------------------------------------------------------------------
+
+    def history(self, user, peer, room, before, limit):
+        """A page for ``user`` of their conversation with ``peer`` or in ``room``, in one
+        script: who may read is checked there too.  Returns the answer's fields but the
+        messages, and up to ``limit`` messages before id ``before`` (None: the newest) oldest
+        first, as JSON texts; or raises :class:`Refusal`."""
+        place = self._named(user, peer, room)
+        if room is None:
+            admit, kind, theirs, their_field = keys.user(peer), "user", keys.chat_read(peer), read_field(user)
+        else:
+            admit, kind, theirs, their_field = (keys.chat_members(room), "everyone" if room == self.default_room
+                                                else "room", keys.chat_read(user), place.field)
+        res = self.s_history(keys=[place.stream, keys.chat_edits(place.stream), admit, keys.chat_read(user), theirs],
+                             args=[format_id(before) if before else "+", limit, user, place.field, their_field, kind])
+        if res[0] == 0:
+            raise _no_user()
+        if res[0] == -1:
+            raise _not_member()
+        _, name, mine, other, *frames = res
+        if room is None:
+            read = {user: mine} if name.lower() == user.lower() else {user: mine, name: other}
+            fields = {"with": name, "read": read}
+        else:
+            fields = {"room": room, "read": {user: mine}}
+        return {**fields, "more": len(frames) > limit}, frames[:limit][::-1]
+
+    # ---- the list --------------------------------------------------------------------------
+
+    def listing(self, user, rooms):
+        """``user``'s private conversations (the CHAT_CONVERSATIONS_MAX latest) and rooms, each
+        with its last message, unread count and read marker, newest first."""
+        peers = self.redis.zrevrange(keys.chat_convs(user), 0, self.listed - 1)
+        places = [Place(user, peer=p) for p in peers] + [Place(user, room=r) for r in sorted(rooms)]
+        marks = self.redis.hmget(keys.chat_read(user), [p.field for p in places]) if places else []
+        pipe = self.redis.pipeline(transaction=False)
+        for place, mark in zip(places, marks):
+            self.s_summary(keys=[place.stream, keys.chat_edits(place.stream)],
+                           args=[mark or "", self.unread_cap], client=pipe)
+        out = []
+        for place, mark, (last, unread) in zip(places, marks, pipe.execute() if places else []):
+            last = json.loads(last) if last else None
+            out.append({**place.where(), "last": last, "unread": unread, "read_up_to": mark})
+        out.sort(key=lambda c: parse_id(c["last"]["id"]) if c["last"] else (0, 0), reverse=True)
+        return out
+
+    # ---- read markers ----------------------------------------------------------------------
+
+    def read(self, place, up_to):
+        """Move ``place.user``'s read marker up to message ``up_to`` (an id tuple), never back.
+        Returns (moved?, the marker, unread count after it), or None when ``up_to`` is not a
+        message of the conversation."""
+        res = self.s_read(keys=[keys.chat_read(place.user), place.stream],
+                          args=[place.field, format_id(up_to), self.unread_cap, self.ttl_ms])
+        if res[0] == -1:
+            return None
+        return bool(res[0]), res[1], res[2]
