@@ -250,6 +250,11 @@ class Client:
                 self.last_frame = time.monotonic()
                 kind, payload = proto.parse(frame)
                 if kind == "message":
+                    if payload and payload.get("sender") == slot.user:
+                        # our own message, sent to every socket of its sender (webchat keeps
+                        # a person's devices in sync): work the server does, not a delivery
+                        self.kinds["message-own"] += 1
+                        continue
                     now = perf()
                     self.received += 1
                     slot.rx += 1

@@ -29,7 +29,6 @@ per-round figures, so the noise is visible rather than hidden.
 """
 import argparse
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -44,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from localstack import Service, Stack  # noqa: E402
 from webchat_testing import free_port  # noqa: E402
 from webchat_testing.sessions import COOKIE  # noqa: E402
-from wrk_load import add_arguments as add_wrk_arguments, ensure_wrk, wrk  # noqa: E402
+from wrk_load import add_arguments as add_wrk_arguments, ensure_wrk, register, wrk  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SIZES = {"1 MiB": 1024 * 1024, "64 KiB": 64 * 1024}
@@ -113,9 +112,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="media-bench-") as tmp, BenchStack(tmp) as stack:
         gw = stack.url
         bench = f"http://127.0.0.1:{stack.bench_port}"
-        http = requests.Session()
-        token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(gw + "/register").text).group(1)
-        http.post(gw + "/register", data={"username": "bench", "password": "bench-password-1", "csrf_token": token})
+        http = register(gw)
         cookie = http.cookies[COOKIE]
         csrf = http.get(gw + "/api/me").json()["csrf_token"]
         names = {}

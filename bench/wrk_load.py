@@ -1,10 +1,13 @@
-"""wrk, as the HTTP benchmarks use it (bench/media_bench.py, bench/request_path.py): installed
-when missing, run for one URL with a session cookie, its report parsed; and the command-line
-options every wrk benchmark takes."""
+"""wrk, as the HTTP benchmarks use it (bench/media_bench.py, bench/request_path.py,
+bench/history_bench.py): installed when missing, run for one URL with a session cookie, its
+report parsed; the command-line options every wrk benchmark takes; and the bench user, registered
+through the gateway."""
 import re
 import shutil
 import subprocess
 from pathlib import Path
+
+import requests
 
 from webchat_testing.sessions import COOKIE
 
@@ -49,3 +52,13 @@ def wrk(url, cookie, duration, connections, threads):
     errors = re.search(r"Socket errors: (.*)", out)
     return {"requests": requests_done, "rate": rate, "p50": p50, "p99": p99,
             "bad": int(bad.group(1)) if bad else 0, "errors": errors.group(1) if errors else ""}
+
+
+def register(gw, name="bench", password="bench-password-1"):
+    """Register ``name`` through the gateway ``gw``: a requests session logged in as them (its
+    session cookie is ``COOKIE``)."""
+    http = requests.Session()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get(gw + "/register").text).group(1)
+    resp = http.post(gw + "/register", data={"username": name, "password": password, "csrf_token": token})
+    resp.raise_for_status()
+    return http
