@@ -2,6 +2,8 @@
 free ports, started by the same code as ``make run``; the chat tests' and the fault suite's own
 stacks; browsers; gunicorn around the ops test app.  Every fixture of tests/ is here; the
 helpers they use are in ``tests/support`` and ``webchat_testing``."""
+import re
+
 import pytest
 import redis
 
@@ -131,24 +133,32 @@ def hostile_pair(chat_stack):
 
 @pytest.fixture
 def chat_page(chromium, chat_stack):
-    """Open /chat/ in a fresh browser context as a newly registered person."""
+    """Open /chat/ in a fresh browser context as a newly registered person (``viewport``: its
+    size, e.g. a phone's).  Every console error and uncaught exception of every page opened is
+    a failure of the test, except what the test allows (``chat_page.allow(regex)``)."""
     from playwright.sync_api import expect
 
-    contexts = []
+    contexts, errors, allowed = [], [], []
 
-    def open_as(person):
-        context = chromium.new_context()
-        contexts.append(context)
-        context.add_cookies([{"name": COOKIE, "value": person.browser.sid, "url": chat_stack.url}])
+    def open_as(person, viewport=None, context=None):
+        if context is None:
+            context = chromium.new_context(viewport=viewport) if viewport else chromium.new_context()
+            contexts.append(context)
+            context.add_cookies([{"name": COOKIE, "value": person.browser.sid, "url": chat_stack.url}])
         page = context.new_page()
+        page.on("console", lambda m: errors.append(f"{person.name}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"{person.name}: uncaught {exc}"))
         page.set_default_timeout(10_000)
         page.goto(chat_stack.url + "/chat/")
         expect(page.locator("#chat-status")).to_have_attribute("data-state", "online")
         return page
 
+    open_as.allow = lambda pattern: allowed.append(re.compile(pattern))
     yield open_as
     for c in contexts:
         c.close()
+    unexpected = [e for e in errors if not any(a.search(e) for a in allowed)]
+    assert not unexpected, "console errors: " + "; ".join(unexpected)
 
 
 # ---- the fault suite (tests/test_faults.py) --------------------------------------------------

@@ -102,7 +102,7 @@ class Commands:
                 conn.error("unknown_receiver", f"no such user: {receiver}", cid)
                 return
             mid, ts, name, online, duplicate = sent
-            conn.reply(_ack(mid, ts, cid, duplicate, receiver=name))
+            conn.reply(_ack(mid, ts, cid, duplicate, receiver=name, delivered=online))
             if not online and not duplicate:
                 # The tutorial's notice; the message is stored and delivered when they connect.
                 conn.reply({"type": "system", "sender": "system", "receiver": conn.user, "code": "offline",

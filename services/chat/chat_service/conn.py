@@ -244,7 +244,8 @@ class Connection:
             "type": "hello", "user": self.user, "node": node.id,
             "rooms": sorted(self.rooms), "default_room": node.default_room,
             "limits": {"max_frame": node.cfg["CHAT_MAX_FRAME"], "rate": self.rate, "burst": self.burst,
-                       "watch": node.cfg["CHAT_WATCH_MAX"]},
+                       "watch": node.cfg["CHAT_WATCH_MAX"], "edit_window": node.cfg["CHAT_EDIT_WINDOW"],
+                       "typing_interval": node.cfg["CHAT_TYPING_INTERVAL"]},
         }))
         since, explicit = self.since, self.since is not None
         if since is None:

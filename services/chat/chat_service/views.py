@@ -18,6 +18,8 @@ from redis.exceptions import RedisError
 from webchat_common import current_user, error_response, keys, login_required, origin_allowed, request_int
 
 from . import metrics
+from webchat_common.names import is_user_name
+
 from .conversations import Refusal
 from .wire import parse_id
 
@@ -76,6 +78,25 @@ def conversations():
     except RedisError:
         return error_response(503, "chat store unavailable: try again shortly")
     return jsonify(conversations=listing)
+
+
+@bp.get("/api/people")
+@login_required
+def people():
+    """What the page shows of people (``name=<user>``, repeated, at most 100): ``{"people":
+    {registered name: {"avatar": media name or null}}}``; names nobody registered are left out."""
+    names = request.args.getlist("name")
+    if len(names) > 100:
+        return error_response(400, "at most 100 names")
+    names = list(dict.fromkeys(n.lower() for n in names if is_user_name(n)))
+    try:
+        pipe = current_app.extensions["redis"].pipeline(transaction=False)
+        for n in names:
+            pipe.hmget(keys.user(n), "name", "avatar")
+        found = pipe.execute() if names else []
+    except RedisError:
+        return error_response(503, "chat store unavailable: try again shortly")
+    return jsonify(people={name: {"avatar": avatar} for name, avatar in found if name})
 
 
 def _refuse(code, reason, message):

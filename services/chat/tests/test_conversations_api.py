@@ -51,3 +51,25 @@ def test_a_conversation_is_named_from_the_asker(app, r):
         assert body["messages"] == [], who
     login_client(client, r, "alice")
     assert [m["data"] for m in client.get("/chat/api/history?with=Bob").get_json()["messages"]] == ["private"]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.lists(st.text(max_size=40) | st.sampled_from(["alice", "BOB", "nobody"]), max_size=120))
+def test_people_any_names(app, r, names):
+    register(r, "alice")
+    register(r, "bob")
+    r.hset(keys.user("bob"), "avatar", "A" * 22 + ".png")
+    client = app.test_client()
+    login_client(client, r, "alice")
+    res = client.get("/chat/api/people", query_string=[("name", n) for n in names])
+    if len(names) > 100:
+        assert res.status_code == 400 and res.get_json()["error"]
+        return
+    assert res.status_code == 200
+    people = res.get_json()["people"]
+    expected = {n for n in ("alice", "bob") if any(x.lower() == n for x in names)}
+    assert set(people) == expected
+    if "bob" in people:
+        assert people["bob"] == {"avatar": "A" * 22 + ".png"}
+    if "alice" in people:
+        assert people["alice"] == {"avatar": None}
