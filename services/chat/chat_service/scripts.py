@@ -64,11 +64,13 @@ if dkey then redis.call('SET', dkey, id .. ' ' .. msstr .. ' ' .. (name or ''), 
 """
 
 # Shared prelude: ``remember(zset, member, ms, age)`` scores a conversation in a user's
-# chat:convs, drops the ones older than the history and keeps the key as long as the history.
+# chat:convs and keeps the key as long as the history; a new conversation also drops the ones
+# older than the history (only then: the list cannot grow without a new one).
 _REMEMBER = """
 local function remember(key, member, at, age)
-  redis.call('ZADD', key, at, member)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', at - tonumber(age)))
+  if redis.call('ZADD', key, at, member) == 1 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%d', at - tonumber(age)))
+  end
   redis.call('PEXPIRE', key, age)
 end
 """

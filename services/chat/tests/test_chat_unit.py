@@ -319,7 +319,9 @@ def test_chat_page_needs_login(app, r):
     login(client, r, "alice")
     page = client.get("/chat/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and b'<span id="chat-user">alice</span>' in page.data
-    assert client.get("/chat/static/chat.js").status_code == 200
+    for module in ("main", "socket", "api", "view"):
+        js = client.get(f"/chat/static/chat/{module}.js")
+        assert js.status_code == 200 and js.mimetype == "text/javascript", module  # (modules need a JS type)
 
 
 def test_pubsub_never_reconnects_inside_a_subscribe(app, r):
