@@ -164,12 +164,29 @@ def logged_status(response):
     return response.status_code
 
 
+#: (endpoint, method, status) -> the labelled (counter, histogram) children.  ``labels()``
+#: looks the child up under a lock and checks the label values on every call; the label
+#: sets are few and fixed (see the module docstring), so each is looked up once per process.
+_children = {}
+
+
+def _children_of(endpoint, method, status):
+    key = (endpoint, method, status)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (HTTP_REQUESTS.labels(endpoint, method, status),
+                                     HTTP_LATENCY.labels(endpoint, method, status))
+    return children
+
+
 def record_request(response, status=None):
     """Count and time one answered request (called from init_app's ``after_request``)."""
-    endpoint = request.endpoint or "none"
-    method = request.method if request.method in _METHODS else "other"
+    req = request._get_current_object()
+    endpoint = req.endpoint or "none"
+    method = req.method if req.method in _METHODS else "other"
     status = str(status if status is not None else response.status_code)
-    HTTP_REQUESTS.labels(endpoint, method, status).inc()
+    count, latency = _children_of(endpoint, method, status)
+    count.inc()
     start = g.get("start")
     if start is not None and not _is_upgrade():
-        HTTP_LATENCY.labels(endpoint, method, status).observe(time.perf_counter() - start)
+        latency.observe(time.perf_counter() - start)
