@@ -30,10 +30,27 @@ REDACTED = frozenset({"password", "cookie", "cookies", "session", "session_id", 
 
 
 class UTCJsonFormatter(JsonFormatter):
-    """python-json-logger's formatter with ``time`` as ``2026-01-02T03:04:05.678Z``."""
+    """python-json-logger's formatter with ``time`` as ``2026-01-02T03:04:05.678Z``.
+
+    Two things it did for every line are done once: the JSON encoder (``json.dumps(cls=...)``
+    builds one per call; ``encode`` keeps no state between calls, so one serves every thread),
+    and the date and time up to the second (formatted again only when the second changes)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._encoder = self.json_encoder(default=self.json_default, indent=self.json_indent,
+                                          ensure_ascii=self.json_ensure_ascii)
+        self._second = (None, "")
 
     def formatTime(self, record, datefmt=None):  # noqa: N802 - logging's name
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return cached[1] + f".{int(record.msecs):03d}Z"
+
+    def jsonify_log_record(self, log_data):
+        return self._encoder.encode(log_data)
 
 
 class ContextFilter(logging.Filter):
