@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 #: A client's X-Request-ID is kept only if it matches whole (``$`` would let "id\n" through).
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Endpoints that answer without a session: no Redis, no CSRF check.
+_NO_SESSION_ENDPOINTS = frozenset({"common.healthz", "assets.static", "common.metrics"})
 #: Seconds /readyz waits for Redis (to connect, and for the PING) before answering 503.
 READY_TIMEOUT = 1.0
 REDIS_DOWN = "The service is temporarily unavailable (its data store cannot be reached). Try again shortly."
@@ -249,38 +251,48 @@ def init_app(app, service, static_url_path):
 
     @app.before_request
     def begin():
-        g.start = time.perf_counter()
-        rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if _REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
-        if isinstance(request.routing_exception, RequestRedirect):
-            return relative_redirect(request.routing_exception)
-        if request.endpoint in ("common.healthz", "assets.static", "common.metrics"):
+        # The request, g and the session are each fetched from their context once: every
+        # ``request.x`` is a context-variable lookup through werkzeug's LocalProxy.
+        req = request._get_current_object()
+        req_g = g._get_current_object()
+        req_g.start = time.perf_counter()
+        rid = req.headers.get("X-Request-ID", "")
+        req_g.request_id = rid if _REQUEST_ID_RE.fullmatch(rid) else uuid.uuid4().hex
+        routing_exception = req.routing_exception
+        if isinstance(routing_exception, RequestRedirect):
+            return relative_redirect(routing_exception)
+        endpoint = req.endpoint
+        if endpoint in _NO_SESSION_ENDPOINTS:
             return None
-        if isinstance(session, UnavailableSession):
+        if isinstance(session._get_current_object(), UnavailableSession):
             raise ServiceUnavailable(REDIS_DOWN)
-        if request.method in UNSAFE_METHODS and request.routing_exception is None:  # 404/405 first
-            view = app.view_functions.get(request.endpoint)
+        if req.method in UNSAFE_METHODS and routing_exception is None:  # 404/405 first
+            view = app.view_functions.get(endpoint)
             if not getattr(view, "csrf_exempt", False):
                 _check_csrf(view)
         return None
 
     @app.after_request
     def finish(response):
-        response.headers["X-Request-ID"] = g.get("request_id", "")
+        req = request._get_current_object()
+        req_g = g._get_current_object()
+        response.headers["X-Request-ID"] = req_g.get("request_id", "")
         status = metrics.logged_status(response)
         metrics.record_request(response, status)
         user = current_user()
         if user:
             response.headers["X-User"] = user  # for the gateway's access log; it strips it
-        access_log.log(
-            logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO,
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round((time.perf_counter() - g.get("start", time.perf_counter())) * 1000, 2),
-                "user": user,
-            },
-        )
+        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+        if access_log.isEnabledFor(level):
+            access_log.log(
+                level,
+                "request",
+                extra={
+                    "method": req.method,
+                    "path": req.path,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - req_g.get("start", time.perf_counter())) * 1000, 2),
+                    "user": user,
+                },
+            )
         return response
