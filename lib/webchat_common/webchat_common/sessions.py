@@ -28,6 +28,7 @@ import time
 from flask.sessions import SessionInterface, SessionMixin
 from redis.exceptions import RedisError
 from werkzeug.datastructures import CallbackDict
+from werkzeug.sansio.http import parse_cookie
 
 from .redis_store import get_redis
 
@@ -107,7 +108,9 @@ class RedisSessionInterface(SessionInterface):
     REFRESH_AGAIN_AFTER = 1.0
 
     def open_session(self, app, request):
-        sid = request.cookies.get(app.config["SESSION_COOKIE_NAME"])
+        # What ``request.cookies`` parses (one WSGI environ holds one Cookie header), without
+        # its walk over every header of the environ to find it.
+        sid = parse_cookie(request.environ.get("HTTP_COOKIE")).get(app.config["SESSION_COOKIE_NAME"])
         if not sid or not _SID_RE.fullmatch(sid):
             return RedisSession()
         idle = app.config["SESSION_IDLE_TIMEOUT"]
@@ -163,6 +166,15 @@ class RedisSessionInterface(SessionInterface):
 
     def save_session(self, app, session, response):
         if isinstance(session, UnavailableSession):
+            return
+        if session.sid is not None and not (session.modified or session.destroy_requested
+                                            or session.regenerate_requested):
+            # A known session that was only read (most requests): no value or cookie to write;
+            # only the idle TTL, which open_session's GETEX slid unless the request was long.
+            session.new_id = False
+            if session.refreshed_at is None or time.monotonic() - session.refreshed_at >= self.REFRESH_AGAIN_AFTER:
+                get_redis(app).expire(session_key(session.sid), self._ttl(app, session))
+            response.vary.add("Cookie")
             return
         name = app.config["SESSION_COOKIE_NAME"]
         cookie_args = dict(
