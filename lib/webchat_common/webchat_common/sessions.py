@@ -167,15 +167,6 @@ class RedisSessionInterface(SessionInterface):
     def save_session(self, app, session, response):
         if isinstance(session, UnavailableSession):
             return
-        if session.sid is not None and not (session.modified or session.destroy_requested
-                                            or session.regenerate_requested):
-            # A known session that was only read (most requests): no value or cookie to write;
-            # only the idle TTL, which open_session's GETEX slid unless the request was long.
-            session.new_id = False
-            if session.refreshed_at is None or time.monotonic() - session.refreshed_at >= self.REFRESH_AGAIN_AFTER:
-                get_redis(app).expire(session_key(session.sid), self._ttl(app, session))
-            response.vary.add("Cookie")
-            return
         name = app.config["SESSION_COOKIE_NAME"]
         cookie_args = dict(
             domain=self.get_cookie_domain(app),
