@@ -97,7 +97,7 @@ class Commands:
                 return
             fields["media"] = media
         if receiver is not None:
-            sent = self.store.send_private(conn.user, receiver, fields, cid)
+            sent = self.store.send_private(conn.user, receiver, fields, cid, conn.token)
             if sent is None:
                 conn.error("unknown_receiver", f"no such user: {receiver}", cid)
                 return

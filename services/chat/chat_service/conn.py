@@ -62,6 +62,12 @@ class Connection:
         self.ping_due = False
         self.typing_at = 0.0               # when this socket last sent a typing frame (monotonic)
 
+    @property
+    def token(self):
+        """This socket among all: what a send names so that its copy for the sender's other
+        sockets skips this one (see ``scripts.SEND_PRIVATE``)."""
+        return f"{self.node.id}.{id(self):x}"
+
     # ---- called by other greenlets (never block) -------------------------------------------
 
     def push(self, mid, frame):

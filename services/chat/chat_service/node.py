@@ -207,13 +207,14 @@ class Node:
             published = split_published(data)
             if published is None:
                 return
-            mid, body = published
+            mid, body, origin = published
             if mid is None:  # a frame without an id: a room joined or left, read, typing
                 self._control(conns, body)
                 return
             frame = ws_frame(0x1, body)
             for conn in list(conns):
-                conn.push(mid, frame)
+                if origin is None or origin != conn.token:
+                    conn.push(mid, frame)
         elif self.watch.is_presence(channel):
             self.watch.heard(channel, data)
         elif channel == _ENDED:

@@ -76,22 +76,28 @@ end
 """
 
 #: Private message.  KEYS: clock, user:<lower receiver> (auth's hash), chat:dm:<pair>,
-#: chat:online, chat:convs:<sender>, chat:convs:<receiver>, chat:read:<sender>, optionally the
-#: cid key.  ARGV: frame tail (JSON object without its "{", carrying sender, data, cid), max
-#: length, age ms, the receiver's channel, the cid key's TTL, the sender's channel, the
-#: sender's name.  Stores the message in the conversation's stream, publishes it to both people
-#: (every socket of the sender gets it too), puts the conversation first in both people's
-#: lists and moves the sender's read marker to it (one has read what one answers).
+#: chat:online, chat:convs:<sender>, chat:convs:<receiver>, chat:read:<sender>,
+#: chat:sockets:<sender>, optionally the cid key.  ARGV: frame tail (JSON object without its
+#: "{", carrying sender, data, cid), max length, age ms, the receiver's channel, the cid key's
+#: TTL, the sender's channel, the sender's name, the sending socket's token.  Stores the
+#: message in the conversation's stream, publishes it to the receiver and, when the sender has
+#: other sockets open, to the sender as ``"<id>/<token> <frame>"`` (every socket of theirs but
+#: the sending one, which has the ack), puts the conversation first in both people's lists and
+#: moves the sender's read marker to it (one has read what one answers).
 #: Returns {id, ts, canonical receiver name, online 0/1, duplicate 0/1} or {false} for an
 #: unknown receiver.
-SEND_PRIVATE = _REMEMBER + _dedup(8, "{sid, sts, sname, 0, 1}") + """
+SEND_PRIVATE = _REMEMBER + _dedup(9, "{sid, sts, sname, 0, 1}") + """
 local name = redis.call('HGET', KEYS[2], 'name')
 if not name then return {false} end""" + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',"receiver":' .. cjson.encode(name) .. ',' .. ARGV[1]
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
-if ARGV[6] ~= ARGV[4] then redis.call('PUBLISH', ARGV[6], id .. ' ' .. frame) end
+if ARGV[6] ~= ARGV[4] then
+  local open = 0
+  for _, n in ipairs(redis.call('HVALS', KEYS[8])) do open = open + tonumber(n) end
+  if open > 1 then redis.call('PUBLISH', ARGV[6], id .. '/' .. ARGV[8] .. ' ' .. frame) end
+end
 remember(KEYS[5], name, ms, ARGV[3])
 if KEYS[6] ~= KEYS[5] then remember(KEYS[6], ARGV[7], ms, ARGV[3]) end
 redis.call('HSET', KEYS[7], '@' .. string.lower(name), id)

@@ -82,13 +82,16 @@ def control_payload(frame):
 
 
 def split_published(data):
-    """A payload heard on a user's or room's channel: ``(id tuple, frame bytes)`` for a stored
-    message, ``(None, frame bytes)`` for a control frame, or None for anything else."""
+    """A payload heard on a user's or room's channel: ``(id tuple, frame bytes, origin)`` for
+    a stored message (``origin``: the token of the socket it must not go to, its sender's,
+    when the payload names one: ``"<id>/<token> <frame>"``; else None), ``(None, frame bytes,
+    None)`` for a control frame, or None for anything else."""
     head, _, body = data.partition(b" ")
     if head == b"-":
-        return None, body
+        return None, body, None
+    head, _, origin = head.partition(b"/")
     mid = parse_id(head.decode("ascii", "replace"))
-    return (mid, body) if mid is not None else None
+    return (mid, body, origin.decode("ascii", "replace") or None) if mid is not None else None
 
 
 class Refused:

@@ -21,8 +21,9 @@ def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_6
     dedup = [keys.chat_cid(sender, channel, cid)] if cid is not None else []
     return r.register_script(scripts.SEND_PRIVATE)(
         keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_dm(sender, receiver), keys.CHAT_ONLINE,
-              keys.chat_convs(sender), keys.chat_convs(receiver), keys.chat_read(sender), *dedup],
-        args=[tail, maxlen, age_ms, channel, window, keys.chat_user_channel(sender), sender])
+              keys.chat_convs(sender), keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender),
+              *dedup],
+        args=[tail, maxlen, age_ms, channel, window, keys.chat_user_channel(sender), sender, "node.1"])
 
 
 def send_room(r, room, data="hi", maxlen=1000, cid=None, window=300):
