@@ -121,12 +121,15 @@ def test_every_socket_of_the_sender_gets_its_message_and_resumes_exactly(chat_st
     alice, bob = person(chat_stack), person(chat_stack)
     a1, sb = two_nodes(alice, bob)
     a2 = alice.connect_not_on(a1.node)
-    a1.send(cid="m1", receiver=bob.name, data="to every device")
-    ack, mine = ack_and(a1, "message", cid="m1")
-    assert mine["id"] == ack["id"]
+    a3 = alice.connect_on(a1.node)  # another of alice's sockets on the sending one's process
+    ack = send(a1, "m1", receiver=bob.name, data="to every device")
     other = a2.expect("message", id=ack["id"])
+    same_node = a3.expect("message", id=ack["id"])
     theirs = sb.expect("message", id=ack["id"])
-    assert mine == other == theirs and mine["cid"] == "m1" and mine["sender"] == alice.name
+    assert other == same_node == theirs and other["cid"] == "m1" and other["sender"] == alice.name
+    # the sending socket has the ack (same id), not a second copy
+    assert not [f for f in a1.collect(0.5) if f.get("type") == "message"]
+    a3.close()
     # a2 goes away; two messages later it comes back with its last id and gets exactly those
     last = other["id"]
     a2.close()
