@@ -125,8 +125,11 @@ def test_hostile_frames_get_an_error_and_nobody_else_notices(chat_stack):
           deadline=None)
 @given(raw=st.one_of(
     st.text(max_size=200),
-    st.dictionaries(st.sampled_from(["type", "data", "cid", "receiver", "room", "users", "media"]),
-                    st.one_of(st.text(max_size=20), st.integers(), st.none(), st.lists(st.text(max_size=5), max_size=3)),
+    st.dictionaries(st.sampled_from(["type", "data", "cid", "receiver", "room", "users", "media", "with", "target",
+                                     "up_to"]),
+                    st.one_of(st.text(max_size=20), st.integers(), st.none(), st.lists(st.text(max_size=5), max_size=3),
+                              st.sampled_from(["message", "read", "typing", "edit", "delete", "join", "watch", "lobby",
+                                               "1-1", "0-0"])),
                     max_size=5).map(json.dumps),
     st.binary(max_size=100)))
 def test_any_frame_gets_a_defined_answer_through_the_gateway(hostile_pair, raw):
@@ -139,7 +142,8 @@ def test_any_frame_gets_a_defined_answer_through_the_gateway(hostile_pair, raw):
         raw = ""
     frames = answered(sm, raw)
     kinds = {f["type"] for f in frames}
-    assert kinds <= {"error", "ack", "system", "pong", "watching", "room", "message", "presence"}, frames
+    assert kinds <= {"error", "ack", "system", "pong", "watching", "room", "message", "presence", "read", "typing",
+                     "edit", "delete"}, frames
     for f in frames:
         if f["type"] == "error":
             assert f["code"] and f["error"]
