@@ -299,7 +299,11 @@ function stopEditing() {
   $("send-text").value = "";
 }
 
-const editable = (it) => Date.now() - it.ts < ((limits.edit_window || 900) * 1000 - 5000);
+// Offered until a little before the server's window closes (5 s, or a quarter of a short window).
+const editable = (it) => {
+  const windowMs = (limits.edit_window || 900) * 1000;
+  return Date.now() - it.ts < windowMs - Math.min(5000, windowMs / 4);
+};
 
 // ---- people and presence ---------------------------------------------------------------------
 
