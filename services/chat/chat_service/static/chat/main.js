@@ -257,13 +257,13 @@ function sendMessage(text, mediaName) {
   const frame = { data: text, cid };
   if (mediaName) frame.media = mediaName;
   if (isRoom(current)) frame.room = current.slice(1); else frame.receiver = current.slice(1);
-  if (!socket.send(frame)) { notice("Not connected: the message was not sent."); return false; }
+  // Not connected: it waits, shown as sending, and goes when the connection is back (on "sync").
+  socket.send(frame);
   notice("");
   const item = { sender: me, data: text, media: mediaName, cid, state: "sending", ts: Date.now() };
   pending.set(cid, { key: current, item, frame });
   insert(conv(current), item);
   render();
-  return true;
 }
 
 async function sendFile(file, caption) {
@@ -481,7 +481,8 @@ $("send-form").addEventListener("submit", (ev) => {
     return;
   }
   if (!text.trim()) return;
-  if (sendMessage(text)) input.value = "";
+  sendMessage(text);
+  input.value = "";
 });
 
 $("send-text").addEventListener("input", () => {
