@@ -81,7 +81,7 @@ async function loadHistory(c, older) {
   if (older && first) params.set("before", first.id);
   c.loading = getJSON("/chat/api/history?" + params).then((body) => {
     body.messages.forEach((m) => insert(c, itemOf(m)));
-    if (older || !first) c.more = body.more;
+    c.more = body.more;
     c.loaded = true;
     const read = body.read || {};
     c.readUpTo = maxId(c.readUpTo, read[me]);
