@@ -30,6 +30,7 @@ let editing = null;             // {key, id} while the send box edits a message
 let typingSent = 0;
 let watchSent = null;
 let watchTimer = null;
+let pinned = true;              // the message list shows its end: kept there as it grows or resizes
 
 const socket = new ChatSocket(me, { onFrame, onState, onRefused: notice });
 
@@ -263,7 +264,8 @@ function sendMessage(text, mediaName) {
   const item = { sender: me, data: text, media: mediaName, cid, state: "sending", ts: Date.now() };
   pending.set(cid, { key: current, item, frame });
   insert(conv(current), item);
-  render();
+  renderLists();
+  renderMessages(false, true);  // one's own message is always shown
 }
 
 async function sendFile(file, caption) {
@@ -401,15 +403,14 @@ function renderLists() {
   }));
 }
 
-function renderMessages(keepFromBottom) {
+function renderMessages(keepFromBottom, toEnd) {
   const box = $("messages");
   const c = conv(current);
   const from = box.scrollHeight - box.scrollTop;
-  const atBottom = from - box.clientHeight < 60;
   const ctx = { me, people, peerRead: c.peerRead, editable };
   box.replaceChildren(...c.items.map((it) => view.message(it, ctx)));
   if (keepFromBottom) box.scrollTop = box.scrollHeight - from;
-  else if (atBottom || box.dataset.key !== current) box.scrollTop = box.scrollHeight;
+  else if (toEnd || pinned || box.dataset.key !== current) box.scrollTop = box.scrollHeight;
   box.dataset.key = current;
   $("load-older").hidden = !(c.loaded && c.more);
   $("conv-title").textContent = isRoom(current) ? "Room " + current.slice(1) : current.slice(1);
@@ -461,7 +462,13 @@ $("messages").addEventListener("click", (ev) => {
   if (b.dataset.action === "edit") startEditing(id);
   else socket.send({ type: "delete", ...where(current), target: id });
 });
-$("messages").addEventListener("scroll", () => { if ($("messages").scrollTop < 40) older(); });
+$("messages").addEventListener("scroll", () => {
+  const box = $("messages");
+  pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+  if (box.scrollTop < 40) older();
+});
+// A phone's keyboard or a rotation resizes the list: keep its end in view if it was.
+new ResizeObserver(() => { if (pinned) $("messages").scrollTop = $("messages").scrollHeight; }).observe($("messages"));
 $("load-older").addEventListener("click", older);
 
 $("send-form").addEventListener("submit", (ev) => {
