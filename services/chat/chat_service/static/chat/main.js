@@ -347,7 +347,9 @@ async function loadContacts() {
   const all = [];
   for (let page = 1; page <= 40; page += 1) {
     let users;
-    try { users = (await getJSON("/api/users/page/" + page)).users || []; } catch (e) { break; }
+    // (page 1 is /api/users: auth redirects /api/users/page/1 there)
+    const path = page === 1 ? "/api/users" : "/api/users/page/" + page;
+    try { users = (await getJSON(path)).users || []; } catch (e) { break; }
     all.push(...users);
     if (users.length < 50) break;
   }
