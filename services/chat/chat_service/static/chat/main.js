@@ -30,6 +30,7 @@ let editing = null;             // {key, id} while the send box edits a message
 let typingSent = 0;
 let watchSent = null;
 let watchTimer = null;
+let joining = null;             // the room this page asked to join: opened once the server says so
 let pinned = true;              // the message list shows its end: kept there as it grows or resizes
 
 const socket = new ChatSocket(me, { onFrame, onState, onRefused: notice });
@@ -150,8 +151,11 @@ function onFrame(f) {
     case "watching": online = new Set(f.online || []); break;
     case "presence": if (f.online) online.add(f.user); else online.delete(f.user); break;
     case "room":
-      if (f.action === "join") rooms.add(f.room);
-      else { rooms.delete(f.room); if (current === "#" + f.room) current = "#" + defaultRoom; }
+      if (f.action === "join") {
+        rooms.add(f.room);
+        // Opened only now: its history is refused (403) until the server has made us a member.
+        if (joining && joining.toLowerCase() === f.room.toLowerCase()) { joining = null; openConv("#" + f.room); }
+      } else { rooms.delete(f.room); if (current === "#" + f.room) current = "#" + defaultRoom; }
       break;
     case "error": onError(f); break;
     default: return;
@@ -231,6 +235,7 @@ function onTyping(f) {
 }
 
 function onError(f) {
+  if (f.cid === "join") joining = null;
   if (f.cid === "watch") {
     // Not watched (the store was unavailable, or too many frames): try again shortly.
     watchSent = null;
@@ -513,7 +518,7 @@ $("join-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const name = $("join-name").value.trim();
   if (!name) return;
-  if (socket.send({ type: "join", room: name })) { $("join-name").value = ""; rooms.add(name); openConv("#" + name); }
+  if (socket.send({ type: "join", room: name, cid: "join" })) { $("join-name").value = ""; joining = name; }
 });
 $("leave-room").addEventListener("click", () => {
   if (isRoom(current)) socket.send({ type: "leave", room: current.slice(1) });
