@@ -504,13 +504,15 @@ def test_phone_screens_switch_like_an_app_without_sideways_scrolling(chat_page, 
         expect(pb.locator("#send-text")).to_be_in_viewport()
         expect(pb.locator("#send-form button[type=submit]")).to_be_in_viewport()
         send(pb, f"from a phone {size['width']} wide")
-        expect(message(pb, f"from a phone {size['width']} wide")).to_be_in_viewport()
+        mine = message(pb, f"from a phone {size['width']} wide")
+        expect(mine).to_be_in_viewport()
+        expect(mine).to_have_attribute("data-state", "sent")  # alice is away: not delivered yet
         expect(pb.locator("#load-older")).to_be_hidden()  # nothing older than these
         no_horizontal_overflow(pb)
         if size is PHONES[0]:
             screenshot(pb, "phone-conversation.png")
             pb.set_viewport_size({"width": size["width"], "height": 520})  # the keyboard opens
-            expect(message(pb, f"from a phone {size['width']} wide")).to_be_in_viewport()
+            expect(mine).to_be_in_viewport()
             expect(pb.locator("#send-text")).to_be_in_viewport()
             pb.click("#back")
         else:
