@@ -134,17 +134,24 @@ def hostile_pair(chat_stack):
 @pytest.fixture
 def chat_page(chromium, chat_stack):
     """Open /chat/ in a fresh browser context as a newly registered person (``viewport``: its
-    size, e.g. a phone's).  Every console error and uncaught exception of every page opened is
-    a failure of the test, except what the test allows (``chat_page.allow(regex)``)."""
+    size, e.g. a phone's; ``init_script``: JavaScript run in every page of the context before
+    the page's own; ``permissions``: granted to the gateway's origin, e.g. ``["notifications"]``),
+    or as another tab of an open page's ``context``.  Every console error and uncaught exception
+    of every page opened is a failure of the test, except what the test allows
+    (``chat_page.allow(regex)``)."""
     from playwright.sync_api import expect
 
     contexts, errors, allowed = [], [], []
 
-    def open_as(person, viewport=None, context=None):
+    def open_as(person, viewport=None, context=None, init_script=None, permissions=None):
         if context is None:
             context = chromium.new_context(viewport=viewport) if viewport else chromium.new_context()
             contexts.append(context)
             context.add_cookies([{"name": COOKIE, "value": person.browser.sid, "url": chat_stack.url}])
+            if init_script:
+                context.add_init_script(init_script)
+            if permissions:
+                context.grant_permissions(permissions, origin=chat_stack.url)
         page = context.new_page()
         page.on("console", lambda m: errors.append(f"{person.name}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(f"{person.name}: uncaught {exc}"))

@@ -30,6 +30,8 @@ let editing = null;             // {key, id} while the send box edits a message
 let typingSent = 0;
 let watchSent = null;
 let watchTimer = null;
+let joining = null;             // the room this page asked to join: opened once the server says so
+let pinned = true;              // the message list shows its end: kept there as it grows or resizes
 
 const socket = new ChatSocket(me, { onFrame, onState, onRefused: notice });
 
@@ -81,7 +83,7 @@ async function loadHistory(c, older) {
   if (older && first) params.set("before", first.id);
   c.loading = getJSON("/chat/api/history?" + params).then((body) => {
     body.messages.forEach((m) => insert(c, itemOf(m)));
-    if (older || !first) c.more = body.more;
+    c.more = body.more;
     c.loaded = true;
     const read = body.read || {};
     c.readUpTo = maxId(c.readUpTo, read[me]);
@@ -149,8 +151,11 @@ function onFrame(f) {
     case "watching": online = new Set(f.online || []); break;
     case "presence": if (f.online) online.add(f.user); else online.delete(f.user); break;
     case "room":
-      if (f.action === "join") rooms.add(f.room);
-      else { rooms.delete(f.room); if (current === "#" + f.room) current = "#" + defaultRoom; }
+      if (f.action === "join") {
+        rooms.add(f.room);
+        // Opened only now: its history is refused (403) until the server has made us a member.
+        if (joining && joining.toLowerCase() === f.room.toLowerCase()) { joining = null; openConv("#" + f.room); }
+      } else { rooms.delete(f.room); if (current === "#" + f.room) current = "#" + defaultRoom; }
       break;
     case "error": onError(f); break;
     default: return;
@@ -230,6 +235,7 @@ function onTyping(f) {
 }
 
 function onError(f) {
+  if (f.cid === "join") joining = null;
   if (f.cid === "watch") {
     // Not watched (the store was unavailable, or too many frames): try again shortly.
     watchSent = null;
@@ -257,13 +263,14 @@ function sendMessage(text, mediaName) {
   const frame = { data: text, cid };
   if (mediaName) frame.media = mediaName;
   if (isRoom(current)) frame.room = current.slice(1); else frame.receiver = current.slice(1);
-  if (!socket.send(frame)) { notice("Not connected: the message was not sent."); return false; }
+  // Not connected: it waits, shown as sending, and goes when the connection is back (on "sync").
+  socket.send(frame);
   notice("");
   const item = { sender: me, data: text, media: mediaName, cid, state: "sending", ts: Date.now() };
   pending.set(cid, { key: current, item, frame });
   insert(conv(current), item);
-  render();
-  return true;
+  renderLists();
+  renderMessages(false, true);  // one's own message is always shown
 }
 
 async function sendFile(file, caption) {
@@ -299,7 +306,11 @@ function stopEditing() {
   $("send-text").value = "";
 }
 
-const editable = (it) => Date.now() - it.ts < ((limits.edit_window || 900) * 1000 - 5000);
+// Offered until a little before the server's window closes (5 s, or a quarter of a short window).
+const editable = (it) => {
+  const windowMs = (limits.edit_window || 900) * 1000;
+  return Date.now() - it.ts < windowMs - Math.min(5000, windowMs / 4);
+};
 
 // ---- people and presence ---------------------------------------------------------------------
 
@@ -341,7 +352,9 @@ async function loadContacts() {
   const all = [];
   for (let page = 1; page <= 40; page += 1) {
     let users;
-    try { users = (await getJSON("/api/users/page/" + page)).users || []; } catch (e) { break; }
+    // (page 1 is /api/users: auth redirects /api/users/page/1 there)
+    const path = page === 1 ? "/api/users" : "/api/users/page/" + page;
+    try { users = (await getJSON(path)).users || []; } catch (e) { break; }
     all.push(...users);
     if (users.length < 50) break;
   }
@@ -397,15 +410,14 @@ function renderLists() {
   }));
 }
 
-function renderMessages(keepFromBottom) {
+function renderMessages(keepFromBottom, toEnd) {
   const box = $("messages");
   const c = conv(current);
   const from = box.scrollHeight - box.scrollTop;
-  const atBottom = from - box.clientHeight < 60;
   const ctx = { me, people, peerRead: c.peerRead, editable };
   box.replaceChildren(...c.items.map((it) => view.message(it, ctx)));
   if (keepFromBottom) box.scrollTop = box.scrollHeight - from;
-  else if (atBottom || box.dataset.key !== current) box.scrollTop = box.scrollHeight;
+  else if (toEnd || pinned || box.dataset.key !== current) box.scrollTop = box.scrollHeight;
   box.dataset.key = current;
   $("load-older").hidden = !(c.loaded && c.more);
   $("conv-title").textContent = isRoom(current) ? "Room " + current.slice(1) : current.slice(1);
@@ -457,7 +469,13 @@ $("messages").addEventListener("click", (ev) => {
   if (b.dataset.action === "edit") startEditing(id);
   else socket.send({ type: "delete", ...where(current), target: id });
 });
-$("messages").addEventListener("scroll", () => { if ($("messages").scrollTop < 40) older(); });
+$("messages").addEventListener("scroll", () => {
+  const box = $("messages");
+  pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 60;
+  if (box.scrollTop < 40) older();
+});
+// A phone's keyboard or a rotation resizes the list: keep its end in view if it was.
+new ResizeObserver(() => { if (pinned) $("messages").scrollTop = $("messages").scrollHeight; }).observe($("messages"));
 $("load-older").addEventListener("click", older);
 
 $("send-form").addEventListener("submit", (ev) => {
@@ -477,7 +495,8 @@ $("send-form").addEventListener("submit", (ev) => {
     return;
   }
   if (!text.trim()) return;
-  if (sendMessage(text)) input.value = "";
+  sendMessage(text);
+  input.value = "";
 });
 
 $("send-text").addEventListener("input", () => {
@@ -499,7 +518,7 @@ $("join-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const name = $("join-name").value.trim();
   if (!name) return;
-  if (socket.send({ type: "join", room: name })) { $("join-name").value = ""; rooms.add(name); openConv("#" + name); }
+  if (socket.send({ type: "join", room: name, cid: "join" })) { $("join-name").value = ""; joining = name; }
 });
 $("leave-room").addEventListener("click", () => {
   if (isRoom(current)) socket.send({ type: "leave", room: current.slice(1) });
