@@ -421,6 +421,38 @@ def test_new_people_appear_in_contacts_without_a_reload_with_online_dots(chat_pa
     expect(contact(pa, bob)).not_to_have_class(ONLINE)
 
 
+def test_a_rooms_member_list_follows_joins_and_leaves_without_a_reload(chat_page, chat_stack):
+    """A room shows its members; someone who joins (from anywhere) appears, with their dot,
+    and goes when they leave; a member opens a private conversation with them."""
+    alice, bob = Person(chat_stack), Person(chat_stack)
+    room = "club-" + uuid.uuid4().hex[:6]
+    sb = bob.connect()
+    sb.send(type="join", room=room, cid="j")
+    sb.expect("room", cid="j")
+    pa = chat_page(alice)
+    pa.fill("#join-name", room)
+    pa.press("#join-name", "Enter")
+    expect(pa.locator("#conv-title")).to_have_text("Room " + room)
+    members = pa.locator("#members li")
+    expect(pa.locator("#members-count")).to_have_text("2")
+    expect(pa.locator(f"#members li[data-member='{bob.name}']")).to_have_class(ONLINE)
+    carol = Person(chat_stack)
+    sc = carol.connect()
+    sc.send(type="join", room=room, cid="j")
+    sc.expect("room", cid="j")
+    expect(members).to_have_count(3)
+    expect(pa.locator(f"#members li[data-member='{carol.name}']")).to_have_class(ONLINE)
+    sc.send(type="leave", room=room, cid="l")
+    sc.expect("room", cid="l")
+    expect(members).to_have_count(2)
+    pa.locator("#members-box summary").click()
+    pa.click(f"#members li[data-member='{bob.name}']")
+    expect(pa.locator("#conv-title")).to_have_text(bob.name)
+    expect(pa.locator("#members-box")).to_be_hidden()
+    sb.close()
+    sc.close()
+
+
 def test_sharing_a_picture_audio_and_video_and_refused_files(chat_page, chat_stack, tmp_path):
     """A picture, an MP3 and an MP4 are uploaded with a progress bar and shown to both people:
     the picture inline, the others in <audio controls>/<video controls> whose source answers a

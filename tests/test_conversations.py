@@ -291,3 +291,30 @@ def test_new_frames_need_exactly_one_conversation(chat_stack, frame):
     sa = alice.connect()
     sa.send(cid="q", **frame, **{"with": alice.name, "room": "lobby"})
     assert sa.expect("error", cid="q")["code"] == "bad_frame"
+
+
+def test_room_members_are_listed_to_members_and_follow_joins_and_leaves(chat_stack):
+    alice, bob, carol = person(chat_stack), person(chat_stack), person(chat_stack)
+    sa, sb = two_nodes(alice, bob)
+    room = "crew-" + alice.name[:8]
+    for s in (sa, sb):
+        s.send(type="join", room=room, cid="j")
+        s.expect("room", cid="j")
+    res = alice.browser.get("/chat/api/members", params={"room": room}, headers={"Accept": "application/json"})
+    assert res.status_code == 200 and sorted(res.json()["members"]) == sorted([alice.name, bob.name])
+    assert res.json()["more"] is False
+    assert carol.browser.get("/chat/api/members", params={"room": room}).status_code == 403
+    assert carol.browser.get("/chat/api/members").status_code == 400
+    assert carol.browser.get("/chat/api/members", params={"room": "bad room"}).status_code == 400
+    lobby = carol.browser.get("/chat/api/members", params={"room": "lobby"}, headers={"Accept": "application/json"})
+    assert lobby.status_code == 200 and 0 < len(lobby.json()["members"]) <= 200, "everyone registered (the first 200)"
+    # a join and a leave reach the members' sockets, on both processes
+    sc = carol.connect()
+    sc.send(type="join", room=room, cid="j")
+    sc.expect("room", cid="j")
+    for s in (sa, sb):
+        got = s.expect("member", user=carol.name)
+        assert got == {"type": "member", "action": "join", "room": room, "user": carol.name}
+    sc.send(type="leave", room=room, cid="l")
+    sc.expect("room", cid="l")
+    assert sb.expect("member", user=carol.name, action="leave")["room"] == room

@@ -285,11 +285,15 @@ class Commands:
             pipe.execute()
             conn.leave(room)
         # Every socket of this user, on every process, follows (this one included: it gets
-        # the frame as its confirmation).
+        # the frame as its confirmation); the room's members see who came or went.
         frame = {"type": "room", "action": kind, "room": room, "cid": cid}
         if kind == "join":
             frame["since"] = format_id(since)  # for the user's other sockets: see Connection.follow
-        r.publish(keys.chat_user_channel(conn.user), control_payload(frame))
+        pipe = r.pipeline(transaction=False)
+        pipe.publish(keys.chat_user_channel(conn.user), control_payload(frame))
+        pipe.publish(keys.chat_room_channel(room),
+                     control_payload({"type": "member", "action": kind, "room": room, "user": conn.user}))
+        pipe.execute()
 
     def _joined(self, user, room):
         """Record ``user`` in ``room``; returns the last id issued before (the replay of the

@@ -22,6 +22,8 @@ class ChatConfig(Config):
     CHAT_HISTORY_PAGE_MAX = 100
     #: Private conversations listed (``GET /chat/api/conversations``), the latest first.
     CHAT_CONVERSATIONS_MAX = 200
+    #: Members listed per room (``GET /chat/api/members``).
+    CHAT_MEMBERS_MAX = 200
     #: Unread messages counted per conversation; a count of this many means "this many or more".
     CHAT_UNREAD_CAP = 100
     #: Seconds after sending during which one may edit or delete one's message.

@@ -67,6 +67,7 @@ class Conversations:
         self.default_room = cfg["CHAT_DEFAULT_ROOM"]
         self.unread_cap = cfg["CHAT_UNREAD_CAP"]
         self.listed = cfg["CHAT_CONVERSATIONS_MAX"]
+        self.members_max = cfg["CHAT_MEMBERS_MAX"]
         self.ttl_ms = int(cfg["CHAT_HISTORY_AGE"] * 1000)
         self.s_history = redis.register_script(scripts.HISTORY)
         self.s_summary = redis.register_script(scripts.SUMMARY)
@@ -145,6 +146,18 @@ class Conversations:
             out.append({**place.where(), "last": last, "unread": unread, "read_up_to": mark})
         out.sort(key=lambda c: parse_id(c["last"]["id"]) if c["last"] else (0, 0), reverse=True)
         return out
+
+    # ---- members --------------------------------------------------------------------------
+
+    def members(self, user, room):
+        """The members of ``room`` (everyone registered, for the default room), sorted, at most
+        CHAT_MEMBERS_MAX, and whether there are more; only for a member (:class:`Refusal`)."""
+        self.locate(user, room=room)
+        if room == self.default_room:
+            names = self.redis.zrange(keys.USERS, 0, self.members_max)
+        else:
+            names = sorted(self.redis.smembers(keys.chat_members(room)), key=str.lower)
+        return names[:self.members_max], len(names) > self.members_max
 
     # ---- read markers ----------------------------------------------------------------------
 

@@ -80,6 +80,23 @@ def conversations():
     return jsonify(conversations=listing)
 
 
+@bp.get("/api/members")
+@login_required
+def members():
+    """Who is in a room (``room=<room>``): ``{"room": room, "members": [...], "more": bool}``;
+    only for its members (403), the default room's members are everyone registered."""
+    room = request.args.get("room")
+    if room is None:
+        return error_response(400, "give the room: ?room=<room>")
+    try:
+        names, more = current_app.extensions["chat_conversations"].members(current_user(), room)
+    except Refusal as refused:
+        return error_response(refused.status, refused.message)
+    except RedisError:
+        return error_response(503, "chat store unavailable: try again shortly")
+    return jsonify(room=room, members=names, more=more)
+
+
 @bp.get("/api/people")
 @login_required
 def people():

@@ -157,6 +157,15 @@ function onFrame(f) {
         if (joining && joining.toLowerCase() === f.room.toLowerCase()) { joining = null; openConv("#" + f.room); }
       } else { rooms.delete(f.room); if (current === "#" + f.room) current = "#" + defaultRoom; }
       break;
+    case "member": {
+      // someone joined or left a room we are in: its member list follows
+      const c = conv("#" + f.room);
+      if (c.members) {
+        if (f.action === "join") c.members.add(f.user); else c.members.delete(f.user);
+        scheduleWatch();
+      }
+      break;
+    }
     case "error": onError(f); break;
     default: return;
   }
@@ -320,6 +329,7 @@ function sendWatch() {
   if (!socket.open || !limits.watch) return;
   const names = new Set();
   convs.forEach((c, k) => { if (!isRoom(k)) names.add(k.slice(1)); });
+  if (isRoom(current) && conv(current).members) conv(current).members.forEach((n) => names.add(n));
   contacts.forEach((n) => names.add(n));
   names.delete(me);
   const list = [...names].slice(0, limits.watch);
@@ -422,6 +432,7 @@ function renderMessages(keepFromBottom, toEnd) {
   $("load-older").hidden = !(c.loaded && c.more);
   $("conv-title").textContent = isRoom(current) ? "Room " + current.slice(1) : current.slice(1);
   $("leave-room").hidden = !(isRoom(current) && current.slice(1) !== defaultRoom);
+  renderMembers();
   renderTyping();
 }
 
@@ -440,7 +451,29 @@ async function openConv(key) {
   render();
   if (!c.loaded) { await loadHistory(c, false); render(); }
   if (!document.hidden) { markRead(c); renderLists(); }
+  if (isRoom(key) && !c.members) loadMembers(c);
   $("send-text").focus();
+}
+
+// A room's members (its list then follows the "member" frames).
+async function loadMembers(c) {
+  try {
+    const body = await getJSON("/chat/api/members?" + new URLSearchParams({ room: c.key.slice(1) }));
+    c.members = new Set(body.members);
+    askPeople(body.members);
+    scheduleWatch();
+    renderMembers();
+  } catch (e) { /* the room still works without its list */ }
+}
+
+function renderMembers() {
+  const c = conv(current);
+  const box = $("members-box");
+  box.hidden = !(isRoom(current) && c.members);
+  if (box.hidden) return;
+  const names = [...c.members].sort((a, b) => a.localeCompare(b));
+  $("members-count").textContent = String(names.length);
+  $("members").replaceChildren(...names.map((n) => view.entry(n, { online: n === me || online.has(n), attrs: { member: n } })));
 }
 
 async function older() {
@@ -457,6 +490,10 @@ function onListClick(ev) {
   if (li) openConv(li.dataset.key);
 }
 $("rooms").addEventListener("click", onListClick);
+$("members").addEventListener("click", (ev) => {  // a member: a private conversation with them
+  const li = ev.target.closest("li[data-member]");
+  if (li && li.dataset.member !== me) openConv("@" + li.dataset.member);
+});
 $("contacts").addEventListener("click", onListClick);
 [$("rooms"), $("contacts")].forEach((l) => l.addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); onListClick(ev); }
