@@ -539,7 +539,7 @@ def test_chat_page_is_served(chat_stack):
     page = alice.browser.get("/chat/")
     assert page.status_code == 200
     assert f'<span id="chat-user">{alice.name}</span>' in page.text
-    js = alice.browser.get("/chat/static/chat.js")
+    js = alice.browser.get("/chat/static/chat/socket.js")
     assert js.status_code == 200 and "last_id" in js.text
     assert requests.get(chat_stack.url + "/chat/", timeout=5, allow_redirects=False,
                         headers={"Accept": "text/html"}).status_code == 302
