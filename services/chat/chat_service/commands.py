@@ -164,11 +164,14 @@ class Commands:
         if place is None:
             return
         tid = format_id(target)
-        entry = self.redis.xrange(place.stream, tid, tid)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrange(place.stream, tid, tid)
+        pipe.hget(keys.chat_edits(place.stream), tid)
+        entry, before = pipe.execute()
+        before = before or ""
         if not entry or "e" in entry[0][1]:
             conn.error("unknown_message", "no such message in this conversation", cid)
             return
-        before = self.redis.hget(keys.chat_edits(place.stream), tid) or ""
         now = json.loads(before or entry[0][1]["f"])
         if not isinstance(now.get("sender"), str) or now["sender"].lower() != conn.lower:
             conn.error("not_author", "only its author can change a message", cid)

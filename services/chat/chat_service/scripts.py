@@ -146,6 +146,36 @@ local function unread(stream, marker, cap)
 end
 """
 
+# Shared prelude: ``page(stream, edits, before, want)``: up to ``want`` message frames of a
+# conversation below id ``before`` ("+": from the newest), newest first, each as it is now
+# (edited text or tombstone from its chat:edits hash); change entries are skipped.
+_PAGE = """
+local function page(stream, edits, before, want)
+  local hi = before
+  if hi ~= '+' then hi = '(' .. hi end
+  local ids, frames = {}, {}
+  while #frames < want do
+    local asked = math.max(want - #frames, 16)  -- (read ahead: changes may come first)
+    local batch = redis.call('XREVRANGE', stream, hi, '-', 'COUNT', asked)
+    for _, e in ipairs(batch) do
+      if #e[2] == 2 and #frames < want then
+        ids[#ids + 1] = e[1]
+        frames[#frames + 1] = e[2][2]
+      end
+    end
+    if #batch < asked then break end
+    hi = '(' .. batch[#batch][1]
+  end
+  if #ids > 0 then
+    local now = redis.call('HMGET', edits, unpack(ids))
+    for i = 1, #ids do
+      if now[i] then frames[i] = now[i] end
+    end
+  end
+  return frames
+end
+"""
+
 #: Read what a user missed, atomically across all their conversations (one snapshot, so
 #: nothing published between two reads is lost or doubled).  KEYS: chat:convs:<user>, then the
 #: streams of the user's rooms.  ARGV: exclusive start id of the private conversations,
@@ -198,7 +228,7 @@ return out
 #: registered name or "", the reader's marker or false, the other's or false, then up to that
 #: many plus one message frames} (one more than asked: the caller knows whether there are
 #: more), each as it is now (edited text or tombstone from chat:edits); changes are skipped.
-HISTORY = """
+HISTORY = _PAGE + """
 local name = ''
 if ARGV[6] == 'user' then
   name = redis.call('HGET', KEYS[3], 'name')
@@ -206,28 +236,7 @@ if ARGV[6] == 'user' then
 elseif ARGV[6] == 'room' then
   if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then return {-1} end
 end
-local want = tonumber(ARGV[2]) + 1
-local hi = ARGV[1]
-if hi ~= '+' then hi = '(' .. hi end
-local ids, frames = {}, {}
-while #frames < want do
-  local asked = want - #frames
-  local batch = redis.call('XREVRANGE', KEYS[1], hi, '-', 'COUNT', asked)
-  for _, e in ipairs(batch) do
-    if #e[2] == 2 and #frames < want then
-      ids[#ids + 1] = e[1]
-      frames[#frames + 1] = e[2][2]
-    end
-  end
-  if #batch < asked then break end
-  hi = '(' .. batch[#batch][1]
-end
-if #ids > 0 then
-  local now = redis.call('HMGET', KEYS[2], unpack(ids))
-  for i = 1, #ids do
-    if now[i] then frames[i] = now[i] end
-  end
-end
+local frames = page(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]) + 1)
 local out = {1, name, redis.call('HGET', KEYS[4], ARGV[4]), redis.call('HGET', KEYS[5], ARGV[5])}
 for i = 1, #frames do out[#out + 1] = frames[i] end
 return out
@@ -236,20 +245,8 @@ return out
 #: A conversation in the list.  KEYS: its stream, its chat:edits hash.  ARGV: the user's read
 #: marker ("": none), the most entries counted as unread.  Returns {its last message frame as
 #: it is now or false, unread count}.
-SUMMARY = _UNREAD + """
-local last = false
-local hi = '+'
-while not last do
-  local batch = redis.call('XREVRANGE', KEYS[1], hi, '-', 'COUNT', 16)
-  for _, e in ipairs(batch) do
-    if #e[2] == 2 then
-      last = redis.call('HGET', KEYS[2], e[1]) or e[2][2]
-      break
-    end
-  end
-  if #batch < 16 then break end
-  hi = '(' .. batch[#batch][1]
-end
+SUMMARY = _UNREAD + _PAGE + """
+local last = page(KEYS[1], KEYS[2], '+', 1)[1] or false
 local marker = false
 if ARGV[1] ~= '' then marker = ARGV[1] end
 return {last, unread(KEYS[1], marker, ARGV[2])}

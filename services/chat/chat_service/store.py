@@ -14,7 +14,6 @@ write, one read for k messages).  Each socket still sends one message at a time,
 messages are stored in order.  A send's arguments are encoded in its sender's greenlet, so
 text that cannot be encoded fails that send alone, never the batch of other people's sends.
 """
-import json
 import time
 
 import gevent
@@ -24,7 +23,7 @@ from redis.exceptions import NoScriptError
 from webchat_common import keys
 
 from . import scripts
-from .wire import ZERO, format_id, message_tail, parse_id
+from .wire import ZERO, format_id, message_tail, parse_id, stored_json
 
 #: Sends one pipeline carries at most.
 BATCH = 256
@@ -79,8 +78,7 @@ class Store:
         message as it is to be (a dict).  Returns (id, ts), or ``"changed"`` (it changed since
         it was read) or ``"too_late"`` (older than ``window_ms``)."""
         res = self.s_change(keys=[keys.CHAT_CLOCK, stream, keys.chat_edits(stream)],
-                            args=[format_id(target), before,
-                                  json.dumps(after, ensure_ascii=False, separators=(",", ":")),
+                            args=[format_id(target), before, stored_json(after),
                                   window_ms, kind, self.age_ms, self.maxlen, *channels])
         if len(res) == 1:
             return res[0].decode() if isinstance(res[0], bytes) else res[0]

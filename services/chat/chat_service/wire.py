@@ -68,11 +68,16 @@ def error_frame(code, message, cid=None):
 PING_FRAME = ws_frame(0x9, b"")
 
 
+def stored_json(obj):
+    """A frame as it is stored (UTF-8 JSON, no spaces): a message, or a message as changed."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
 def message_tail(fields):
     """The part of a message frame its sender's process writes (``sender``, ``data``, ``cid``,
     ``media``, ``room``): a JSON object without its opening brace, which the send script
     completes (see the module docstring)."""
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))[1:]
+    return stored_json(fields)[1:]
 
 
 def control_payload(frame):
