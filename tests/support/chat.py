@@ -1,5 +1,6 @@
 """A chat client for the integration tests: JSON frames in and out of a real WebSocket through
-the gateway (websocket-client), close codes as exceptions, and people who register and log in."""
+the gateway (websocket-client), close codes as exceptions, people who register and log in, and
+a tab on the long-poll transport (:class:`Poller`)."""
 import json
 import struct
 import time
@@ -168,3 +169,56 @@ def two_nodes(a, b):
 
 def wait_online(sock, who, online=True, timeout=10):
     return sock.expect("presence", timeout=timeout, user=who, online=online)
+
+
+class Poller:
+    """One tab of ``who`` on the long-poll transport: ``poll()`` is ``GET /chat/api/events``
+    (from the last id it saw), ``send(...)`` one frame as ``POST /chat/api/messages``."""
+
+    def __init__(self, who, pid=None):
+        self.who = who
+        self.pid = pid or uuid.uuid4().hex[:16]
+        self.last_id = None
+        self.csrf = who.browser.me()["csrf_token"]
+        self.frames = []     # every frame polled so far, in order
+
+    def poll(self, timeout=35, last_id="mine"):
+        params = {"poll": self.pid}
+        since = self.last_id if last_id == "mine" else last_id
+        if since:
+            params["last_id"] = since
+        res = self.who.browser.http.get(self.who.browser.base + "/chat/api/events", params=params,
+                                        headers={"Accept": "application/json"}, timeout=timeout)
+        assert res.status_code == 200, res.text
+        body = res.json()
+        if body["last_id"]:
+            self.last_id = body["last_id"]
+        self.frames += body["frames"]
+        return body["frames"]
+
+    def until(self, kind, timeout=10, **match):
+        """Poll until a ``kind`` frame matching ``match`` came (searching what came already)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, f in enumerate(self.frames):
+                if f.get("type") == kind and all(f.get(k) == v for k, v in match.items()):
+                    del self.frames[i]
+                    return f
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {kind} {match} polled; got {self.frames}")
+            self.poll()
+
+    def post(self, frame, csrf="mine", pid="mine"):
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        if csrf:
+            headers["X-CSRF-Token"] = self.csrf if csrf == "mine" else csrf
+        params = {"poll": self.pid if pid == "mine" else pid}
+        data = frame if isinstance(frame, (bytes, str)) else json.dumps(frame)
+        return self.who.browser.http.post(self.who.browser.base + "/chat/api/messages", params=params,
+                                          data=data, headers=headers, timeout=10)
+
+    def send(self, **frame):
+        """Send one frame; its answers (asserting it was accepted)."""
+        res = self.post(frame)
+        assert res.status_code == 200, res.text
+        return res.json()["frames"]

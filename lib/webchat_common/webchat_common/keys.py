@@ -125,6 +125,24 @@ def chat_cid(sender, target, cid):
     return f"chat:cid:{sender.lower()}:{target}:{cid}"
 
 
+def chat_poll(name, poll_id):
+    """String, a JSON list of user names, for CHAT_POLL_RECORD_TTL seconds: a long-poll client
+    of ``name`` (named by the ``poll`` id its tab chose) exists, and these are the users it
+    watches; any chat process that gets its next poll continues it from here."""
+    return f"chat:poll:{name.lower()}:{poll_id}"
+
+
+def chat_rate(name):
+    """Hash ``t`` (s), ``n`` (tokens): ``name``'s token bucket for frames sent over HTTP (``POST
+    /chat/api/messages``; a WebSocket keeps its own in memory), expiring once full again."""
+    return "chat:rate:" + name.lower()
+
+
+def chat_typing(name, poll_id):
+    """String, for CHAT_TYPING_INTERVAL: a long-poll client of ``name`` sent a typing frame."""
+    return f"chat:typing:{name.lower()}:{poll_id}"
+
+
 def chat_user_channel(name):
     return "chat:u:" + name.lower()
 

@@ -123,10 +123,11 @@ class Client:
 
     # ---- replay -------------------------------------------------------------------------------
 
-    def resync(self, since, announce, explicit=False):
+    def resync(self, since, announce, explicit=False, sync=True):
         """Queue the stored messages after ``since`` (None: the private conversations only,
-        from the start of the history) before any live message that arrives meanwhile.
-        Returns (count, gap)."""
+        from the start of the history) before any live message that arrives meanwhile; with
+        ``announce``, a ``system`` frame if some were older than the history kept, then (with
+        ``sync``) the ``sync`` frame.  Returns (count, gap)."""
         store = self.node.store
         self.hold()
         try:
@@ -152,8 +153,9 @@ class Client:
                     self.reply({"type": "system", "sender": "system", "receiver": self.user, "code": "history_gap",
                                 "data": "Some messages you missed are older than the history kept and could not be "
                                         "replayed."})
-                self.reply({"type": "sync", "replayed": n, "gap": gap,
-                            "last_id": format_id(self.enq_last) if self.enq_last > ZERO else None})
+                if sync:
+                    self.reply({"type": "sync", "replayed": n, "gap": gap,
+                                "last_id": format_id(self.enq_last) if self.enq_last > ZERO else None})
         finally:
             self.release()
         return n, gap
@@ -263,6 +265,16 @@ class Client:
     def error(self, code, message, cid=None):
         metrics.FRAMES_REFUSED.labels(reason=code).inc()
         self.out.append((None, error_frame(code, message, cid)))
+
+    def watch(self, given, cid):
+        """Watch exactly the users of ``given`` (lower-cased name -> name as sent): their
+        presence comes in a ``watching`` answer, then as ``presence`` frames.  Starting to watch
+        costs rate-limit tokens (one per 100 users new to this client), so swapping long lists
+        cannot load Redis with subscriptions."""
+        watch = self.node.watch
+        old = set(watch.watched_by(self))
+        self.spend(sum(1 for u in given if u not in old) / 100)
+        watch.set(self, given, cid)
 
     def may_type(self, interval):
         """Whether a ``typing`` frame may go out now (at most one every ``interval`` s)."""

@@ -27,13 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class Commands:
-    """One per process; ``node`` gives the store, the presence watch, Redis and the settings."""
+    """One per process; ``node`` gives the store, the conversations, Redis and the settings."""
 
     def __init__(self, node):
         cfg = node.cfg
         self.store = node.store
         self.conversations = node.conversations
-        self.watch = node.watch
         self.redis = node.redis
         self.default_room = node.default_room
         self.max_rooms = cfg["CHAT_MAX_ROOMS"]
@@ -247,11 +246,8 @@ class Commands:
     # ---- watch -----------------------------------------------------------------------------
 
     def watch_users(self, conn, users, cid):
-        """The users whose presence this socket is sent: the list replaces the previous one,
-        and the answer (``watching``, queued once their state is known) gives the state of
-        each; later changes come as ``presence`` frames.  Starting to watch costs rate-limit
-        tokens (one per 100 users new to this socket), so swapping long lists cannot load
-        Redis with subscriptions."""
+        """The users whose presence this client is sent: the list replaces the previous one
+        (see :meth:`.client.Client.watch`)."""
         if not isinstance(users, list) or not all(is_user_name(u) for u in users):
             conn.error("bad_watch", "users must be a list of user names", cid)
             return
@@ -262,9 +258,7 @@ class Commands:
         if len(given) > self.watch_max:
             conn.error("bad_watch", f"at most {self.watch_max} users can be watched", cid)
             return
-        old = set(self.watch.watched_by(conn))
-        conn.spend(sum(1 for u in given if u not in old) / 100)
-        self.watch.set(conn, given, cid)
+        conn.watch(given, cid)
 
     # ---- rooms -----------------------------------------------------------------------------
 

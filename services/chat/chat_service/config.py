@@ -60,8 +60,17 @@ class ChatConfig(Config):
     CHAT_SESSION_CHECK_INTERVAL = 30.0
     #: Seconds between pub/sub health checks (PING); a silent subscriber is reconnected.
     CHAT_PUBSUB_HEALTH_INTERVAL = 5.0
-    #: Sockets one user may have open at once, over every chat process (tabs, devices); one
-    #: more is closed with 4029 right after the upgrade.
+    #: Long-polling (``GET /chat/api/events``, for networks that block WebSockets): a poll
+    #: waits at most this many seconds (below the gateway's proxy_read_timeout, 75 s) ...
+    CHAT_POLL_TIMEOUT = 25.0
+    #: ... and its client stays on its process this long after a poll ended, collecting what
+    #: comes for its next poll (then it is gone, and its presence with it) ...
+    CHAT_POLL_GRACE = 10.0
+    #: ... and is remembered this long (seconds) by any process its next poll may reach.
+    CHAT_POLL_RECORD_TTL = 24 * 3600
+    #: Sockets (and long-poll clients) one user may have open at once, over every chat process
+    #: (tabs, devices); one more socket is closed with 4029 right after the upgrade, one more
+    #: long-poll is answered 429.
     CHAT_MAX_SOCKETS_PER_USER = 20
     #: Seconds a message's ``cid`` is remembered: the same ``cid`` sent again to the same
     #: receiver or room within this window is acknowledged with the first message's id

@@ -39,6 +39,7 @@ from webchat_common.sessions import ENDED_CHANNEL, key_of_hash
 from . import metrics
 from .broker import Broker
 from .commands import Commands
+from .poll import CONTROL as POLL_CONTROL, Polls
 from .presence import SLICE, Presence
 from .store import Store
 from .watch import Watch
@@ -89,6 +90,7 @@ class Node:
                              self._pubsub_lost, self._pubsub_back)
         self.watch = Watch(self.redis, self.broker, cfg["CHAT_PRESENCE_BATCH"])
         self.commands = Commands(self)
+        self.polls = Polls(self)
         self._beat = gevent.spawn(self._heartbeat)
         self._pinger = gevent.spawn(self._ping_all)
         self._install_sigterm()
@@ -224,6 +226,9 @@ class Node:
     def _control(self, conns, body):
         """A frame without an id for the sockets that hear a channel: a room joined or left by
         their user (which they follow), or a notice they pass on (read, typing)."""
+        if body.startswith(POLL_CONTROL):
+            self.polls.heard(conns, body)
+            return
         frame = ws_frame(0x1, body)
         if not body.startswith(b'{"type":"room",'):
             for conn in list(conns):

@@ -432,3 +432,20 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
+
+#: Take ``cost`` tokens from a token bucket (refilled at ``rate`` a second up to ``burst``) if it
+#: holds at least one; 1 if taken, else 0.  KEYS: chat:rate:<user>.  ARGV: rate, burst, cost.
+#: The bucket may go below zero (a costly command), and expires once it would be full again.
+RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 't', 'n')
+local n = tonumber(b[2]) or burst
+if b[1] then n = math.min(burst, n + (now - tonumber(b[1])) * rate) end
+if n < 1 then return 0 end
+n = n - cost
+redis.call('HSET', KEYS[1], 't', string.format('%.6f', now), 'n', string.format('%.6f', n))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - n) / rate * 1000) + 1000)
+return 1
+"""

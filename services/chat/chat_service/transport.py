@@ -12,7 +12,10 @@ why (each is pinned in constraints.txt, and its use is covered by the chat tests
   arrive, without a greenlet or a timer per socket.
 - redis-py's ``PubSub._reconnect`` (see :class:`PubSub`).
 - gevent's greenlet tree tracking, off (:func:`untrack_greenlets`).
+- gevent's loop, for a read watcher on a parked long-poll's connection (:func:`on_hangup`).
 """
+import socket
+
 import gevent
 import redis
 from gevent.event import Event
@@ -171,3 +174,26 @@ class PubSub(redis.client.PubSub):
     def _reconnect(self, conn, error=None, *args, **kwargs):
         conn.disconnect()
         raise error or redis.ConnectionError("pub/sub connection lost")
+
+
+def on_hangup(sock, callback):
+    """Call ``callback`` if the peer closes ``sock``, an HTTP connection whose request waits
+    (a parked long-poll: the gateway closes it when its client goes away): a read watcher,
+    gevent's own, that peeks at what arrived.  Returns the function that stops it."""
+    if sock is None:
+        return lambda: None
+    watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+
+    def ready():
+        try:
+            data = sock._sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        watcher.stop()
+        if not data:
+            callback()
+
+    watcher.start(ready)
+    return watcher.stop

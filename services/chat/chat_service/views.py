@@ -21,7 +21,7 @@ from . import metrics
 from webchat_common.names import is_user_name
 
 from .conversations import Refusal
-from .wire import parse_id
+from .wire import parse_id, poll_id
 
 bp = Blueprint("chat", __name__, url_prefix="/chat", template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -116,6 +116,76 @@ def people():
     return jsonify(people={name: {"avatar": avatar} for name, avatar in found if name})
 
 
+def _node():
+    """This process's chat node, made by the first socket or poll."""
+    from .node import Node  # (gevent's world: imported by the first socket, not the app)
+
+    app = current_app._get_current_object()
+    node = app.extensions.get("chat_node")
+    if node is None:
+        node = app.extensions["chat_node"] = Node(app)
+    return node
+
+
+def _rooms(node, user):
+    return {node.default_room, *node.redis.smembers(keys.chat_rooms(user))}
+
+
+@bp.get("/api/events")
+@login_required
+def events():
+    """Long-polling, for networks that block WebSockets: ``poll=<id>`` (one per tab, chosen by
+    the client), ``last_id=<id>`` (the last message id it saw).  Waits until there is something
+    to send (at most CHAT_POLL_TIMEOUT), then ``{"frames": [...], "last_id": id}``: the frames a
+    socket would get; the first poll starts with ``hello`` (see :mod:`.poll`)."""
+    pid = poll_id(request.args.get("poll"))
+    if pid is None:
+        return error_response(400, "poll must be 8-64 letters, digits, - or _: an id the tab chose")
+    since = None
+    if request.args.get("last_id"):
+        since = parse_id(request.args["last_id"])
+        if since is None:
+            return error_response(400, "last_id must look like <ms>-<seq>")
+    node = _node()
+    if node.shutting_down:
+        return error_response(503, "this chat process is restarting: poll again")
+    user = current_user()
+    try:
+        status, body = node.polls.events(user, session.key_hash, pid, since, lambda: _rooms(node, user),
+                                         request.environ.get("gunicorn.socket"))
+    except RedisError:
+        return error_response(503, "chat store unavailable: try again shortly")
+    if isinstance(body, bytes):
+        return Response(body, status, mimetype="application/json")
+    return jsonify(body), status
+
+
+@bp.post("/api/messages")
+@login_required
+def send():
+    """One client frame over HTTP (the session's CSRF token in ``X-CSRF-Token``), the JSON body
+    exactly as on a socket, ``poll=<id>`` naming the sending tab: ``{"frames": [answers]}``;
+    refused: 4xx with the ``error`` frame among them (see :mod:`.poll`)."""
+    pid = poll_id(request.args.get("poll"))
+    if pid is None:
+        return error_response(400, "poll must be 8-64 letters, digits, - or _: an id the tab chose")
+    limit = current_app.config["CHAT_MAX_FRAME"]
+    raw = request.get_data(cache=False)
+    if len(raw) > limit:
+        return error_response(413, f"a frame is at most {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return error_response(400, "the body must be UTF-8 JSON text")
+    node = _node()
+    user = current_user()
+    try:
+        status, body = node.polls.send(user, pid, text, lambda: _rooms(node, user))
+    except RedisError:
+        return error_response(503, "chat store unavailable: try again shortly")
+    return jsonify(body), status
+
+
 def _refuse(code, reason, message):
     metrics.HANDSHAKES_REFUSED.labels(reason=reason).inc()
     return error_response(code, message)
@@ -154,14 +224,10 @@ def check_handshake():
 def socket(ws, username):
     """One chat WebSocket: hello, the replay of what was missed, then live frames."""
     from .conn import Connection  # (gevent's world: imported by the first socket, not the app)
-    from .node import Node
 
-    app = current_app._get_current_object()
-    node = app.extensions.get("chat_node")
-    if node is None:
-        node = app.extensions["chat_node"] = Node(app)
+    node = _node()
     try:
-        rooms = {node.default_room, *node.redis.smembers(keys.chat_rooms(username))}
+        rooms = _rooms(node, username)
     except RedisError:
         ws.close(reason=1011, message="chat store unavailable: try again shortly")
         return

@@ -34,6 +34,15 @@ def parse_id(text):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+#: A long-poll client's id (``poll=``): chosen by the client, one per tab.
+POLL_ID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+def poll_id(text):
+    """The ``poll`` query argument if it is a valid poll id, else None."""
+    return text if isinstance(text, str) and POLL_ID_RE.fullmatch(text) else None
+
+
 def format_id(mid):
     return f"{mid[0]}-{mid[1]}"
 
@@ -57,12 +66,36 @@ def text_frame(obj):
     return ws_frame(0x1, json.dumps(obj, separators=(",", ":")).encode())
 
 
-def error_frame(code, message, cid=None):
+def error(code, message, cid=None):
     """An ``error`` frame: ``code`` for programs, ``message`` (a sentence) for people."""
     frame = {"type": "error", "code": code, "error": message}
     if cid is not None:
         frame["cid"] = cid
-    return text_frame(frame)
+    return frame
+
+
+def error_frame(code, message, cid=None):
+    """:func:`error` as a WebSocket text frame."""
+    return text_frame(error(code, message, cid))
+
+
+def payloads(frames):
+    """The payloads of server frames built by :func:`ws_frame` (one, or several joined): what a
+    long-poll answers instead of the WebSocket bytes queued for every client alike."""
+    out = []
+    i, end = 0, len(frames)
+    while i < end:
+        n = frames[i + 1] & 0x7F
+        i += 2
+        if n == 126:
+            n = int.from_bytes(frames[i:i + 2], "big")
+            i += 2
+        elif n == 127:
+            n = int.from_bytes(frames[i:i + 8], "big")
+            i += 8
+        out.append(frames[i:i + n])
+        i += n
+    return out
 
 
 PING_FRAME = ws_frame(0x9, b"")

@@ -1,0 +1,301 @@
+"""Chat without WebSockets: a long-poll (``GET /chat/api/events``) waits until there is
+something to send, and each client frame is one ``POST /chat/api/messages``.
+
+Rule: a long-poll client is a client of the process like a socket (:class:`.client.Client`):
+the same frames, ids, replay from ``last_id``, presence and per-user cap.  It is named by the
+``poll`` id its tab chose and lives on the process that got its first poll; between two polls
+it keeps collecting frames (bounded, as a socket's queue) for CHAT_POLL_GRACE seconds, so a
+poll that comes back to the same process continues exactly.  A poll that lands on another
+process (no sticky sessions) is picked up there: it replays from the poll's ``last_id``, so no
+message is skipped or doubled, and loads the users the client watches from Redis
+(``chat:poll:<user>:<poll>``), so it is told their presence again; what carries no id (typing,
+a read marker, a presence change) sent between the two polls is not replayed, as for a socket
+that reconnects.  A client that stops polling is gone CHAT_POLL_GRACE seconds after its last
+poll ended (at once when its connection closes while a poll waits): its presence then
+expires as a closed socket's.
+
+A frame sent over HTTP (:class:`Sender`) runs the same commands as on a socket; its answers
+(``ack``, ``error``, ...) are the response, and what goes to the sender's clients (a room
+joined, the ``watching`` answer) comes through their polls.  Its rate limit is per user, in
+Redis (``chat:rate:<user>``), since consecutive POSTs may reach different processes.
+"""
+import json
+import logging
+
+import gevent
+from gevent.event import Event
+from redis.exceptions import RedisError
+
+from webchat_common import keys
+
+from . import metrics, scripts, transport
+from .client import Client
+from .wire import ZERO, control_payload, error, format_id, parse_frame, payloads, Refused
+
+log = logging.getLogger(__name__)
+
+#: The HTTP status of a POST refused with an ``error`` frame of this code (else 400).
+STATUS = {
+    "not_member": 403, "not_yours": 403, "forbidden": 403,
+    "unknown_receiver": 404, "unknown_message": 404,
+    "too_late": 409, "conflict": 409, "deleted": 409,
+    "rate_limited": 429, "too_fast": 429,
+    "server_error": 500, "unavailable": 503,
+}
+
+#: How a control frame for one poll client starts (see :meth:`Polls.heard`).
+CONTROL = b'{"type":"poll",'
+
+
+class PollClient(Client):
+    def __init__(self, node, user, session_hash, rooms, since, pid):
+        super().__init__(node, user, session_hash, rooms, since)
+        self.pid = pid
+        self.record = keys.chat_poll(user, pid)
+        self.waiter = None      # the Event of the poll waiting now, if one is
+        self.expiry = None      # the timer that ends the client CHAT_POLL_GRACE after its last poll
+
+    @property
+    def token(self):
+        return "p." + self.pid
+
+    def wake(self):
+        if self.waiter is not None:
+            self.waiter.set()
+
+    def _start(self):
+        """New: ``hello`` and the replay, as a socket.  Picked up from another process: the
+        replay from ``last_id`` and the users it watches, as if nothing had happened."""
+        redis = self.node.redis
+        ttl = self.node.cfg["CHAT_POLL_RECORD_TTL"]
+        watched = redis.getex(self.record, ex=ttl)
+        if watched is None or self.since is None:
+            # Its first answer names a last id even when it holds no message: the last one
+            # issued before the replay, so that a poll picked up elsewhere resumes from there.
+            pipe = redis.pipeline(transaction=False)
+            pipe.set(self.record, "[]", ex=ttl)
+            pipe.hmget(keys.CHAT_CLOCK, "ms", "seq")
+            _, (ms, seq) = pipe.execute()
+            self.sent_last = int(ms or 0), int(seq or 0)
+            super()._start()
+            return
+        self.enq_last = self.sent_last = self.since
+        self.resync(self.since, announce=True, explicit=True, sync=False)
+        users = _names(watched)
+        if users:
+            self.node.watch.set(self, {u.lower(): u for u in users}, None)
+        # The process it was on lets it go now rather than at the end of its grace.
+        self.node.redis.publish(keys.chat_user_channel(self.user),
+                                control_payload({"type": "poll", "poll": self.pid, "taken": self.node.id}))
+
+    def wait(self, timeout, hangup):
+        """Wait until something is queued, the client must close, ``timeout`` passes, or the
+        poll's connection closes (``hangup(callback)`` arms a watcher, returns its stop).
+        Returns the queued frames' JSON texts, or None when a newer poll took over."""
+        if self.expiry is not None:
+            self.expiry.kill(block=False)
+            self.expiry = None
+        old, me = self.waiter, Event()
+        self.waiter = me
+        if old is not None:
+            old.set()  # one poll waits per client: the newer takes over, the older answers empty
+        if not self.out and self.closing is None:
+            stop = hangup(me.set)
+            try:
+                me.wait(timeout)
+            finally:
+                stop()
+        if self.waiter is not me:
+            return None
+        self.waiter = None
+        return self.take()
+
+    def take(self):
+        texts = []
+        last = None
+        n = 0
+        for mid, frame in self.out:
+            texts += payloads(frame)
+            if mid is not None:
+                last = mid
+                n += 1
+        self.out = []
+        if last is not None:
+            self.sent_last = last
+            metrics.MESSAGES_OUT.inc(n)
+        return texts
+
+    def expire_later(self, grace, end):
+        self.expiry = gevent.spawn_later(grace, end, self)
+
+
+class Polls:
+    """This process's long-poll clients, by (user, poll id)."""
+
+    def __init__(self, node):
+        self.node = node
+        self.cfg = node.cfg
+        self.clients = {}
+        self.s_rate = node.redis.register_script(scripts.RATE)
+
+    def events(self, user, session_hash, pid, since, rooms, sock):
+        """One poll: ``(status, body)``.  ``rooms``: a function returning the user's rooms
+        (read only for a client new here); ``sock``: the poll's connection, watched for hangup
+        while it waits."""
+        node = self.node
+        key = (user.lower(), pid)
+        c = self.clients.get(key)
+        if c is not None and (c.closing is not None or c.session_hash != session_hash
+                              or (since or ZERO) != c.sent_last):
+            # Not where this tab is: its last answer was lost (it asks from further back), or it
+            # was served elsewhere meanwhile (from further on): start again from its last_id.
+            self.end(c)
+            c = None
+        if c is None:
+            c = PollClient(node, user, session_hash, rooms(), since, pid)
+            self.clients[key] = c
+            try:
+                admitted = c.open()
+            except RedisError:
+                self._forget(c)
+                raise
+            if not admitted:
+                self._forget(c)
+                limit = self.cfg["CHAT_MAX_SOCKETS_PER_USER"]
+                return 429, {"error": f"too many open connections: at most {limit} per user; close one",
+                             "code": "too_many_sockets"}
+        texts = c.wait(self.cfg["CHAT_POLL_TIMEOUT"], lambda cb: transport.on_hangup(sock, cb))
+        if texts is None:
+            return 200, {"frames": [], "last_id": format_id(since) if since else None, "superseded": True}
+        if c.closing is not None:
+            code, reason = c.closing
+            texts.append(json.dumps({"type": "close", "code": code, "reason": reason}).encode())
+            self.end(c)
+        else:
+            c.expire_later(self.cfg["CHAT_POLL_GRACE"], self._expired)
+        last = c.sent_last if c.sent_last > ZERO else since
+        # The queued frames are JSON already: joined, not parsed and encoded again.
+        return 200, (b'{"frames":[' + b",".join(texts) + b'],"last_id":'
+                     + json.dumps(format_id(last) if last else None).encode() + b"}")
+
+    def _expired(self, c):
+        if c.waiter is None:
+            self.end(c)
+
+    def end(self, c):
+        """The client is gone: its poll (if one waits) answers, and it leaves the process."""
+        self._forget(c)
+        if c.expiry is not None:
+            c.expiry.kill(block=False)
+        if c.closing is None:
+            c.closing = (1000, "this poll was taken over by a newer one")
+        c.wake()
+        self.node.remove(c)
+
+    def _forget(self, c):
+        if self.clients.get((c.lower, c.pid)) is c:
+            del self.clients[(c.lower, c.pid)]
+
+    def heard(self, conns, body):
+        """A control frame for one poll client: the users it watches (sent by a POST that may
+        have reached another process), or that another process took it over."""
+        try:
+            ctl = json.loads(body)
+            pid = ctl["poll"]
+        except (ValueError, KeyError, TypeError):
+            return
+        for conn in list(conns):
+            if not isinstance(conn, PollClient) or conn.pid != pid:
+                continue
+            if "taken" in ctl:
+                if ctl["taken"] != self.node.id:
+                    self.end(conn)
+            elif isinstance(ctl.get("watch"), list):
+                self.node.watch.set(conn, {u.lower(): u for u in ctl["watch"]}, ctl.get("cid"))
+
+    # ---- frames sent over HTTP ----------------------------------------------------------------
+
+    def send(self, user, pid, raw, rooms):
+        """One client frame sent over HTTP: ``(status, {"frames": [answers]})``."""
+        sender = Sender(self, user, pid, rooms)
+        if not sender.allow(1):
+            sender.error("rate_limited", f"too many frames: at most {self.cfg['CHAT_RATE_LIMIT']:g} a second "
+                                         f"(burst {self.cfg['CHAT_RATE_BURST']})")
+        else:
+            msg = parse_frame(raw)
+            if isinstance(msg, Refused):
+                sender.error(msg.code, msg.message, msg.cid)
+            else:
+                self.node.commands.run(sender, msg)
+        body = {"frames": sender.frames}
+        refused = next((f for f in sender.frames if f["type"] == "error"), None)
+        if refused is None:
+            return 200, body
+        return STATUS.get(refused["code"], 400), {"error": refused["error"], "code": refused["code"], **body}
+
+
+class Sender:
+    """The commands' view of a client frame sent over HTTP (see :class:`.commands.Commands`):
+    its answers are collected for the response."""
+
+    def __init__(self, polls, user, pid, rooms):
+        self.polls = polls
+        self.redis = polls.node.redis
+        self.user = user
+        self.lower = user.lower()
+        self.pid = pid
+        self.token = "p." + pid
+        self._rooms = rooms
+        self.frames = []
+
+    @property
+    def rooms(self):
+        if callable(self._rooms):
+            self._rooms = set(self._rooms())
+        return self._rooms
+
+    def reply(self, frame):
+        self.frames.append(frame)
+
+    def error(self, code, message, cid=None):
+        metrics.FRAMES_REFUSED.labels(reason=code).inc()
+        self.frames.append(error(code, message, cid))
+
+    def allow(self, cost):
+        cfg = self.polls.cfg
+        return bool(self.polls.s_rate(keys=[keys.chat_rate(self.user)],
+                                      args=[cfg["CHAT_RATE_LIMIT"], cfg["CHAT_RATE_BURST"], cost]))
+
+    def spend(self, tokens):
+        if tokens:
+            self.allow(tokens)
+
+    def may_type(self, interval):
+        return bool(self.redis.set(keys.chat_typing(self.user, self.pid), 1, px=int(interval * 1000), nx=True))
+
+    def join(self, room, record):
+        """The membership is recorded here; the user's clients (this tab's poll among them)
+        follow the room when they hear of it."""
+        return record(self.user, room)
+
+    def leave(self, room):
+        self.rooms.discard(room)
+
+    def watch(self, given, cid):
+        """Kept for the tab's poll client (wherever it is picked up next) and sent to the
+        process that holds it now."""
+        self.spend(len(given) / 100)
+        names = list(given.values())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.chat_poll(self.user, self.pid), json.dumps(names), ex=self.polls.cfg["CHAT_POLL_RECORD_TTL"])
+        pipe.publish(keys.chat_user_channel(self.user),
+                     control_payload({"type": "poll", "poll": self.pid, "watch": names, "cid": cid}))
+        pipe.execute()
+
+
+def _names(stored):
+    try:
+        names = json.loads(stored)
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []

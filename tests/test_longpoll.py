@@ -1,0 +1,311 @@
+"""Chat without WebSockets: the long-poll transport (``GET /chat/api/events``, ``POST
+/chat/api/messages``) through the gateway, across two chat processes (the gateway spreads the
+polls of one tab over both), beside sockets; and its bad input.
+
+The test stack polls for at most CHAT_POLL_TIMEOUT=3 s and keeps a client CHAT_POLL_GRACE=2 s
+after its last poll."""
+import http.client
+import json
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from support.chat import Poller, person, wait_online
+
+
+def events(who, **params):
+    return who.browser.http.get(who.browser.base + "/chat/api/events", params=params,
+                                headers={"Accept": "application/json"}, timeout=10)
+
+
+def test_a_poll_sends_and_receives_like_a_socket(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    pa = Poller(alice)
+    first = pa.poll()
+    assert first[0]["type"] == "hello" and first[0]["user"] == alice.name
+    assert first[0]["limits"]["max_frame"] == 8192
+    assert first[-1]["type"] == "sync"
+    sb = bob.connect()
+    (ack,) = pa.send(type="message", receiver=bob.name, data="over http", cid="m1")
+    assert ack["type"] == "ack" and ack["cid"] == "m1" and ack["delivered"] is True
+    got = sb.expect("message", cid="m1")
+    assert got["id"] == ack["id"] and got["sender"] == alice.name and got["data"] == "over http"
+    sb.send(receiver=alice.name, data="over the socket", cid="b1")
+    back = sb.expect("ack", cid="b1")
+    msg = pa.until("message", cid="b1")
+    assert msg["id"] == back["id"] and pa.last_id == back["id"]
+    assert pa.send(type="ping", cid="p") == [{"type": "pong", "cid": "p"}]
+
+
+def test_an_empty_poll_waits_then_answers_its_last_id(chat_stack):
+    alice = person(chat_stack)
+    pa = Poller(alice)
+    pa.poll()
+    t0 = time.monotonic()
+    assert pa.poll() == []
+    assert 2.5 < time.monotonic() - t0 < 6
+    res = events(alice, poll=pa.pid, **({"last_id": pa.last_id} if pa.last_id else {}))
+    assert res.json()["last_id"] == pa.last_id
+
+
+def test_polls_spread_over_processes_lose_and_double_nothing(chat_stack, r):
+    """Bob's socket sends while Alice's tab polls; other people's requests keep taking the
+    gateway's kept-alive connections to the two processes, so her polls reach both (a poll
+    picked up by the other process resumes from its last id).  She gets every message once,
+    in order, with one hello."""
+    alice, bob = person(chat_stack), person(chat_stack)
+    pa = Poller(alice)
+    pa.poll()
+    sb = bob.connect()
+    acked, nodes = [], set()
+    stop = threading.Event()
+
+    def send_all():
+        for i in range(40):
+            sb.send(receiver=alice.name, data=f"n{i}", cid=f"n{i}")
+            acked.append(sb.expect("ack", cid=f"n{i}")["id"])
+            time.sleep(0.05)
+
+    def other_tab(who):
+        while not stop.is_set():
+            who.browser.get("/chat/api/people", params={"name": who.name})
+
+    noise = [threading.Thread(target=other_tab, args=(person(chat_stack),)) for _ in range(2)]
+    sender = threading.Thread(target=send_all)
+    for t in noise + [sender]:
+        t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sender.is_alive() or len([f for f in pa.frames if f["type"] == "message"]) < 40 or (
+                len(nodes) < 2 and time.monotonic() < deadline):
+            pa.poll(timeout=10)
+            nodes.update(r.zrange(f"chat:conn:{alice.name.lower()}", 0, -1))
+            assert len(pa.frames) < 100
+    finally:
+        stop.set()
+        for t in noise + [sender]:
+            t.join()
+    got = [f["id"] for f in pa.frames if f["type"] == "message"]
+    assert got == acked
+    assert [f["type"] for f in pa.frames].count("hello") == 1
+    assert len(nodes) == 2, "the polls never reached the other process"
+
+
+def test_a_lost_answer_is_sent_again_from_the_last_id_the_tab_saw(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    pa = Poller(alice)
+    pa.poll()
+    sb = bob.connect()
+    ids = []
+    for i in range(6):
+        sb.send(receiver=alice.name, data=f"x{i}", cid=f"x{i}")
+        ids.append(sb.expect("ack", cid=f"x{i}")["id"])
+    seen = []
+    while len(seen) < 6:
+        seen += [f["id"] for f in pa.poll() if f["type"] == "message"]
+    assert seen == ids
+    # The answer with the last three is "lost": the tab asks again from the third.
+    again = []
+    while len(again) < 3:
+        again += [f for f in pa.poll(last_id=ids[2]) if f["type"] != "watching"]
+        pa.last_id = ids[2] if not again else pa.last_id
+    assert [f["id"] for f in again] == ids[3:]
+    assert all(f["type"] == "message" for f in again)
+
+
+def test_the_sender_s_other_tabs_get_the_message_and_the_sending_tab_its_ack(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    pa, other = Poller(alice), Poller(alice)
+    pa.poll()
+    other.poll()
+    sa = alice.connect()
+    ack = pa.send(type="message", receiver=bob.name, data="from one tab", cid="t1")[0]
+    assert sa.expect("message", cid="t1")["id"] == ack["id"]
+    assert other.until("message", cid="t1")["id"] == ack["id"]
+    pa.poll()
+    # Live, the sending tab is not sent its own message; a poll picked up after its client
+    # ended (here: after the 2 s grace) replays everything after its last id, its own too.
+    own = [f for f in pa.frames if f["type"] == "message"]
+    assert len(own) <= 1 and all(f["id"] == ack["id"] for f in own)
+
+
+def test_watch_join_and_presence_through_polls(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    pa = Poller(alice)
+    pa.poll()
+    assert pa.send(type="watch", users=[bob.name], cid="w") == []
+    watching = pa.until("watching", cid="w")
+    assert watching["offline"] == [bob.name] and watching["online"] == []
+    sb = bob.connect()
+    assert pa.until("presence", user=bob.name)["online"] is True
+    room = "lp" + alice.name[-6:]
+    pa.send(type="join", room=room, cid="j")
+    assert pa.until("room", cid="j")["action"] == "join"
+    sb.send(type="join", room=room, cid="bj")
+    sb.expect("room", cid="bj")
+    sb.send(room=room, data="to the room", cid="r1")
+    rid = sb.expect("ack", cid="r1")["id"]
+    assert pa.until("message", cid="r1")["id"] == rid
+    # Polls picked up by either process keep the watch: Bob's leaving is heard.
+    for _ in range(4):
+        pa.poll()
+    sb.close()
+    assert pa.until("presence", user=bob.name, timeout=15)["online"] is False
+
+
+def test_a_tab_that_stops_polling_goes_offline(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    sb = bob.connect()
+    sb.send(type="watch", users=[alice.name], cid="w")
+    sb.expect("watching", cid="w")
+    pa = Poller(alice)
+    pa.poll()
+    wait_online(sb, alice.name, online=True)
+    # A poll left waiting, then its connection closed (the browser went away).
+    u = urlsplit(chat_stack.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+    conn.request("GET", f"/chat/api/events?poll={pa.pid}&last_id={pa.last_id or ''}",
+                 headers={"Cookie": alice.cookie, "Accept": "application/json"})
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    conn.sock.close()
+    wait_online(sb, alice.name, online=False, timeout=10)
+    assert time.monotonic() - t0 < 6  # grace (2 s) and a presence batch, not the 3 s poll first
+
+
+def test_one_poll_waits_per_tab_the_newer_takes_over(chat_stack):
+    alice = person(chat_stack)
+    pa = Poller(alice)
+    pa.poll()
+    answers = []
+    older = threading.Thread(target=lambda: answers.append(events(alice, poll=pa.pid, last_id=pa.last_id).json()))
+    older.start()
+    time.sleep(0.5)
+    res = events(alice, poll=pa.pid, last_id=pa.last_id)
+    older.join()
+    assert res.status_code == 200
+    # The older answers at once, empty: on the same process it was superseded, on the other
+    # its client was taken over (a close frame tells it not to wait there again).
+    assert answers and [f["type"] for f in answers[0]["frames"]] in ([], ["close"])
+    assert answers[0]["last_id"] == pa.last_id
+
+
+def test_logging_out_ends_the_tab_s_poll(chat_stack):
+    alice = person(chat_stack)
+    pa = Poller(alice)
+    pa.poll()
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(events(alice, poll=pa.pid, last_id=pa.last_id)))
+    waiting.start()
+    time.sleep(0.5)
+    assert alice.browser.logout().status_code == 303
+    waiting.join()
+    res = answers[0]
+    if res.status_code == 200:  # the poll was waiting on a process that heard of the logout
+        assert res.json()["frames"][-1] == {"type": "close", "code": 1008, "reason": "session ended: log in again"}
+    else:
+        assert res.status_code == 401
+    assert events(alice, poll=pa.pid).status_code == 401
+
+
+# ---- bad input and abuse --------------------------------------------------------------------
+
+def test_polls_and_posts_need_a_session(chat_stack):
+    stranger = person(chat_stack)
+    stranger.browser.logout()
+    assert events(stranger, poll="abcdefgh12").status_code == 401
+    res = stranger.browser.http.post(stranger.browser.base + "/chat/api/messages?poll=abcdefgh12",
+                                     json={"receiver": "x", "data": "y"}, headers={"Accept": "application/json"})
+    assert res.status_code in (400, 401)  # (no session: no CSRF token either)
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_nothing_is_sent(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    pa = Poller(alice)
+    sb = bob.connect()
+    for csrf in (None, "forged-token"):
+        res = pa.post({"receiver": bob.name, "data": "forged", "cid": "f"}, csrf=csrf)
+        assert res.status_code == 400 and "security token" in res.json()["error"]
+    with pytest.raises(TimeoutError):
+        sb.expect("message", timeout=1)
+
+
+@pytest.mark.parametrize("params, status", [
+    ({}, 400),
+    ({"poll": "short"}, 400),
+    ({"poll": "x" * 65}, 400),
+    ({"poll": "bad poll id!"}, 400),
+    ({"poll": "abcdefgh12", "last_id": "12"}, 400),
+    ({"poll": "abcdefgh12", "last_id": "1-2-3"}, 400),
+])
+def test_bad_poll_arguments_are_refused(chat_stack, params, status):
+    alice = person(chat_stack)
+    res = events(alice, **params)
+    assert res.status_code == status and res.json()["error"]
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"not json", 400, "bad_json"),
+    (b"[1, 2]", 400, "bad_frame"),
+    (b'{"receiver": "nobody-here-1", "data": "x"}', 404, "unknown_receiver"),
+    (b'{"room": "never-joined", "data": "x"}', 403, "not_member"),
+    (b'{"type": "teleport"}', 400, "bad_frame"),
+    (b'{"data": "\\ud800", "receiver": "x"}', 400, "bad_unicode"),
+    (b'{"type": "edit", "with": "x", "target": "1-1", "data": "y"}', 404, None),
+])
+def test_bad_frames_over_http_get_their_error(chat_stack, body, status, code):
+    alice = person(chat_stack)
+    res = Poller(alice).post(body)
+    assert res.status_code == status, res.text
+    answer = res.json()
+    assert answer["error"] and answer["frames"][-1]["type"] == "error"
+    if code:
+        assert answer["code"] == code
+
+
+def test_oversized_and_non_utf8_bodies_are_refused(chat_stack):
+    alice = person(chat_stack)
+    pa = Poller(alice)
+    big = json.dumps({"receiver": "x", "data": "y" * 9000})
+    assert pa.post(big).status_code == 413
+    res = pa.post(b'{"receiver": "x", "data": "\xff\xfe"}')
+    assert res.status_code == 400 and "UTF-8" in res.json()["error"]
+    assert pa.post(b'{"type": "ping"}', pid="bad id").status_code == 400
+
+
+def test_posting_too_fast_is_429_and_costs_nobody_else(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    pa, pb = Poller(alice), Poller(bob)
+    codes = [pa.post({"type": "ping", "cid": i}).status_code for i in range(45)]
+    assert codes.count(429) >= 5 and codes[0] == 200
+    refused = pa.post({"type": "ping"})
+    if refused.status_code == 429:
+        assert refused.json()["code"] == "rate_limited"
+    assert pb.post({"type": "ping", "cid": "b"}).status_code == 200
+
+
+def test_too_many_tabs_polling_is_429(chat_stack):
+    alice = person(chat_stack)
+    tabs = [Poller(alice) for _ in range(8)]
+    for t in tabs:
+        t.poll()
+    res = events(alice, poll="one-tab-too-many")
+    assert res.status_code == 429 and "at most 8" in res.json()["error"]
+
+
+def test_a_poll_id_names_a_tab_of_its_own_user_only(chat_stack):
+    """Mallory polling with Alice's poll id gets her own tab, nothing of Alice's."""
+    alice, bob, mallory = person(chat_stack), person(chat_stack), person(chat_stack)
+    pa = Poller(alice)
+    pa.poll()
+    sb = bob.connect()
+    sb.send(receiver=alice.name, data="for alice only", cid="secret")
+    sb.expect("ack", cid="secret")
+    pm = Poller(mallory, pid=pa.pid)
+    frames = pm.poll()
+    assert frames[0]["type"] == "hello" and frames[0]["user"] == mallory.name
+    pm.poll()
+    assert not [f for f in pm.frames if f.get("data") == "for alice only"]
+    assert pa.until("message", cid="secret")["data"] == "for alice only"
