@@ -11,6 +11,8 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from support.chat import Poller, person, wait_online
 
@@ -309,3 +311,41 @@ def test_a_poll_id_names_a_tab_of_its_own_user_only(chat_stack):
     pm.poll()
     assert not [f for f in pm.frames if f.get("data") == "for alice only"]
     assert pa.until("message", cid="secret")["data"] == "for alice only"
+
+
+@pytest.fixture(scope="module")
+def posting_pair(chat_stack):
+    """Mallory's tab posting anything, and Bob's socket, who must not notice."""
+    mallory, bob = person(chat_stack), person(chat_stack)
+    tab = Poller(mallory)
+    tab.poll()
+    yield tab, bob.connect(), bob.name
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+          deadline=None)
+@given(body=st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(str.encode),
+    st.dictionaries(st.sampled_from(["type", "data", "cid", "receiver", "room", "users", "media", "with", "target",
+                                     "up_to"]),
+                    st.one_of(st.text(max_size=20), st.integers(), st.none(), st.lists(st.text(max_size=5), max_size=3),
+                              st.sampled_from(["message", "read", "typing", "edit", "delete", "join", "leave", "watch",
+                                               "lobby", "1-1", "0-0"])),
+                    max_size=5).map(lambda d: json.dumps(d).encode())))
+def test_any_body_posted_gets_a_defined_answer_through_the_gateway(posting_pair, body):
+    """Any bytes, any text, any JSON object made of the frame's fields: a JSON answer, 200 or a
+    4xx naming the error (never a 5xx), and the bystander's socket is undisturbed."""
+    tab, sb, bob = posting_pair
+    time.sleep(0.06)  # below the test stack's rate limit (20 frames/s per user)
+    res = tab.post(body)
+    answer = res.json()
+    assert res.status_code == 200 or 400 <= res.status_code < 500, (res.status_code, answer)
+    for f in answer.get("frames", []):
+        assert f["type"] in {"ack", "error", "system", "pong"}, f
+        if f["type"] == "error":
+            assert f["code"] and f["error"] and f["code"] != "server_error"
+    if res.status_code != 200:
+        assert answer["error"]
+    sb.send(type="ping", cid="bystander")
+    assert sb.expect("pong", cid="bystander")

@@ -6,7 +6,7 @@ import json
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chat_service.wire import Refused, parse_frame, parse_id, text_frame
+from chat_service.wire import Refused, parse_frame, parse_id, payloads, poll_id, text_frame, ws_frame
 
 # Any JSON value, with every kind of string: lone surrogates included (Python's json writes
 # them as \udXXX escapes, as a hostile client would).
@@ -103,3 +103,22 @@ def test_ids_are_ascii_digits_matched_whole(text):
     assert (parsed is not None) == bool(plain)
     if parsed is not None:
         assert parsed == (int(ms), int(seq))
+
+
+@given(st.lists(st.binary(max_size=70000), max_size=4))
+@example([b"", b"x" * 125, b"x" * 126, b"x" * 65535, b"x" * 65536])
+def test_a_long_poll_unwraps_exactly_the_frames_queued(parts):
+    """What a socket is queued (one server frame, or several joined) is what a poll answers."""
+    assert payloads(b"".join(ws_frame(0x1, p) for p in parts)) == parts
+
+
+@given(st.one_of(st.text(max_size=80), st.none(), st.integers(), st.binary(max_size=10)))
+@example("a" * 8)
+@example("a" * 64)
+@example("a" * 65)
+@example("abcdefg\n")
+@example("abcdefgh\n")
+def test_a_poll_id_is_8_to_64_ascii_letters_digits_dash_or_underscore(text):
+    ok = (isinstance(text, str) and 8 <= len(text) <= 64
+          and all(c.isascii() and (c.isalnum() or c in "-_") for c in text))
+    assert poll_id(text) == (text if ok else None)

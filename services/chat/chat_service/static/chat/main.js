@@ -1,5 +1,5 @@
 // The chat page: conversations (private and rooms) with their history, kept in step with every
-// tab and device of the person through the WebSocket.
+// tab and device of the person through the WebSocket (or long-polling where WebSockets are blocked).
 // - history comes page by page from /chat/api/history (scroll up for older), the list with
 //   unread counts from /chat/api/conversations; live frames are merged by id, so a replay after
 //   a reconnect never shows a message twice;

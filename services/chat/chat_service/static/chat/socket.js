@@ -1,7 +1,13 @@
-// The chat WebSocket: one at a time, reconnected by itself with jittered exponential backoff,
-// resuming with ?last_id=<the highest id seen> so the server replays what was missed before the
-// live frames (ids are global and increasing).  It knows nothing of conversations: frames go to
-// onFrame, state changes to onState ("connecting", "online", "reconnecting", "offline").
+// The chat connection: a WebSocket, one at a time, reconnected by itself with jittered
+// exponential backoff, resuming with ?last_id=<the highest id seen> so the server replays what
+// was missed before the live frames (ids are global and increasing).  Where WebSockets cannot
+// open (a proxy that breaks the upgrade, a browser without them), it falls back by itself to
+// long-polling (GET /chat/api/events, each frame a POST /chat/api/messages: the same frames,
+// ids and resume) and tries a WebSocket again now and then, going back to it when one opens.
+// It knows nothing of conversations: frames go to onFrame, state changes to onState
+// ("connecting", "online", "reconnecting"; a second argument says why, or by which transport).
+const POLL_NOTE = "over long-polling: WebSockets are unavailable here";
+
 export class ChatSocket {
   constructor(user, { onFrame, onState, onRefused }) {
     this.user = user;
@@ -13,6 +19,8 @@ export class ChatSocket {
     this.lastId = null;
     this.storeKey = "webchat.lastId." + user;
     try { this.lastId = window.sessionStorage.getItem(this.storeKey); } catch (e) { /* storage off */ }
+    this.poll = null;           // while long-polling: {id, last, ready, online, csrf, abort, posting, tries}
+    this.probeDelay = 10000;    // before the next WebSocket try while long-polling
   }
 
   // Frames with an id move the resume point (in the order they arrive, which is id order).
@@ -23,23 +31,50 @@ export class ChatSocket {
     }
   }
 
-  get open() { return this.ws !== null && this.ws.readyState === WebSocket.OPEN; }
+  get open() {
+    if (this.ws !== null && this.ws.readyState === WebSocket.OPEN) return true;
+    return this.poll !== null && this.poll.ready;
+  }
 
   send(frame) {
-    if (!this.open) return false;
-    this.ws.send(JSON.stringify(frame));
-    return true;
+    if (this.ws !== null && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    }
+    if (this.poll !== null && this.poll.ready) {
+      this.post(frame);
+      return true;
+    }
+    return false;
   }
 
   connect() {
-    this.onState(this.attempt ? "reconnecting" : "connecting");
+    if (typeof WebSocket === "undefined") { this.startPolling(); return; }
+    const probing = this.poll !== null;
+    if (!probing) this.onState(this.attempt ? "reconnecting" : "connecting");
     let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat/" +
       encodeURIComponent(this.user);
     if (this.lastId) url += "?last_id=" + encodeURIComponent(this.lastId);
     let opened = false;
-    const ws = new WebSocket(url);
+    let ended = false;
+    let ws;
+    try { ws = new WebSocket(url); } catch (e) { this.startPolling(); return; }
     this.ws = ws;
-    ws.onopen = () => { opened = true; };
+    const closed = (code, reason) => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(stuck);
+      if (this.ws === ws) this.ws = null;
+      this.closed(opened, code, reason);
+    };
+    // A proxy may hold the upgrade without answering, and a refused socket may never say so:
+    // give up on it after a while.
+    const stuck = setTimeout(() => { if (!opened) { ws.close(); closed(1006, ""); } }, 10000);
+    ws.onopen = () => {
+      opened = true;
+      clearTimeout(stuck);
+      if (this.poll !== null) this.stopPolling();  // back on a WebSocket: it resumes from lastId
+    };
     ws.onmessage = (ev) => {
       let f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
@@ -47,25 +82,117 @@ export class ChatSocket {
       if (f.type === "sync") this.onState("online");
       this.onFrame(f);
     };
-    ws.onclose = (ev) => {
-      this.ws = null;
-      if (ev.code === 1008 && /session/.test(ev.reason)) { location.href = "/login?next=/chat/"; return; }
-      this.onState("reconnecting", ev.reason);
-      if (ev.code === 4029) {
-        // Too many sockets of this user are open (other tabs, devices): try again slowly.
-        this.onRefused(ev.reason || "Too many chat windows are open: close one.");
-        this.attempt = Math.max(this.attempt, 6);
+    ws.onclose = (ev) => closed(ev.code, ev.reason);
+  }
+
+  closed(opened, code, reason) {
+    if (this.poll !== null) { this.probeLater(); return; }  // a try while long-polling failed
+    if (code === 1008 && /session/.test(reason)) { location.href = "/login?next=/chat/"; return; }
+    this.onState("reconnecting", reason);
+    if (code === 4029) {
+      // Too many sockets of this user are open (other tabs, devices): try again slowly.
+      this.onRefused(reason || "Too many chat windows are open: close one.");
+      this.attempt = Math.max(this.attempt, 6);
+    }
+    if (!opened && this.attempt >= 1) {
+      // Refused before the upgrade (the browser only sees 1006): is the session still there?
+      // If it is, WebSockets do not get through here: long-poll instead.
+      fetch("/api/me", { credentials: "same-origin" }).then((r) => {
+        if (r.status === 401) location.href = "/login?next=/chat/";
+        else if (r.ok && this.ws === null) this.startPolling();
+      }).catch(() => { /* offline: keep retrying */ });
+    }
+    const delay = Math.min(30000, 500 * Math.pow(2, this.attempt)) * (0.5 + Math.random());
+    this.attempt += 1;
+    setTimeout(() => { if (this.poll === null && this.ws === null) this.connect(); }, delay);
+  }
+
+  // ---- long-polling ---------------------------------------------------------------------------
+
+  async startPolling() {
+    if (this.poll !== null) return;
+    const bytes = new Uint8Array(12);
+    crypto.getRandomValues(bytes);
+    const id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    const poll = { id, last: this.lastId, ready: false, online: false, csrf: null, abort: null,
+      posting: Promise.resolve(), tries: 0 };
+    this.poll = poll;
+    this.onState(this.attempt ? "reconnecting" : "connecting", POLL_NOTE);
+    if (typeof WebSocket !== "undefined") this.probeLater();
+    while (this.poll === poll) await this.pollOnce(poll);
+  }
+
+  stopPolling() {
+    const poll = this.poll;
+    this.poll = null;
+    if (poll !== null && poll.abort) poll.abort.abort();
+  }
+
+  probeLater() {
+    const delay = this.probeDelay * (0.75 + Math.random() / 2);
+    this.probeDelay = Math.min(300000, this.probeDelay * 2);
+    setTimeout(() => { if (this.poll !== null && this.ws === null) this.connect(); }, delay);
+  }
+
+  async pollOnce(poll) {
+    const backoff = () => new Promise((ok) => setTimeout(ok, Math.min(30000, 500 * Math.pow(2, poll.tries++)) * (0.5 + Math.random())));
+    try {
+      if (poll.csrf === null) poll.csrf = (await (await fetch("/api/me", { credentials: "same-origin" })).json()).csrf_token;
+      let url = "/chat/api/events?poll=" + poll.id;
+      if (poll.last) url += "&last_id=" + encodeURIComponent(poll.last);
+      poll.abort = new AbortController();
+      const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, signal: poll.abort.signal });
+      if (this.poll !== poll) return;
+      if (r.status === 401) { location.href = "/login?next=/chat/"; return; }
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) {
+        if (r.status === 429) this.onRefused(body.error || "Too many chat windows are open: close one.");
+        poll.ready = poll.online = false;
+        this.onState("reconnecting", POLL_NOTE);
+        await backoff();
+        return;
       }
-      if (!opened && this.attempt >= 2) {
-        // Refused before the upgrade (the browser only sees 1006): is the session still there?
-        fetch("/api/me", { credentials: "same-origin" }).then((r) => {
-          if (r.status === 401) location.href = "/login?next=/chat/";
-        }).catch(() => { /* offline: keep retrying */ });
+      poll.tries = 0;
+      poll.ready = true;
+      this.attempt = 0;
+      if (body.last_id) poll.last = body.last_id;
+      for (const f of body.frames) {
+        if (this.poll !== poll) return;
+        if (f.type === "close") {
+          if (f.code === 1008 && /session/.test(f.reason)) { location.href = "/login?next=/chat/"; return; }
+          continue;  // its client there ended (a restart, a takeover): the next poll resumes
+        }
+        this.onFrame(f);
       }
-      const delay = Math.min(30000, 500 * Math.pow(2, this.attempt)) * (0.5 + Math.random());
-      this.attempt += 1;
-      setTimeout(() => this.connect(), delay);
-    };
+      if (this.poll === poll && !poll.online) { poll.online = true; this.onState("online", POLL_NOTE); }
+    } catch (e) {
+      if (this.poll !== poll) return;  // aborted: back on a WebSocket
+      poll.online = false;
+      this.onState("reconnecting", POLL_NOTE);
+      await backoff();
+    }
+  }
+
+  // Frames go one after the other (a socket keeps their order; so does this), each answered
+  // by its own response.  A POST that fails to arrive is answered "unavailable": the page
+  // sends a message again with the same cid, stored once.
+  post(frame) {
+    const poll = this.poll;
+    poll.posting = poll.posting.then(async () => {
+      let frames;
+      try {
+        const r = await fetch("/chat/api/messages?poll=" + poll.id, {
+          method: "POST", credentials: "same-origin", body: JSON.stringify(frame),
+          headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRF-Token": poll.csrf },
+        });
+        const body = await r.json().catch(() => ({}));
+        frames = body.frames || (r.ok ? [] : [{ type: "error", code: r.status >= 500 ? "unavailable" : "refused",
+          error: body.error || "refused (" + r.status + ")", cid: frame.cid }]);
+      } catch (e) {
+        frames = [{ type: "error", code: "unavailable", error: "the connection was lost", cid: frame.cid }];
+      }
+      frames.forEach((f) => this.onFrame(f));
+    });
   }
 }
 
