@@ -173,12 +173,12 @@ class Polls:
             self.end(c)
         else:
             c.expire_later(self.cfg["CHAT_POLL_GRACE"], self._expired)
-        last = c.sent_last if c.sent_last > ZERO else since
-        # The queued frames are JSON already: joined, not parsed and encoded again.
-        return 200, (b'{"frames":[' + b",".join(texts) + b'],"last_id":'
-                     + json.dumps(format_id(last) if last else None).encode() + b"}")
+        # The queued frames are JSON already: joined, not parsed and encoded again.  The last
+        # id is never missing (a new client's is the last one issued before its replay).
+        return 200, (b'{"frames":[' + b",".join(texts) + b'],"last_id":"' + format_id(c.sent_last).encode() + b'"}')
 
     def _expired(self, c):
+        c.expiry = None  # (this greenlet: end() must not kill it halfway)
         if c.waiter is None:
             self.end(c)
 
