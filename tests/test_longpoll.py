@@ -6,6 +6,9 @@ The test stack polls for at most CHAT_POLL_TIMEOUT=3 s and keeps a client CHAT_P
 after its last poll."""
 import http.client
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from urllib.parse import urlsplit
@@ -15,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.chat import Poller, person, wait_online
+from webchat_testing import wait_until
 
 
 def events(who, **params):
@@ -52,47 +56,76 @@ def test_an_empty_poll_waits_then_answers_its_last_id(chat_stack):
     assert res.json()["last_id"] == pa.last_id
 
 
-def test_polls_spread_over_processes_lose_and_double_nothing(chat_stack, r):
-    """Bob's socket sends while Alice's tab polls; other people's requests keep taking the
-    gateway's kept-alive connections to the two processes, so her polls reach both (a poll
-    picked up by the other process resumes from its last id).  She gets every message once,
-    in order, with one hello."""
+def node_pid(node):
+    """The process id in a chat node's id (``<host>-<pid>-<random>``)."""
+    return int(node.rsplit("-", 2)[1])
+
+
+def test_a_tab_picked_up_by_another_process_loses_and_doubles_nothing(chat_stack, r):
+    """Bob's socket sends while Alice's tab polls; the process holding her tab's client is
+    killed (-9), and her next polls are picked up by another process from her last id: every
+    message once, in order, one hello, and the users she watches still watched."""
     alice, bob = person(chat_stack), person(chat_stack)
     pa = Poller(alice)
-    pa.poll()
-    sb = bob.connect()
-    acked, nodes = [], set()
-    stop = threading.Event()
+    first = pa.poll()[0]["node"]
+    sb = bob.connect_not_on(first)
+    pa.send(type="watch", users=[bob.name], cid="w")
+    pa.until("watching", cid="w")
+    acked = []
 
-    def send_all():
-        for i in range(40):
-            sb.send(receiver=alice.name, data=f"n{i}", cid=f"n{i}")
-            acked.append(sb.expect("ack", cid=f"n{i}")["id"])
-            time.sleep(0.05)
+    def send(n):
+        for i in range(n):
+            sb.send(receiver=alice.name, data=f"n{len(acked)}", cid=f"n{len(acked)}")
+            acked.append(sb.expect("ack", cid=f"n{len(acked)}")["id"])
 
-    def other_tab(who):
-        while not stop.is_set():
-            who.browser.get("/chat/api/people", params={"name": who.name})
+    def poll_until_all():
+        while len([f for f in pa.frames if f["type"] == "message"]) < len(acked):
+            pa.poll(ok=(200, 502))  # (502: the poll that waited on the killed process)
 
-    noise = [threading.Thread(target=other_tab, args=(person(chat_stack),)) for _ in range(2)]
-    sender = threading.Thread(target=send_all)
-    for t in noise + [sender]:
-        t.start()
-    try:
-        deadline = time.monotonic() + 30
-        while sender.is_alive() or len([f for f in pa.frames if f["type"] == "message"]) < 40 or (
-                len(nodes) < 2 and time.monotonic() < deadline):
-            pa.poll(timeout=10)
-            nodes.update(r.zrange(f"chat:conn:{alice.name.lower()}", 0, -1))
-            assert len(pa.frames) < 100
-    finally:
-        stop.set()
-        for t in noise + [sender]:
-            t.join()
+    send(10)
+    poll_until_all()
+    os.kill(node_pid(first), signal.SIGKILL)
+    send(10)
+    poll_until_all()
     got = [f["id"] for f in pa.frames if f["type"] == "message"]
     assert got == acked
     assert [f["type"] for f in pa.frames].count("hello") == 1
-    assert len(nodes) == 2, "the polls never reached the other process"
+    now = r.zrange(f"chat:conn:{alice.name.lower()}", 0, -1)  # (the killed one's entry lapses by TTL)
+    assert [n for n in now if n != first]
+    sb.close()
+    assert pa.until("presence", user=bob.name, timeout=15)["online"] is False
+    wait_until(lambda: all(_workers(p.pid) for p in chat_stack.services["chat"].procs), timeout=15,
+               what="a replacement worker")
+
+
+def _workers(master_pid):
+    return subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
+
+
+def test_what_a_tab_was_queued_without_an_id_follows_it_to_another_process(chat_stack, r):
+    """Bob reads Alice's messages (a ``read`` frame, no id: a replay cannot give it) while her
+    tab is between two polls; when her next poll reaches the other process, the first hands
+    the frame over.  (Her polls go straight to the chat service's port, each on a new
+    connection, so they reach either process.)"""
+    alice, bob = person(chat_stack), person(chat_stack)
+    sb = bob.connect()
+    pa = Poller(alice, direct=f"http://127.0.0.1:{chat_stack.services['chat'].port}")
+    pa.poll()
+    moved = 0
+    for attempt in range(30):
+        before = set(r.zrange(f"chat:conn:{alice.name.lower()}", 0, -1))
+        ack = pa.send(type="message", receiver=bob.name, data=f"read me {attempt}", cid=f"r{attempt}")[0]
+        sb.expect("message", cid=f"r{attempt}")
+        sb.send(type="read", **{"with": alice.name}, up_to=ack["id"], cid=f"read{attempt}")
+        sb.expect("read", cid=f"read{attempt}")
+        time.sleep(0.1)  # the read frame is queued on her tab's process
+        assert pa.until("read", up_to=ack["id"], timeout=5)["user"] == bob.name
+        after = set(r.zrange(f"chat:conn:{alice.name.lower()}", 0, -1))
+        moved += bool(after - before)
+        if moved >= 3:
+            break
+    assert moved >= 3, "her polls never changed process"
+    assert [f["type"] for f in pa.frames].count("hello") == 1
 
 
 def test_a_lost_answer_is_sent_again_from_the_last_id_the_tab_saw(chat_stack):

@@ -126,9 +126,11 @@ def chat_cid(sender, target, cid):
 
 
 def chat_poll(name, poll_id):
-    """String, a JSON list of user names, for CHAT_POLL_RECORD_TTL seconds: a long-poll client
-    of ``name`` (named by the ``poll`` id its tab chose) exists, and these are the users it
-    watches; any chat process that gets its next poll continues it from here."""
+    """Hash ``watch`` (a JSON list of user names), ``gen`` (a count), for CHAT_POLL_RECORD_TTL
+    seconds: a long-poll client of ``name`` (named by the ``poll`` id its tab chose) exists,
+    these are the users it watches, and this many clients have served the tab (the newest,
+    on whichever chat process its last poll reached, is the one); any chat process that gets
+    its next poll continues it from here."""
     return f"chat:poll:{name.lower()}:{poll_id}"
 
 

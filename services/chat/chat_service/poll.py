@@ -8,9 +8,9 @@ it keeps collecting frames (bounded, as a socket's queue) for CHAT_POLL_GRACE se
 poll that comes back to the same process continues exactly.  A poll that lands on another
 process (no sticky sessions) is picked up there: it replays from the poll's ``last_id``, so no
 message is skipped or doubled, and loads the users the client watches from Redis
-(``chat:poll:<user>:<poll>``), so it is told their presence again; what carries no id (typing,
-a read marker, a presence change) sent between the two polls is not replayed, as for a socket
-that reconnects.  A client that stops polling is gone CHAT_POLL_GRACE seconds after its last
+(``chat:poll:<user>:<poll>``), so it is told their presence again; the process that held the
+tab's client before hands what it had queued without an id (typing, a read marker, a presence
+change: what a replay cannot give) to the new one, and lets it go.  A client that stops polling is gone CHAT_POLL_GRACE seconds after its last
 poll ended (at once when its connection closes while a poll waits): its presence then
 expires as a closed socket's.
 
@@ -30,7 +30,7 @@ from webchat_common import keys
 
 from . import metrics, scripts, transport
 from .client import Client
-from .wire import ZERO, control_payload, error, format_id, parse_frame, payloads, Refused
+from .wire import ZERO, Refused, control_payload, error, format_id, parse_frame, payloads, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ STATUS = {
 
 #: How a control frame for one poll client starts (see :meth:`Polls.heard`).
 CONTROL = b'{"type":"poll",'
+#: Presence changes are not handed over: the new client is told every watched user's state
+#: (``watching``) and hears the changes since; an old change passed on could undo a newer one.
+_PRESENCE = b'{"type":"presence",'
 
 
 class PollClient(Client):
@@ -54,6 +57,7 @@ class PollClient(Client):
         self.record = keys.chat_poll(user, pid)
         self.waiter = None      # the Event of the poll waiting now, if one is
         self.expiry = None      # the timer that ends the client CHAT_POLL_GRACE after its last poll
+        self.gen = 0            # which of its tab's clients this is (the newest serves the tab)
 
     @property
     def token(self):
@@ -65,28 +69,30 @@ class PollClient(Client):
 
     def _start(self):
         """New: ``hello`` and the replay, as a socket.  Picked up from another process: the
-        replay from ``last_id`` and the users it watches, as if nothing had happened."""
+        replay from ``last_id`` and the users it watches, as if nothing had happened.  Either
+        way the client gets the next generation of its tab (``gen``), and whoever held an older
+        one lets it go and passes on what it had queued (:meth:`Polls.heard`)."""
         redis = self.node.redis
-        ttl = self.node.cfg["CHAT_POLL_RECORD_TTL"]
-        watched = redis.getex(self.record, ex=ttl)
-        if watched is None or self.since is None:
+        pipe = redis.pipeline(transaction=False)
+        pipe.hsetnx(self.record, "watch", "[]")
+        pipe.hget(self.record, "watch")
+        pipe.hincrby(self.record, "gen", 1)
+        pipe.expire(self.record, self.node.cfg["CHAT_POLL_RECORD_TTL"])
+        pipe.hmget(keys.CHAT_CLOCK, "ms", "seq")
+        created, watched, self.gen, _, (ms, seq) = pipe.execute()
+        if created or self.since is None:
             # Its first answer names a last id even when it holds no message: the last one
             # issued before the replay, so that a poll picked up elsewhere resumes from there.
-            pipe = redis.pipeline(transaction=False)
-            pipe.set(self.record, "[]", ex=ttl)
-            pipe.hmget(keys.CHAT_CLOCK, "ms", "seq")
-            _, (ms, seq) = pipe.execute()
             self.sent_last = int(ms or 0), int(seq or 0)
             super()._start()
-            return
-        self.enq_last = self.sent_last = self.since
-        self.resync(self.since, announce=True, explicit=True, sync=False)
-        users = _names(watched)
-        if users:
-            self.node.watch.set(self, {u.lower(): u for u in users}, None)
-        # The process it was on lets it go now rather than at the end of its grace.
-        self.node.redis.publish(keys.chat_user_channel(self.user),
-                                control_payload({"type": "poll", "poll": self.pid, "taken": self.node.id}))
+        else:
+            self.enq_last = self.sent_last = self.since
+            self.resync(self.since, announce=True, explicit=True, sync=False)
+            users = _names(watched)
+            if users:
+                self.node.watch.set(self, {u.lower(): u for u in users}, None)
+        redis.publish(keys.chat_user_channel(self.user),
+                      control_payload({"type": "poll", "poll": self.pid, "taken": self.gen}))
 
     def wait(self, timeout, hangup):
         """Wait until something is queued, the client must close, ``timeout`` passes, or the
@@ -145,10 +151,14 @@ class Polls:
         node = self.node
         key = (user.lower(), pid)
         c = self.clients.get(key)
+        carried = []
         if c is not None and (c.closing is not None or c.session_hash != session_hash
                               or (since or ZERO) != c.sent_last):
             # Not where this tab is: its last answer was lost (it asks from further back), or it
-            # was served elsewhere meanwhile (from further on): start again from its last_id.
+            # was served elsewhere meanwhile (from further on): start again from its last_id,
+            # with what was queued without an id (a replay cannot give that).
+            if c.session_hash == session_hash:
+                carried = [frame for mid, frame in c.out if mid is None]  # (the same process: in order)
             self.end(c)
             c = None
         if c is None:
@@ -164,6 +174,8 @@ class Polls:
                 limit = self.cfg["CHAT_MAX_SOCKETS_PER_USER"]
                 return 429, {"error": f"too many open connections: at most {limit} per user; close one",
                              "code": "too_many_sockets"}
+            for frame in carried:
+                c.push(None, frame)
         texts = c.wait(self.cfg["CHAT_POLL_TIMEOUT"], lambda cb: transport.on_hangup(sock, cb))
         if texts is None:
             return 200, {"frames": [], "last_id": format_id(since) if since else None, "superseded": True}
@@ -197,8 +209,10 @@ class Polls:
             del self.clients[(c.lower, c.pid)]
 
     def heard(self, conns, body):
-        """A control frame for one poll client: the users it watches (sent by a POST that may
-        have reached another process), or that another process took it over."""
+        """A control frame for one tab's poll client: the users it watches (sent by a POST that
+        may have reached another process); that a newer client of the tab exists (``taken``:
+        an older one here passes on what it queued without an id, which a replay cannot give,
+        and goes); or those frames, for the newer one (``to``)."""
         try:
             ctl = json.loads(body)
             pid = ctl["poll"]
@@ -207,11 +221,27 @@ class Polls:
         for conn in list(conns):
             if not isinstance(conn, PollClient) or conn.pid != pid:
                 continue
-            if "taken" in ctl:
-                if ctl["taken"] != self.node.id:
-                    self.end(conn)
+            if isinstance(ctl.get("taken"), int):
+                if conn.gen < ctl["taken"]:
+                    gevent.spawn(self._hand_over, conn, ctl["taken"])  # (Redis calls: not in the listener)
+            elif isinstance(ctl.get("to"), int):
+                if conn.gen == ctl["to"]:
+                    for frame in ctl.get("frames", ()):
+                        conn.push(None, text_frame(frame))
             elif isinstance(ctl.get("watch"), list):
                 self.node.watch.set(conn, {u.lower(): u for u in ctl["watch"]}, ctl.get("cid"))
+
+    def _hand_over(self, c, gen):
+        texts = [t for mid, frame in c.out if mid is None for t in payloads(frame) if not t.startswith(_PRESENCE)]
+        c.out = []
+        self.end(c)
+        if texts:
+            body = b'{"type":"poll","poll":"' + c.pid.encode() + b'","to":' + str(gen).encode() + \
+                b',"frames":[' + b",".join(texts) + b"]}"
+            try:
+                self.node.redis.publish(keys.chat_user_channel(c.user), b"- " + body)
+            except RedisError as exc:
+                log.warning("could not pass a poll client's frames on (%s)", exc.__class__.__name__)
 
     # ---- frames sent over HTTP ----------------------------------------------------------------
 
@@ -287,7 +317,9 @@ class Sender:
         self.spend(len(given) / 100)
         names = list(given.values())
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(keys.chat_poll(self.user, self.pid), json.dumps(names), ex=self.polls.cfg["CHAT_POLL_RECORD_TTL"])
+        record = keys.chat_poll(self.user, self.pid)
+        pipe.hset(record, "watch", json.dumps(names))
+        pipe.expire(record, self.polls.cfg["CHAT_POLL_RECORD_TTL"])
         pipe.publish(keys.chat_user_channel(self.user),
                      control_payload({"type": "poll", "poll": self.pid, "watch": names, "cid": cid}))
         pipe.execute()
