@@ -6,7 +6,7 @@ PACKAGES := -e lib/webchat_common -e lib/webchat_testing -e services/auth -e ser
 SYSTEM_PACKAGES := redis-server nginx
 UNIT_TESTS = $(wildcard lib/*/tests services/*/tests)
 
-.PHONY: help run test test-unit test-integration test-deploy system-deps venv clean bench-chat bench-history bench-request-path
+.PHONY: help run test test-unit test-integration test-deploy system-deps venv clean bench-chat bench-history bench-request-path bench-longpoll
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ clean: ## remove the virtualenv and local state
 bench-chat: system-deps venv ## chat benchmark: webchat vs Flask-SocketIO vs in-memory flask-sock, N=100,1000 and max sockets (BENCH_ARGS=...)
 	$(PY) -m pip install -q -c constraints.txt -r bench/requirements.txt
 	$(PY) bench/chat_load.py --max-sockets $(BENCH_ARGS)
+
+bench-longpoll: system-deps venv ## long-polling benchmark: webchat over WebSocket vs long-polling vs Flask-SocketIO polling, one run (BENCH_ARGS=...)
+	$(PY) -m pip install -q -c constraints.txt -r bench/requirements.txt
+	$(PY) bench/longpoll_bench.py $(BENCH_ARGS)
 
 bench-history: system-deps venv ## history benchmark: pages of a 10,000-message conversation through the gateway vs /api/me (BENCH_ARGS=...)
 	$(PY) -m pip install -q -c constraints.txt -r bench/requirements.txt

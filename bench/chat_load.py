@@ -55,10 +55,11 @@ def raise_nofile():
 # --------------------------------------------------------------------------------------------
 # users and sessions
 
-def seed_users(redis_url, names, ttl=3600):
+def seed_users(redis_url, names, ttl=3600, csrf=None):
     """Create users and a logged-in session for each straight in Redis, by the contract of
     ``webchat_common.sessions`` and ``webchat_common.keys`` (logging in 19,000 users through
-    auth would take an hour of scrypt and trip its throttles).  Returns {name: session id}."""
+    auth would take an hour of scrypt and trip its throttles).  ``csrf``: the CSRF token of
+    every session (for a client that POSTs; default a fresh one each).  Returns {name: session id}."""
     import redis
     from werkzeug.security import generate_password_hash
 
@@ -72,7 +73,7 @@ def seed_users(redis_url, names, ttl=3600):
     for i, name in enumerate(names):
         pipe.hset("user:" + name.lower(), mapping={"name": name, "password": pw_hash, "created": int(now)})
         pipe.zadd("users", {name: now})
-        sids[name] = plant_session(pipe, name, ttl=ttl, created=now, login_at=int(now))
+        sids[name] = plant_session(pipe, name, ttl=ttl, created=now, csrf=csrf, login_at=int(now))
         if i % 1000 == 999:
             pipe.execute()
     pipe.execute()
@@ -183,6 +184,27 @@ PROTOCOLS = {"webchat": WebchatProto, "socketio": SocketIOProto}
 
 # --------------------------------------------------------------------------------------------
 # one client process
+
+def pair_across(slots):
+    """Pair users on different chat processes (``slot.node``) where possible: both directions,
+    one partner each (sets ``slot.partner``).  Returns (pairs, how many pairs share a process)."""
+    groups = collections.defaultdict(list)
+    for s in slots:
+        groups[s.node].append(s)
+    pairs, same = [], 0
+    while True:
+        live = sorted((g for g in groups.values() if g), key=len, reverse=True)
+        if len(live) >= 2:
+            pairs.append((live[0].pop(), live[1].pop()))
+        elif live and len(live[0]) >= 2:
+            pairs.append((live[0].pop(), live[0].pop()))
+            same += 1
+        else:
+            break
+    for a, b in pairs:
+        a.partner, b.partner = b, a
+    return pairs, same
+
 
 class Slot:
     __slots__ = ("user", "sid", "ws", "node", "hello", "partner", "seq", "rx", "error")
@@ -327,24 +349,7 @@ class Client:
         return reopened
 
     def pair(self):
-        """Pair users on different chat processes where possible: both directions, one partner each."""
-        groups = collections.defaultdict(list)
-        for s in self.slots:
-            if s.ws is not None:
-                groups[s.node].append(s)
-        pairs, same = [], 0
-        while True:
-            live = sorted((g for g in groups.values() if g), key=len, reverse=True)
-            if len(live) >= 2:
-                pairs.append((live[0].pop(), live[1].pop()))
-            elif live and len(live[0]) >= 2:
-                pairs.append((live[0].pop(), live[0].pop()))
-                same += 1
-            else:
-                break
-        for a, b in pairs:
-            a.partner, b.partner = b, a
-        return pairs, same
+        return pair_across([s for s in self.slots if s.ws is not None])
 
     async def watch(self):
         """As the page does with its contacts: each socket watches the presence of its partner

@@ -6,10 +6,13 @@
 | `fsio`         | Flask-SocketIO, gevent, Redis message queue, 2 processes behind nginx, forward only  |
 | `fsio-history` | the same, plus an XADD of every message into the receiver's Redis stream            |
 | `inmem`        | one flask-sock process forwarding through a dict (no Redis per message), behind nginx |
+| `fsio-polling` | `fsio` with Engine.IO's long-polling transport only, sticky routing (``bench/longpoll_bench.py``) |
 
 The baselines run exactly like the chat service does in the local stack: ``gunicorn -k gevent
 -w 1`` masters sharing one port with ``--reuse-port``, one nginx upstream address, nginx with
-the gateway's worker settings.  Every variant gets its own Redis.
+the gateway's worker settings.  Every variant gets its own Redis.  The exception is
+`fsio-polling`: an Engine.IO polling session lives in the process that made it, so each process
+has its own port and nginx picks one by the client's address (below).
 """
 import os
 import re
@@ -26,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from localstack import Stack, nginx_binary, stop_processes  # noqa: E402
 from webchat_testing import RedisServer, free_port, wait_until  # noqa: E402
 
-VARIANTS = ("webchat", "fsio", "fsio-history", "inmem")
+VARIANTS = ("webchat", "fsio", "fsio-history", "inmem")  # chat_load.py's (fsio-polling is longpoll_bench.py's)
 
 # The baselines' gateway: the same process model and connection settings as gateway/nginx.conf.template
 # (worker_processes auto, HTTP/1.1 upstream, Upgrade headers), without the parts that do not touch
@@ -45,7 +48,7 @@ http {{
     uwsgi_temp_path {state}/uwsgi;
     scgi_temp_path {state}/scgi;
     map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
-    upstream app {{ server 127.0.0.1:{app_port}; keepalive 16; }}
+    upstream app {{ {upstream} keepalive 16; }}
     server {{
         listen 127.0.0.1:{port};
         location = /gateway/healthz {{ return 200 'ok'; }}
@@ -116,7 +119,7 @@ class Variant:
 
     def __init__(self, state_dir, replicas=2, worker_connections=None, max_mode=False, env=None):
         self.state_dir = Path(state_dir)
-        self.env = dict(env or {})  # extra environment for the chat processes (webchat only)
+        self.env = dict(env or {})  # extra environment for the chat (or baseline) processes
         self.replicas = replicas
         self.worker_connections = worker_connections
         self.max_mode = max_mode  # one process holding as many sockets as it can: raise the gateway cap
@@ -206,37 +209,49 @@ class WebchatVariant(Variant):
 class BaselineVariant(Variant):
     app = None
     extra_env = {}
+    # False: every process listens on one port (--reuse-port), nginx has one upstream address.
+    # True: one port per process and nginx routes each client address to one process, always the
+    # same (``hash $remote_addr``: what Flask-SocketIO's docs do with ``ip_hash``, which hashes
+    # only the first three octets of an IPv4 address and would send every 127.77.0.x client to
+    # one process).
+    sticky = False
 
     def start(self):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(data_dir=str(self.state_dir / "redis")).start()
         self.redis_url = self.redis.url
-        self.app_port = free_port()
+        self.app_ports = [free_port() for _ in range(self.replicas)] if self.sticky else [free_port()] * self.replicas
+        self.app_port = self.app_ports[0]
         self.port = free_port()
         self.procs = []
         self.nginx = None
         try:
             env = dict(os.environ, REDIS_URL=self.redis.url, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
                        REDIS_MAX_CONNECTIONS="50", **self.extra_env)
+            env.update(self.env)
             env.pop("GUNICORN_CMD_ARGS", None)
             logs = self.state_dir / "logs"
             logs.mkdir(exist_ok=True)
             for i in range(self.replicas):
-                args = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{self.app_port}",
+                args = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{self.app_ports[i]}",
                         "--worker-connections", str(self.worker_connections or 25000), "--graceful-timeout", "5",
                         "-n", f"{self.name}-{i}", self.app]
-                if self.replicas > 1:
+                if self.replicas > 1 and not self.sticky:
                     args.insert(-1, "--reuse-port")
                 out = open(logs / f"{self.name}-{i}.log", "ab")
                 self.procs.append(subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                    env=env, start_new_session=True))
-            wait_until(lambda: requests.get(f"http://127.0.0.1:{self.app_port}/healthz", timeout=1).ok,
-                       timeout=30, what=f"{self.name} on port {self.app_port}")
+            for port in sorted(set(self.app_ports)):
+                wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok,
+                           timeout=30, what=f"{self.name} on port {port}")
             ngx = self.state_dir / "nginx"
             ngx.mkdir(exist_ok=True)
             wc = max(8192, (self.worker_connections or 0) * 2 + 1024)
             conf = ngx / "nginx.conf"
-            conf.write_text(BASELINE_NGINX.format(state=ngx, port=self.port, app_port=self.app_port,
+            upstream = " ".join(f"server 127.0.0.1:{p};" for p in sorted(set(self.app_ports)))
+            if self.sticky:
+                upstream = "hash $remote_addr; " + upstream
+            conf.write_text(BASELINE_NGINX.format(state=ngx, port=self.port, upstream=upstream,
                                                   worker_connections=wc, nofile=wc))
             self.nginx = subprocess.Popen([nginx_binary(), "-p", str(ngx), "-c", str(conf), "-g", "daemon off;"],
                                           stdout=open(logs / "nginx.log", "ab"), stderr=subprocess.STDOUT,
@@ -283,6 +298,14 @@ class FsioHistoryVariant(FsioVariant):
     extra_env = {"FSIO_HISTORY": "1"}
 
 
+class FsioPollingVariant(FsioVariant):
+    """Flask-SocketIO over Engine.IO 4's long-polling transport only (``FSIO_TRANSPORTS=polling``),
+    two processes, sticky by client address."""
+    name = "fsio-polling"
+    extra_env = {"FSIO_HISTORY": "0", "FSIO_TRANSPORTS": "polling"}
+    sticky = True
+
+
 class InmemVariant(BaselineVariant):
     name = "inmem"
     protocol = "webchat"
@@ -295,5 +318,5 @@ class InmemVariant(BaselineVariant):
 
 def make_variant(name, state_dir, **kw):
     cls = {"webchat": WebchatVariant, "fsio": FsioVariant, "fsio-history": FsioHistoryVariant,
-           "inmem": InmemVariant}[name]
+           "inmem": InmemVariant, "fsio-polling": FsioPollingVariant}[name]
     return cls(state_dir, **kw)

@@ -4,6 +4,11 @@ gevent async mode, a Redis message queue so that a message reaches its receiver 
 one room per user.  Run as several ``gunicorn -k gevent -w 1`` processes behind nginx; the load
 generator uses the websocket transport only, so no sticky routing is needed.
 
+``FSIO_TRANSPORTS`` (comma separated, default ``websocket``) is the Engine.IO transports the server
+allows: ``polling`` for the long-polling benchmark (``bench/longpoll_bench.py``), whose polling
+sessions live in the process that made them, so it runs behind nginx with sticky routing
+(``chat_servers.FsioPollingVariant``).
+
 ``FSIO_HISTORY=1`` ("durable history on") also appends each message to the receiver's Redis
 stream ``inbox:<user>`` (XADD, MAXLEN ~ 1000) before it is emitted, as the chat service keeps a
 durable inbox; ``FSIO_HISTORY=0`` only forwards.
@@ -23,6 +28,7 @@ from .common import NODE, message, origin_ok, redis_client, session_user
 def create_app():
     app = Flask(__name__)
     history = os.environ.get("FSIO_HISTORY", "0") == "1"
+    transports = [t.strip() for t in os.environ.get("FSIO_TRANSPORTS", "websocket").split(",") if t.strip()]
     r = redis_client()
     # The message queue's Redis pool: redis-py caps a pool at 100 connections by default, and
     # under gevent every greenlet that emits holds one.  With 1,000 sockets publishes then fail
@@ -32,7 +38,7 @@ def create_app():
     queue = socketio_module.RedisManager(os.environ["REDIS_URL"], channel="flask-socketio",
                                          redis_options={"max_connections": 20000})
     socketio = SocketIO(app, async_mode="gevent", client_manager=queue,
-                        cors_allowed_origins=None, transports=["websocket"], logger=False,
+                        cors_allowed_origins=None, transports=transports, logger=False,
                         engineio_logger=False)
     users = {}  # sid -> username
 
