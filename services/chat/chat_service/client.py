@@ -59,6 +59,10 @@ class Client:
         """Something was queued, or the client must close: its transport's greenlet acts."""
         raise NotImplementedError
 
+    #: The token whose private messages a replay leaves out (see ``Store.replay``): a
+    #: long-poll tab's, which has their acks.  A socket's token is new with every socket.
+    replay_skips = None
+
     def ping(self):
         """Called by the process's pinger every CHAT_PING_INTERVAL (one timer for all)."""
 
@@ -139,7 +143,7 @@ class Client:
                 if explicit and ZERO < since < floor:
                     gap_age = True
                 private = rooms = format_id(max(since, floor))
-            entries, gap = store.replay(self.user, sorted(self.rooms), private, rooms)
+            entries, gap = store.replay(self.user, sorted(self.rooms), private, rooms, self.replay_skips)
             n = 0
             for mid, frame in entries:
                 if mid > self.enq_last:

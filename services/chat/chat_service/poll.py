@@ -63,6 +63,10 @@ class PollClient(Client):
     def token(self):
         return "p." + self.pid
 
+    @property
+    def replay_skips(self):
+        return self.token
+
     def wake(self):
         if self.waiter is not None:
             self.waiter.set()

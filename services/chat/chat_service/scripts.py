@@ -83,14 +83,21 @@ end
 #: message in the conversation's stream, publishes it to the receiver and, when the sender has
 #: other sockets open, to the sender as ``"<id>/<token> <frame>"`` (every socket of theirs but
 #: the sending one, which has the ack), puts the conversation first in both people's lists and
-#: moves the sender's read marker to it (one has read what one answers).
+#: moves the sender's read marker to it (one has read what one answers).  A message from a
+#: long-poll tab (token ``p.<poll>``) is stored with the token (``o``), so that the tab's replay
+#: can leave it out; entries are told from changes by their third field (``e``).
 #: Returns {id, ts, canonical receiver name, online 0/1, duplicate 0/1} or {false} for an
 #: unknown receiver.
 SEND_PRIVATE = _REMEMBER + _dedup(9, "{sid, sts, sname, 0, 1}") + """
 local name = redis.call('HGET', KEYS[2], 'name')
 if not name then return {false} end""" + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',"receiver":' .. cjson.encode(name) .. ',' .. ARGV[1]
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
+if string.sub(ARGV[8], 1, 2) == 'p.' then
+  -- from a long-poll tab: named, so that the tab is not sent it again when a replay picks it up
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], id, 'f', frame, 'o', ARGV[8])
+else
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
+end
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
 if ARGV[6] ~= ARGV[4] then
@@ -140,7 +147,7 @@ local function unread(stream, marker, cap)
   if marker then lo = '(' .. marker end
   local n = 0
   for _, e in ipairs(redis.call('XRANGE', stream, lo, '+', 'COUNT', cap)) do
-    if #e[2] == 2 then n = n + 1 end
+    if e[2][3] ~= 'e' then n = n + 1 end
   end
   return n
 end
@@ -158,7 +165,7 @@ local function page(stream, edits, before, want)
     local asked = math.max(want - #frames, 16)  -- (read ahead: changes may come first)
     local batch = redis.call('XREVRANGE', stream, hi, '-', 'COUNT', asked)
     for _, e in ipairs(batch) do
-      if #e[2] == 2 and #frames < want then
+      if e[2][3] ~= 'e' and #frames < want then
         ids[#ids + 1] = e[1]
         frames[#frames + 1] = e[2][2]
       end
@@ -259,7 +266,7 @@ return {last, unread(KEYS[1], marker, ARGV[2])}
 #: unread count after it}.
 READ = _AFTER + _UNREAD + """
 local e = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
-if #e == 0 or #e[1][2] ~= 2 then return {-1} end
+if #e == 0 or e[1][2][3] == 'e' then return {-1} end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local moved = 0
 if (not cur) or after(ARGV[2], cur) then

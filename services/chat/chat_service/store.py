@@ -141,10 +141,11 @@ class Store:
         """The oldest id history may still hold (CHAT_HISTORY_AGE ago)."""
         return (int(time.time() * 1000) - self.age_ms, 0)
 
-    def replay(self, user, rooms, since, rooms_since):
+    def replay(self, user, rooms, since, rooms_since, origin=None):
         """Read what ``user`` missed in one atomic script: their private conversations after
-        ``since`` (an id string) and ``rooms`` after ``rooms_since`` (``"-"``: none of them).
-        Returns (entries sorted by id as (mid, frame json), gap?)."""
+        ``since`` (an id string) and ``rooms`` after ``rooms_since`` (``"-"``: none of them),
+        but not the private messages sent from ``origin`` (a long-poll tab's token: it has
+        their acks).  Returns (entries sorted by id as (mid, frame json), gap?)."""
         count = self.maxlen * 2 + 100
         res = self.s_replay(keys=[keys.chat_convs(user), *(keys.chat_room(r) for r in rooms)],
                             args=[since, rooms_since, count, keys.CHAT_DM_PREFIX, user.lower()])
@@ -157,8 +158,10 @@ class Store:
                 gap = True
             for sid, fields in items:
                 mid = parse_id(sid)
-                frame = fields.get("f") if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2])).get("f")
-                if mid and frame:
+                if not isinstance(fields, dict):
+                    fields = dict(zip(fields[::2], fields[1::2]))
+                frame = fields.get("f")
+                if mid and frame and (origin is None or fields.get("o") != origin):
                     entries.append((mid, frame))
         entries.sort(key=lambda e: e[0])
         return entries, gap
