@@ -623,6 +623,65 @@ def ratios(results):
     return "\n".join(out)
 
 
+def measure_parked(args):
+    """What a waiting poll costs: ``--parked`` tabs each with one poll waiting in the chat
+    processes (the webchat stack, polls held 120 s), RSS of the chat workers before and after,
+    per waiting poll.  Each tab's first poll is answered at once (``hello``); its second, from
+    the ``last_id`` answered, waits.  Clients are asyncio streams, from the 32 source addresses."""
+    import asyncio
+
+    n = args.parked
+    state = Path(tempfile.mkdtemp(prefix="lpbench-parked-"))
+    env = dict(kv.split("=", 1) for kv in args.chat_env)
+    env["CHAT_POLL_TIMEOUT"] = "120"
+    variant = chat_servers.make_variant("webchat", state, env=env)
+    variant.start()
+    try:
+        names = [f"w{i:05d}" for i in range(n)]
+        sids = seed_users(variant.redis_url, names)
+        workers = variant.workers()
+        u = urlsplit(variant.url)
+        time.sleep(1)
+        before = sum(chat_servers.rss_kib(w) for w in workers)
+
+        async def tab(i, name):
+            reader, writer = await asyncio.open_connection(u.hostname, u.port, local_addr=(SOURCES[i % len(SOURCES)], 0))
+            pid = f"parked{i:08d}"
+
+            async def get(query):
+                writer.write(f"GET /chat/api/events?{query} HTTP/1.1\r\nHost: {u.netloc}\r\n"
+                             f"Cookie: {COOKIE}={sids[name]}\r\nAccept: application/json\r\n\r\n".encode())
+                await writer.drain()
+
+            await get(f"poll={pid}")
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            body = json.loads(await reader.readexactly(length))
+            await get(f"poll={pid}&last_id={body['last_id']}")
+            return writer
+
+        async def run():
+            sem = asyncio.Semaphore(200)
+
+            async def one(i, name):
+                async with sem:
+                    return await tab(i, name)
+            writers = await asyncio.gather(*(one(i, name) for i, name in enumerate(names)))
+            await asyncio.sleep(3)  # every second poll has reached its process and waits
+            after = sum(chat_servers.rss_kib(w) for w in workers)
+            for w in writers:
+                w.close()
+            return after
+
+        t = time.monotonic()
+        after = asyncio.run(run())
+        return {"variant": "parked", "n": n, "rss_before_kib": before, "rss_after_kib": after,
+                "kib_per_poll": (after - before) / n, "open_s": time.monotonic() - t}
+    finally:
+        variant.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"from {','.join(VARIANTS)} (default: all, in this order)")
@@ -637,7 +696,15 @@ def main(argv=None):
                     "raised out of the way, as make bench-chat does)")
     ap.add_argument("--keep-state", action="store_true", help="keep each variant's state directory (logs) under $TMPDIR")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--parked", type=int, default=0, metavar="N",
+                    help="instead: N tabs with a poll waiting each, and the chat workers' RSS per waiting poll")
     args = ap.parse_args(argv)
+    if args.parked:
+        raise_nofile()
+        r = measure_parked(args)
+        print(f"{r['n']} waiting polls (opened in {r['open_s']:.1f} s): chat workers' RSS {r['rss_before_kib']} KiB -> "
+              f"{r['rss_after_kib']} KiB, {r['kib_per_poll']:.1f} KiB per waiting poll")
+        return 0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     for v in variants:
         if v not in VARIANTS:
