@@ -81,6 +81,50 @@ def seed_users(redis_url, names, ttl=3600, csrf=None):
     return sids
 
 
+def combine(outs, calls0, calls1, result):
+    """Add what the load-generator processes measured (``outs``) and the Redis commands run
+    meanwhile (two ``redis_calls`` readings) to ``result``: messages/s, latency percentiles,
+    sent, received, lost, pairs, frames seen.  Returns (messages delivered, seconds measured)."""
+    lat = sorted(x for o in outs for x in o["latencies"])
+    elapsed = statistics.mean(o["elapsed"] for o in outs)
+    delivered = sum(o["received_window"] for o in outs)
+    samples = {}
+    for o in outs:
+        samples.update(o["samples"])
+    calls = {k: v - calls0.get(k, 0) for k, v in calls1.items() if v - calls0.get(k, 0) > 0 and k not in ("info", "hello")}
+    result.update(
+        redis_calls_per_msg={k: round(v / delivered, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])} if delivered else {},
+        msgs_per_s=delivered / elapsed,
+        p50_ms=percentile(lat, 50) * 1000, p99_ms=percentile(lat, 99) * 1000,
+        max_ms=(lat[-1] * 1000) if lat else float("nan"),
+        sent=sum(o["sent"] for o in outs), received=sum(o["received"] for o in outs),
+        lost=sum(o["sent"] for o in outs) - sum(o["received"] for o in outs),
+        active_pairs=sum(o["active_pairs"] for o in outs), stalled_pairs=sum(o["stalled_pairs"] for o in outs),
+        kinds=dict(sum((collections.Counter(o["kinds"]) for o in outs), collections.Counter())), samples=samples,
+    )
+    return delivered, elapsed
+
+
+def stop_clients(conns, procs, wait):
+    """Tell each load-generator process to close its connections, wait up to ``wait`` seconds
+    for its last word, then for the process (terminated if it hangs)."""
+    for c in conns:
+        try:
+            c.send(("close",))
+        except OSError:
+            pass
+    for c in conns:
+        try:
+            if c.poll(wait):
+                c.recv()
+        except (OSError, EOFError):
+            pass
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.terminate()
+
+
 def real_login(base, name, source="127.77.1.2"):
     """Register and log in one user through the gateway, as a browser does; the session id.
     Checks that the seeded sessions follow the same contract as real ones."""
@@ -556,22 +600,8 @@ def measure(variant_name, n, args, max_mode=False, active=None):
         for p in profilers:
             p.wait(30)
         outs = [c.recv() for c in conns]
-        lat = sorted(x for o in outs for x in o["latencies"])
-        elapsed = statistics.mean(o["elapsed"] for o in outs)
-        kinds = sum((collections.Counter(o["kinds"]) for o in outs), collections.Counter())
-        samples = {}
-        for o in outs:
-            samples.update(o["samples"])
-        delivered = sum(o["received_window"] for o in outs)
-        calls = {k: v - calls0.get(k, 0) for k, v in calls1.items() if v - calls0.get(k, 0) > 0 and k not in ("info", "hello")}
+        delivered, elapsed = combine(outs, calls0, calls1, result)
         result.update(
-            redis_calls_per_msg={k: round(v / delivered, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])} if delivered else {},
-            msgs_per_s=delivered / elapsed,
-            p50_ms=percentile(lat, 50) * 1000, p99_ms=percentile(lat, 99) * 1000,
-            max_ms=(lat[-1] * 1000) if lat else float("nan"),
-            sent=sum(o["sent"] for o in outs), received=sum(o["received"] for o in outs),
-            active_pairs=sum(o["active_pairs"] for o in outs), stalled_pairs=sum(o["stalled_pairs"] for o in outs),
-            lost=sum(o["sent"] for o in outs) - sum(o["received"] for o in outs),
             client_cpu_pct=100 * sum(o["client_cpu"] for o in outs) / elapsed,
             worker_cpu_pct=100 * sum(cpu1[p] - cpu0[p] for p in workers) / wall,
             worker_sys_share=sum(sys1[p] - sys0[p] for p in workers) / max(1e-9, sum(cpu1[p] - cpu0[p] for p in workers)),
@@ -581,18 +611,10 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             other_us_per_msg=1e6 * sum(cpu1[p] - cpu0[p] for p in variant.other_pids()) / delivered if delivered else float("nan"),
             redis_us_per_msg=1e6 * (cpu1.get(variant.redis_pid(), 0) - cpu0.get(variant.redis_pid(), 0)) / delivered if delivered else float("nan"),
             client_us_per_msg=1e6 * sum(o["client_cpu"] for o in outs) / delivered if delivered else float("nan"),
-            kinds=dict(kinds), samples=samples, rss_end_kib=sum(rss_kib(p) for p in workers),
+            rss_end_kib=sum(rss_kib(p) for p in workers),
         )
-        for c in conns:
-            c.send(("close",))
-        for c in conns:
-            if c.poll(30):
-                c.recv()
     finally:
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
+        stop_clients(conns, procs, 30)
         variant.stop()
     if not args.keep_state:
         shutil.rmtree(state, ignore_errors=True)

@@ -53,7 +53,6 @@ import queue
 import resource
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -66,8 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import chat_load  # noqa: E402
 import chat_servers  # noqa: E402
-from chat_load import (SOURCES, SocketIOProto, code_version, pair_across, percentile, raise_nofile,  # noqa: E402
-                       redis_calls, seed_users)
+from chat_load import (SOURCES, SocketIOProto, code_version, combine, pair_across, percentile,  # noqa: E402
+                       raise_nofile, redis_calls, seed_users, stop_clients)
 from chat_servers import cpu_seconds  # noqa: E402
 from webchat_testing.sessions import COOKIE  # noqa: E402
 
@@ -492,26 +491,12 @@ def measure_polling(variant_name, args):
         wall = time.monotonic() - t0
         calls1 = redis_calls(variant.redis_url)
         outs = [recv(c, args.duration + 30, "the clients' results") for c in conns]
-        lat = sorted(x for o in outs for x in o["latencies"])
         posts = sorted(x for o in outs for x in o["post_times"])
-        elapsed = statistics.mean(o["elapsed"] for o in outs)
-        delivered = sum(o["received_window"] for o in outs)
-        kinds = sum((collections.Counter(o["kinds"]) for o in outs), collections.Counter())
-        samples = {}
-        for o in outs:
-            samples.update(o["samples"])
+        delivered, elapsed = combine(outs, calls0, calls1, result)
         worker_cpu = sum(cpu1[p] - cpu0[p] for p in workers)
         other_cpu = sum(cpu1[p] - cpu0[p] for p in variant.other_pids())
         client_cpu = sum(o["client_cpu"] for o in outs)
-        calls = {k: v - calls0.get(k, 0) for k, v in calls1.items() if v - calls0.get(k, 0) > 0 and k not in ("info", "hello")}
         result.update(
-            redis_calls_per_msg={k: round(v / delivered, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])} if delivered else {},
-            msgs_per_s=delivered / elapsed,
-            p50_ms=percentile(lat, 50) * 1000, p99_ms=percentile(lat, 99) * 1000,
-            max_ms=(lat[-1] * 1000) if lat else float("nan"),
-            sent=sum(o["sent"] for o in outs), received=sum(o["received"] for o in outs),
-            lost=sum(o["sent"] for o in outs) - sum(o["received"] for o in outs),
-            active_pairs=sum(o["active_pairs"] for o in outs), stalled_pairs=sum(o["stalled_pairs"] for o in outs),
             worker_cpu_pct=100 * worker_cpu / wall, other_cpu_pct=100 * other_cpu / wall,
             client_cpu_pct=100 * client_cpu / elapsed,
             worker_s_per_1k=1000 * worker_cpu / delivered if delivered else float("nan"),
@@ -520,18 +505,9 @@ def measure_polling(variant_name, args):
             gets_per_msg=sum(o["polls_window"] for o in outs) / delivered if delivered else float("nan"),
             posts_per_s=sum(o["posts_window"] for o in outs) / elapsed,
             post_p50_ms=percentile(posts, 50) * 1000, post_p99_ms=percentile(posts, 99) * 1000,
-            empty_polls=sum(o["empty_polls"] for o in outs), reconnects=sum(o["reconnects"] for o in outs),
-            kinds=dict(kinds), samples=samples)
-        for c in conns:
-            c.send(("close",))
-        for c in conns:
-            if c.poll(15):
-                c.recv()
+            empty_polls=sum(o["empty_polls"] for o in outs), reconnects=sum(o["reconnects"] for o in outs))
     finally:
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
+        stop_clients(conns, procs, 15)
         variant.stop()
     if variant_name == "webchat-lp":
         result["process_changes"], result["polls_logged"] = process_changes(variant.stack.log_dir)

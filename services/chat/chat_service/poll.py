@@ -9,10 +9,10 @@ poll that comes back to the same process continues exactly.  A poll that lands o
 process (no sticky sessions) is picked up there: it replays from the poll's ``last_id``, so no
 message is skipped or doubled, and loads the users the client watches from Redis
 (``chat:poll:<user>:<poll>``), so it is told their presence again; the process that held the
-tab's client before hands what it had queued without an id (typing, a read marker, a presence
-change: what a replay cannot give) to the new one, and lets it go.  A client that stops polling is gone CHAT_POLL_GRACE seconds after its last
-poll ended (at once when its connection closes while a poll waits): its presence then
-expires as a closed socket's.
+tab's client before hands what it had queued without an id (typing, a read marker: what a
+replay cannot give) to the new one, and lets it go.  A client that stops polling is gone
+CHAT_POLL_GRACE seconds after its last poll ended (at once when its connection closes while
+a poll waits): its presence then expires as a closed socket's.
 
 A frame sent over HTTP (:class:`Sender`) runs the same commands as on a socket; its answers
 (``ack``, ``error``, ...) are the response, and what goes to the sender's clients (a room
