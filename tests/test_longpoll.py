@@ -316,6 +316,17 @@ def test_bad_frames_over_http_get_their_error(chat_stack, body, status, code):
         assert answer["code"] == code
 
 
+def test_changing_someone_else_s_message_over_http_is_403(chat_stack):
+    alice, bob = person(chat_stack), person(chat_stack)
+    pa, pb = Poller(alice), Poller(bob)
+    ack = pa.send(type="message", receiver=bob.name, data="mine", cid="a")[0]
+    for kind in ("edit", "delete"):
+        res = pb.post({"type": kind, "with": alice.name, "target": ack["id"], "data": "not yours", "cid": kind})
+        assert res.status_code == 403 and res.json()["code"] == "not_author"
+    hist = alice.browser.get("/chat/api/history", params={"with": bob.name}, headers={"Accept": "application/json"})
+    assert [m["data"] for m in hist.json()["messages"]] == ["mine"]
+
+
 def test_oversized_and_non_utf8_bodies_are_refused(chat_stack):
     alice = person(chat_stack)
     pa = Poller(alice)

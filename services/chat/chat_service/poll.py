@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 #: The HTTP status of a POST refused with an ``error`` frame of this code (else 400).
 STATUS = {
-    "not_member": 403, "not_yours": 403, "forbidden": 403,
+    "not_member": 403, "not_author": 403,
     "unknown_receiver": 404, "unknown_message": 404,
     "too_late": 409, "conflict": 409, "deleted": 409,
     "rate_limited": 429, "too_fast": 429,
