@@ -4,12 +4,17 @@ the names the template uses, and refuse to render with any of them missing.
 Two kinds of names:
 
 - :data:`VARIABLES`, given by whoever runs the gateway (the local stack, compose, Kubernetes):
-  the port, the upstream addresses, the media folder and its link secret;
+  the port, the upstream addresses, the media folder and its link secret, and the optional
+  :data:`OPTIONAL` ones (trusted proxies, TLS), empty by default;
 - :data:`CONSTANTS`, facts of the code with one definition in the Python source
   (:data:`CONSTANT_SOURCES`): the session cookie's name (``webchat_common.config.Config``) and
   the media types shown inline (``files_service.detect``).  :func:`render` fills them itself; the
   gateway image computes them at build time with ``--envsh`` (a script its entrypoint sources
   before it renders the template), so the one template serves all three ways to run.
+
+The optional variables become nginx directives (:func:`edge`: ``set_real_ip_from`` lines, the
+``ssl`` of ``listen`` and the certificate lines), which envsubst cannot write; in the image,
+``gateway/edge.envsh`` computes the same :data:`DERIVED` names when the container starts.
 
 The sources are loaded by path, not imported: they need only the standard library, and the
 gateway image's build stage has no installed package.
@@ -27,8 +32,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TEMPLATE = HERE / "nginx.conf.template"
+#: Optional variables and their defaults (empty: trust no proxy, plain HTTP).
+#: ``GATEWAY_TRUSTED_PROXIES``: comma-separated address ranges (CIDR) whose X-Forwarded-For is
+#: believed; ``GATEWAY_TLS_CERT_FILE``/``GATEWAY_TLS_KEY_FILE``: PEM files, both or neither.
+OPTIONAL = {"GATEWAY_TRUSTED_PROXIES": "", "GATEWAY_TLS_CERT_FILE": "", "GATEWAY_TLS_KEY_FILE": ""}
 VARIABLES = ("GATEWAY_PORT", "AUTH_ADDR", "FILES_ADDR", "CHAT_ADDR", "NGINX_STATE_DIR", "MEDIA_ROOT",
-             "MEDIA_URL_SECRET")
+             "MEDIA_URL_SECRET", *OPTIONAL)
+#: Names the template uses that :func:`edge` computes from the optional variables.
+DERIVED = ("GATEWAY_REAL_IP_FROM", "GATEWAY_LISTEN_SSL", "GATEWAY_TLS_CERTIFICATE")
 CONSTANTS = ("SESSION_COOKIE_NAME", "MEDIA_INLINE_KEYS", "MEDIA_STEM", "MEDIA_EXT")
 #: Where the constants are defined (paths from the repository root; the gateway image's build
 #: stage copies exactly these).
@@ -72,15 +83,47 @@ def envsh():
     return "\n".join(lines) + "\n"
 
 
+def edge(values):
+    """The :data:`DERIVED` names from the optional variables in ``values`` (missing = default).
+
+    ``GATEWAY_REAL_IP_FROM``: one ``set_real_ip_from <range>;`` per trusted range (nothing:
+    nginx's realip module then changes no address); ``GATEWAY_LISTEN_SSL``: ``ssl`` or nothing;
+    ``GATEWAY_TLS_CERTIFICATE``: the ``ssl_certificate``/``ssl_certificate_key`` lines or
+    nothing.  Refuses a range that is not an address or network (host bits set included) and a
+    certificate without its key or the reverse.  ``gateway/edge.envsh`` writes the same."""
+    import ipaddress
+
+    def get(name):
+        return str(values.get(name, OPTIONAL[name]))
+
+    ranges = [r.strip() for r in get("GATEWAY_TRUSTED_PROXIES").split(",") if r.strip()]
+    for r in ranges:
+        try:
+            ipaddress.ip_network(r)
+        except ValueError as exc:
+            raise ValueError(f"GATEWAY_TRUSTED_PROXIES: {exc}") from None
+    cert, key = get("GATEWAY_TLS_CERT_FILE"), get("GATEWAY_TLS_KEY_FILE")
+    if bool(cert) != bool(key):
+        raise ValueError("GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE go together")
+    for path in (cert, key):
+        if re.search(r"[\"'\\;{}$#\s]", path):
+            raise ValueError(f"TLS file path with a space, quote or nginx syntax: {path!r}")
+    return {
+        "GATEWAY_REAL_IP_FROM": " ".join(f"set_real_ip_from {r};" for r in ranges),
+        "GATEWAY_LISTEN_SSL": "ssl" if cert else "",
+        "GATEWAY_TLS_CERTIFICATE": f"ssl_certificate {cert}; ssl_certificate_key {key};" if cert else "",
+    }
+
+
 def render(values, template=TEMPLATE):
     text = Path(template).read_text()
-    missing = sorted({n for n in VARIABLES if not str(values.get(n, ""))})
+    missing = sorted({n for n in VARIABLES if n not in OPTIONAL and not str(values.get(n, ""))})
     if missing:
         raise KeyError("gateway template needs: " + ", ".join(missing))
-    unknown = sorted(set(_REF.findall(text)) - set(VARIABLES) - set(CONSTANTS))
+    unknown = sorted(set(_REF.findall(text)) - set(VARIABLES) - set(CONSTANTS) - set(DERIVED))
     if unknown:
         raise KeyError("gateway template uses undeclared variables: " + ", ".join(unknown))
-    values = {**values, **constants()}
+    values = {**OPTIONAL, **values, **edge(values), **constants()}
     return _REF.sub(lambda m: str(values[m.group(1)]), text)
 
 

@@ -3,6 +3,9 @@ Kubernetes give the gateway are exactly the template's; the nginx image's envsub
 ``gateway/render.py`` renders; the result passes ``nginx -t`` (which can fail)."""
 import re
 import shlex
+import subprocess
+
+import pytest
 
 from support.deploy import (
     GATEWAY,
@@ -15,6 +18,7 @@ from support.deploy import (
     container,
     entrypoint_render,
     envsh_exports,
+    gateway_edge_exports,
     find,
     gateway_constants_script,
     gateway_image_env,
@@ -46,8 +50,10 @@ def test_compose_gives_the_gateway_exactly_its_template_variables():
 
 def test_the_nginx_image_renders_the_template_like_render_py():
     env = {**NGINX_IMAGE_ENV, **gateway_image_env(), **compose_env(GATEWAY)}
+    code, derived, err = gateway_edge_exports(env)
+    assert code == 0, err
     text = gateway_render.TEMPLATE.read_text()
-    assert entrypoint_render(text, env) == gateway_render.render(gateway_values(compose_env(GATEWAY)))
+    assert entrypoint_render(text, {**env, **derived}) == gateway_render.render(gateway_values(compose_env(GATEWAY)))
     # and the emulation is not vacuous: an unset variable stays as written
     assert "${AUTH_ADDR}" in entrypoint_render(text, {})
 
@@ -122,3 +128,81 @@ def test_the_template_takes_the_cookie_name_and_the_inline_types_from_the_code(t
     assert "--chmod=0755" in copy and copy[-2] == path, copy
     target = copy[-1]
     assert re.fullmatch(r"/docker-entrypoint\.d/1\d-[\w-]+\.envsh", target), target
+
+
+EDGE_CASES = [
+    {},
+    {"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8"},
+    {"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7 ,fd00::/8,"},
+    {"GATEWAY_TRUSTED_PROXIES": " , "},
+    {"GATEWAY_TLS_CERT_FILE": "/etc/tls/tls.crt", "GATEWAY_TLS_KEY_FILE": "/etc/tls/tls.key"},
+    {"GATEWAY_TRUSTED_PROXIES": "172.16.0.0/12", "GATEWAY_TLS_CERT_FILE": "/c.pem", "GATEWAY_TLS_KEY_FILE": "/k.pem"},
+]
+
+
+@pytest.mark.parametrize("settings", EDGE_CASES)
+def test_the_image_writes_the_optional_directives_like_render_py(settings):
+    """gateway/edge.envsh (run at container start) and render.py's edge() are two writings of
+    one rule: the same settings give the same directives."""
+    code, derived, err = gateway_edge_exports({**gateway_image_env(), **settings})
+    assert code == 0, err
+    assert derived == gateway_render.edge(settings)
+    assert set(derived) == set(gateway_render.DERIVED)
+
+
+@pytest.mark.parametrize("settings", [
+    {"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8;evil"},
+    {"GATEWAY_TRUSTED_PROXIES": "*"},
+    {"GATEWAY_TLS_CERT_FILE": "/etc/tls/tls.crt"},
+    {"GATEWAY_TLS_KEY_FILE": "/etc/tls/tls.key"},
+    {"GATEWAY_TLS_CERT_FILE": "/a b.crt", "GATEWAY_TLS_KEY_FILE": "/k.pem"},
+    {"GATEWAY_TLS_CERT_FILE": "/c.pem; include /x", "GATEWAY_TLS_KEY_FILE": "/k.pem"},
+])
+def test_both_refuse_a_bad_optional_setting(settings):
+    code, _, err = gateway_edge_exports({**gateway_image_env(), **settings})
+    assert code != 0 and ("GATEWAY_TRUSTED_PROXIES" in err or "TLS" in err), (code, err)
+    with pytest.raises(ValueError):
+        gateway_render.edge(settings)
+
+
+def test_render_py_refuses_a_range_nginx_would_misread():
+    for bad in ("10.0.0.1/8", "example.com", "300.1.1.1"):
+        with pytest.raises(ValueError):
+            gateway_render.edge({"GATEWAY_TRUSTED_PROXIES": bad})
+
+
+def test_the_image_sources_the_edge_script_after_the_constants_and_defaults_to_off():
+    runtime = image_stages(GATEWAY)[-1]
+    copies = [shlex.split(a) for a in instructions(runtime, "COPY")]
+    (copy,) = [c for c in copies if c[-2] == "gateway/edge.envsh"]
+    assert "--chmod=0755" in copy, copy
+    (constants,) = [c for c in copies if c[0] == "--from=constants"]
+    assert re.fullmatch(r"/docker-entrypoint\.d/1\d-[\w-]+\.envsh", copy[-1]), copy
+    assert constants[-1].rsplit("/", 1)[1] < copy[-1].rsplit("/", 1)[1] < "20-envsubst-on-templates.sh"
+    image = gateway_image_env()
+    assert {k: image[k] for k in gateway_render.OPTIONAL} == gateway_render.OPTIONAL
+
+
+def self_signed(tmp_path):
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def test_gateway_config_with_tls_and_trusted_proxies_passes_nginx_t(tmp_path):
+    cert, key = self_signed(tmp_path)
+    values = loopback(gateway_values(compose_env(GATEWAY)), tmp_path)
+    values.update(GATEWAY_TRUSTED_PROXIES="10.0.0.0/8,fd00::/8", GATEWAY_TLS_CERT_FILE=str(cert),
+                  GATEWAY_TLS_KEY_FILE=str(key))
+    conf = gateway_render.render(values)
+    assert "set_real_ip_from 10.0.0.0/8; set_real_ip_from fd00::/8;" in conf
+    assert re.search(r"listen \d+ ssl;", conf)
+    proc = nginx_test(conf, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # and a certificate that is not there is an error nginx -t reports
+    values["GATEWAY_TLS_CERT_FILE"] = str(tmp_path / "missing.crt")
+    (tmp_path / "again").mkdir()
+    proc = nginx_test(gateway_render.render(values), tmp_path / "again")
+    assert proc.returncode != 0 and "missing.crt" in proc.stderr

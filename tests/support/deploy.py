@@ -476,6 +476,24 @@ def gateway_image_env():
     return {**dockerfile_env(image_stages(GATEWAY)[-1]), **envsh_exports(gateway_constants_script()[1])}
 
 
+GATEWAY_EDGE_SCRIPT = ROOT / "gateway" / "edge.envsh"
+
+
+def gateway_edge_exports(env):
+    """Run ``gateway/edge.envsh`` as the image's entrypoint does (sourced by ``sh``, with ``env``
+    as the environment) and return ``(returncode, {name: value} of render.py's DERIVED names,
+    stderr)``."""
+    names = " ".join(gateway_render.DERIVED)
+    script = f'. "$0"; for n in {names}; do printf "%s=%s\\0" "$n" "$(printenv "$n")"; done'
+    proc = subprocess.run(["sh", "-ec", script, str(GATEWAY_EDGE_SCRIPT)], capture_output=True,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}, timeout=10)
+    out = {}
+    for item in proc.stdout.decode().split("\0")[:-1]:
+        key, _, value = item.partition("=")
+        out[key] = value
+    return proc.returncode, out, proc.stderr.decode()
+
+
 def entrypoint_render(template, env):
     """What the nginx image's entrypoint (20-envsubst-on-templates.sh) writes: every ``$NAME``
     and ``${NAME}`` whose NAME is set in the environment is replaced; the rest is left alone."""
