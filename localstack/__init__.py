@@ -56,8 +56,14 @@ class Stack:
         self.media_url_secret = secrets.token_urlsafe(32)
 
     @property
+    def tls(self):
+        """The gateway serves HTTPS: ``env`` names a certificate (GATEWAY_TLS_CERT_FILE, with
+        GATEWAY_TLS_KEY_FILE), which must be valid for 127.0.0.1 (the tests make one)."""
+        return bool(self.env.get("GATEWAY_TLS_CERT_FILE"))
+
+    @property
     def url(self):
-        return f"http://127.0.0.1:{self.gateway_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.gateway_port}"
 
     def service_env(self, name):
         env = dict(os.environ)
@@ -137,7 +143,8 @@ class Stack:
             conf = self.render_gateway()
             subprocess.run(self.nginx_args(conf, "-t", "-q"), check=True, capture_output=True)
             self.nginx = self._spawn("gateway", self.nginx_args(conf, "-g", "daemon off;" + nginx_user()))
-            wait_until(lambda: requests.get(self.url + "/gateway/healthz", timeout=1).ok,
+            verify = self.env["GATEWAY_TLS_CERT_FILE"] if self.tls else True
+            wait_until(lambda: requests.get(self.url + "/gateway/healthz", timeout=1, verify=verify).ok,
                        what="the gateway")
         except BaseException:
             self.stop()

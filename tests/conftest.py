@@ -11,6 +11,7 @@ from localstack import Stack
 from support.chat import Person
 from support.faults import FAULT_ENV, FAULT_FIGURES
 from support.gunicorn import Gunicorn
+from support.tls import self_signed
 from support.web import Browser
 from webchat_testing.sessions import COOKIE
 
@@ -70,6 +71,26 @@ def page(chromium):
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+# ---- the gateway's edge settings (tests/test_gateway_edge.py) -------------------------------
+
+#: The range the edge stack's gateway trusts as proxies: loopback addresses that
+#: support.web.new_client_address() never hands out (its third byte stays small).
+EDGE_TRUSTED = "127.0.200.0/24"
+
+
+@pytest.fixture(scope="module")
+def edge_stack(tmp_path_factory):
+    """A stack whose gateway trusts EDGE_TRUSTED's X-Forwarded-For and serves HTTPS with a
+    self-signed certificate made now (``edge_stack.env["GATEWAY_TLS_CERT_FILE"]``), and whose
+    services set the session cookie ``Secure``."""
+    d = tmp_path_factory.mktemp("edgestack")
+    cert, key = self_signed(d)
+    env = {"GATEWAY_TRUSTED_PROXIES": EDGE_TRUSTED, "GATEWAY_TLS_CERT_FILE": str(cert),
+           "GATEWAY_TLS_KEY_FILE": str(key), "SESSION_COOKIE_SECURE": "true"}
+    with Stack(d / "stack", chat_replicas=1, env=env) as s:
+        yield s
 
 
 # ---- chat (issue 4) --------------------------------------------------------------------------

@@ -3,7 +3,6 @@ Kubernetes give the gateway are exactly the template's; the nginx image's envsub
 ``gateway/render.py`` renders; the result passes ``nginx -t`` (which can fail)."""
 import re
 import shlex
-import subprocess
 
 import pytest
 
@@ -32,6 +31,7 @@ from support.deploy import (
     nginx_test,
     webchat_common,
 )
+from support.tls import self_signed
 
 
 def test_compose_gives_the_gateway_exactly_its_template_variables():
@@ -181,14 +181,6 @@ def test_the_image_sources_the_edge_script_after_the_constants_and_defaults_to_o
     assert constants[-1].rsplit("/", 1)[1] < copy[-1].rsplit("/", 1)[1] < "20-envsubst-on-templates.sh"
     image = gateway_image_env()
     assert {k: image[k] for k in gateway_render.OPTIONAL} == gateway_render.OPTIONAL
-
-
-def self_signed(tmp_path):
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=30)
-    return cert, key
 
 
 def test_gateway_config_with_tls_and_trusted_proxies_passes_nginx_t(tmp_path):

@@ -36,18 +36,21 @@ def new_client_address():
 class Browser:
     """A requests session that talks to the gateway like a browser does, from its own address."""
 
-    def __init__(self, base):
+    def __init__(self, base, address=None, verify=True):
         self.base = base
-        self.address = new_client_address()
+        self.address = address or new_client_address()
         self.http = requests.Session()
         self.http.mount("http://", SourceAddressAdapter(self.address))
+        self.http.mount("https://", SourceAddressAdapter(self.address))
+        self.verify = verify  # a gateway with TLS: its certificate (per request, or
+        # requests prefers REQUESTS_CA_BUNDLE from the environment over a session's verify)
         self.http.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"
 
     def get(self, path, **kw):
-        return self.http.get(self.base + path, allow_redirects=False, timeout=10, **kw)
+        return self.http.get(self.base + path, allow_redirects=False, timeout=10, verify=self.verify, **kw)
 
     def post(self, path, **kw):
-        return self.http.post(self.base + path, allow_redirects=False, timeout=10, **kw)
+        return self.http.post(self.base + path, allow_redirects=False, timeout=10, verify=self.verify, **kw)
 
     def token(self, path="/login"):
         return form_token(self.get(path).text)
