@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PACKAGES := -e lib/webchat_common -e lib/webchat_testing -e services/auth -e services/files -e services/chat
-SYSTEM_PACKAGES := redis-server nginx
+SYSTEM_PACKAGES := redis-server nginx openssl
 UNIT_TESTS = $(wildcard lib/*/tests services/*/tests)
 
 .PHONY: help run test test-unit test-integration test-deploy system-deps venv clean bench-chat bench-history bench-request-path bench-longpoll
