@@ -31,7 +31,7 @@ def test_no_secret_objects_or_generators_in_k8s():
 
 def test_k8s_secrets_are_referenced_and_documented(rendered):
     """Every secret setting comes from a Secret (created by hand as docs/deploy.md says, with the
-    same name and keys), never from a literal value."""
+    same name and keys: as a variable or as a mounted file), never from a literal value."""
     doc = DEPLOY_DOC.read_text()
     refs = set()
     for name, pod in pod_specs(rendered["objects"]).items():
@@ -42,6 +42,12 @@ def test_k8s_secrets_are_referenced_and_documented(rendered):
                     assert ref, f"{name}: {key} must come from a Secret"
                 if ref:
                     refs.add((ref["name"], ref["key"]))
+        # Secrets mounted as files (Redis reads its password from one): each key named.
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                items = volume["secret"].get("items")
+                assert items, f"{name}: volume {volume['name']} must name the Secret's keys (items)"
+                refs |= {(volume["secret"]["secretName"], item["key"]) for item in items}
     assert refs
     for secret, key in refs:
         commands = re.findall(rf"kubectl[^\n]*create secret generic {re.escape(secret)}\b(?:[^\n]*\\\n)*[^\n]*", doc)
