@@ -68,6 +68,13 @@ class ChatConfig(Config):
     CHAT_POLL_GRACE = 10.0
     #: ... and is remembered this long (seconds) by any process its next poll may reach.
     CHAT_POLL_RECORD_TTL = 24 * 3600
+    #: Clients (sockets and long-poll tabs) one process may hold; one more is refused before the
+    #: upgrade with 503.  0: derived from the container's memory limit (see chat_service.capacity:
+    #: the limit per worker process, less CHAT_PROCESS_MEMORY_MIB, over CHAT_CLIENT_MEMORY_KIB),
+    #: or no cap when the container has no memory limit.
+    CHAT_MAX_CLIENTS = 0
+    CHAT_PROCESS_MEMORY_MIB = 64
+    CHAT_CLIENT_MEMORY_KIB = 48
     #: Sockets (and long-poll clients) one user may have open at once, over every chat process
     #: (tabs, devices); one more socket is closed with 4029 right after the upgrade, one more
     #: long-poll is answered 429.

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from webchat_common import keys
 from webchat_common.sessions import ENDED_CHANNEL, key_of_hash
 
-from . import metrics
+from . import capacity, metrics
 from .broker import Broker
 from .commands import Commands
 from .poll import CONTROL as POLL_CONTROL, Polls
@@ -77,6 +77,7 @@ class Node:
         self.redis = app.extensions["redis"]
         self.default_room = cfg["CHAT_DEFAULT_ROOM"]
         self.send_queue = cfg["CHAT_SEND_QUEUE"]
+        self.max_clients = capacity.max_clients(cfg)
         self.conns = set()
         self.by_user = {}      # lower(name) -> set of Connection
         self.by_room = {}      # room -> set of Connection
@@ -97,6 +98,10 @@ class Node:
         _tune_gc()
 
     # ---- registry -------------------------------------------------------------------------
+
+    def full(self):
+        """Whether this process holds as many clients as it may (see :mod:`.capacity`)."""
+        return 0 < self.max_clients <= len(self.conns)
 
     def add(self, conn):
         """Register a socket and wait until the node hears its channels (so a snapshot taken

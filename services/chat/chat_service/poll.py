@@ -148,6 +148,10 @@ class Polls:
         self.clients = {}
         self.s_rate = node.redis.register_script(scripts.RATE)
 
+    def holds(self, user, pid):
+        """Whether a client of this tab is here (its next poll is no new client)."""
+        return (user.lower(), pid) in self.clients
+
     def events(self, user, session_hash, pid, since, rooms, sock):
         """One poll: ``(status, body)``.  ``rooms``: a function returning the user's rooms
         (read only for a client new here); ``sock``: the poll's connection, watched for hangup

@@ -150,6 +150,8 @@ def events():
     if node.shutting_down:
         return error_response(503, "this chat process is restarting: poll again")
     user = current_user()
+    if node.full() and not node.polls.holds(user, pid):
+        return _full()
     try:
         status, body = node.polls.events(user, session.key_hash, pid, since, lambda: _rooms(node, user),
                                          request.environ.get("gunicorn.socket"))
@@ -186,9 +188,14 @@ def send():
     return jsonify(body), status
 
 
-def _refuse(code, reason, message):
+def _refuse(code, reason, message, headers=()):
     metrics.HANDSHAKES_REFUSED.labels(reason=reason).inc()
-    return error_response(code, message)
+    return error_response(code, message, headers)
+
+
+def _full():
+    return _refuse(503, "full", "this chat process holds as many connections as its memory allows: try again",
+                   [("Retry-After", "2")])
 
 
 @bp.before_request
@@ -207,6 +214,8 @@ def check_handshake():
     node = current_app.extensions.get("chat_node")
     if node is not None and node.shutting_down:
         return _refuse(503, "shutting_down", "this chat process is restarting: reconnect")
+    if node is not None and node.full():
+        return _full()
     last = request.args.get("last_id")
     if last and parse_id(last) is None:
         return _refuse(400, "bad_last_id", "last_id must look like <ms>-<seq>")
