@@ -50,6 +50,10 @@ def test_k8s_secrets_are_referenced_and_documented(rendered):
                 refs |= {(volume["secret"]["secretName"], item["key"]) for item in items}
     assert refs
     for secret, key in refs:
+        if key in ("tls.crt", "tls.key"):  # a TLS Secret: kubectl create secret tls NAME --cert= --key=
+            assert re.search(rf"kubectl[^\n`]*create secret tls {re.escape(secret)} --cert=\S+ --key=", doc), \
+                f"docs/deploy.md does not say how to create the TLS Secret {secret}"
+            continue
         commands = re.findall(rf"kubectl[^\n]*create secret generic {re.escape(secret)}\b(?:[^\n]*\\\n)*[^\n]*", doc)
         assert commands, f"docs/deploy.md does not say how to create the Secret {secret}"
         assert any(f"--from-literal={key}=" in cmd for cmd in commands), f"{secret}: key {key} not documented"
