@@ -233,6 +233,24 @@ def test_load_config_reads_typed_environment(redis_url):
         webchat_common.load_config(Flask(__name__), Config, environ={})
 
 
+def test_a_setting_can_come_from_a_file(redis_url, tmp_path):
+    """A Secret mounted as a file: <NAME>_FILE names it; its final newline is not the value's."""
+    secret = tmp_path / "url"
+    secret.write_text(redis_url + "\n")
+    app = Flask(__name__)
+    webchat_common.load_config(app, Config, environ={"REDIS_URL_FILE": str(secret)})
+    assert app.config["REDIS_URL"] == redis_url
+    with pytest.raises(RuntimeError, match="both set"):
+        webchat_common.load_config(Flask(__name__), Config, environ={"REDIS_URL": redis_url, "REDIS_URL_FILE": str(secret)})
+    with pytest.raises(RuntimeError, match="cannot read"):
+        webchat_common.load_config(Flask(__name__), Config, environ={"REDIS_URL_FILE": str(tmp_path / "missing")})
+    typed = tmp_path / "timeout"
+    typed.write_text("90")
+    app = Flask(__name__)
+    webchat_common.load_config(app, Config, environ={"REDIS_URL": redis_url, "SESSION_IDLE_TIMEOUT_FILE": str(typed)})
+    assert app.config["SESSION_IDLE_TIMEOUT"] == 90
+
+
 def test_unexpected_errors_are_a_500_page_without_a_trace(redis_url, make_app):
     app = make_app(redis_url, PROPAGATE_EXCEPTIONS=False)
 

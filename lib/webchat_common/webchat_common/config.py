@@ -59,18 +59,36 @@ def load_config(app, defaults, overrides=None, environ=os.environ):
     ``overrides`` (what tests pass to ``create_app``).
 
     Only upper-case names of ``defaults`` are read from the environment, with their default's
-    type, so a typo in a variable fails loudly instead of being ignored silently.
+    type, so a typo in a variable fails loudly instead of being ignored silently.  A secret
+    can come from a file instead (a Kubernetes Secret mounted as a volume, a compose secret):
+    ``<NAME>_FILE`` names it, and its content less a final newline is the value; setting both
+    is an error.
     """
     app.config.from_object(defaults)
     if overrides is None:
         for name in dir(defaults):
-            if name.isupper() and name in environ:
+            if not name.isupper():
+                continue
+            if name + "_FILE" in environ:
+                if name in environ:
+                    raise RuntimeError(f"{name} and {name}_FILE are both set: give one")
+                app.config[name] = _coerce(name, getattr(defaults, name), _read_secret(environ[name + "_FILE"]))
+            elif name in environ:
                 app.config[name] = _coerce(name, getattr(defaults, name), environ[name])
     else:
         app.config.update(overrides)
     missing = [n for n in required_settings(defaults) if not app.config.get(n)]
     if missing:
         raise RuntimeError("missing required setting(s): " + ", ".join(missing))
+
+
+def _read_secret(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise RuntimeError(f"cannot read the setting's file {path}: {exc.strerror}") from None
+    return text[:-1] if text.endswith("\n") else text
 
 
 def required_settings(defaults):
