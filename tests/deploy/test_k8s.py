@@ -178,5 +178,7 @@ def test_flask_pods_match_the_code(rendered, tmp_path):
         for key, e in env.items():
             if "value" in e and key in defaults:
                 _coerce(key, defaults[key], e["value"])
-    assert workload(objects, "chat")["spec"]["replicas"] >= 2
-    assert workload(base_objects(), "chat")["spec"]["replicas"] == 2
+    # Several chat pods at all times (messages cross pods through Redis): its autoscaler's floor.
+    for objs in (objects, base_objects()):
+        (hpa,) = find(objs, "HorizontalPodAutoscaler", "chat")
+        assert hpa["spec"]["minReplicas"] >= 2

@@ -655,3 +655,66 @@ def doc_table(section):
     m = re.search(rf"^### {re.escape(section)}\n(.*?)(?=^#|\Z)", text, re.S | re.M)
     assert m, f"docs/deploy.md has no section '### {section}'"
     return set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", m.group(1), re.M))
+
+
+# --- cross-object checks (tests/deploy/test_k8s_objects.py, test_k8s_shutdown.py) ---
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+
+
+def workloads(objects):
+    """The Deployments and StatefulSets of a render."""
+    return [o for o in objects if o["kind"] in WORKLOAD_KINDS]
+
+
+def same_namespace(a, b):
+    return a["metadata"].get("namespace") == b["metadata"].get("namespace")
+
+
+def selected_workloads(objects, selector, near):
+    """The workloads of ``near``'s namespace whose pod template ``selector`` selects: a
+    LabelSelector (matchLabels/matchExpressions) or a Service's plain label map.  An empty or
+    missing selector selects nothing here (a Service without one has no endpoints; a PDB or a
+    policy meant for every pod says so with ``{}``, handled by the callers)."""
+    if not selector:
+        return []
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        selector = {"matchLabels": selector}
+    return [w for w in workloads(objects) if same_namespace(w, near)
+            and label_match(selector, w["spec"]["template"]["metadata"].get("labels", {}))]
+
+
+def port_on(container, port):
+    """Whether ``port`` (a number, or a port name) is one of the container's ports."""
+    return any(port in (p["containerPort"], p.get("name")) for p in container.get("ports", []))
+
+
+def hpas_of(objects, deployment):
+    return [h for h in find(objects, "HorizontalPodAutoscaler") if same_namespace(h, deployment)
+            and h["spec"]["scaleTargetRef"]["kind"] == deployment["kind"]
+            and h["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]]
+
+
+def replica_range(objects, w):
+    """``(fewest, most)`` pods a workload runs: its autoscaler's bounds, else its replicas
+    (Kubernetes' default 1 when unset)."""
+    hpas = hpas_of(objects, w)
+    if hpas:
+        (hpa,) = hpas
+        return hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"]
+    n = w["spec"].get("replicas", 1)
+    return n, n
+
+
+def pre_stop_seconds(container):
+    """Seconds the container's preStop hook waits: ``sleep N`` (exec) or the sleep action; 0
+    without a hook.  Any other hook fails the caller's check (its duration is unknown)."""
+    hook = container.get("lifecycle", {}).get("preStop")
+    if not hook:
+        return 0
+    if "sleep" in hook:
+        return int(hook["sleep"]["seconds"])
+    command = hook.get("exec", {}).get("command", [])
+    assert len(command) == 2 and command[0] in ("sleep", "/bin/sleep") and command[1].isdigit(), \
+        f"{container['name']}: a preStop hook whose duration is unknown: {hook}"
+    return int(command[1])
