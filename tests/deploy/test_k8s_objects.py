@@ -107,6 +107,25 @@ def test_every_stateless_deployment_is_autoscaled(rendered):
             assert not hpas_of(objects, w) and w["spec"]["replicas"] == 1, name_of(w)
 
 
+def test_multi_pod_workloads_spread_over_zones_and_nodes(rendered):
+    """Every workload that may run several pods spreads them over zones and nodes, preferring
+    (ScheduleAnyway) so a one-node dev cluster still schedules them all."""
+    objects = rendered["objects"]
+    for w in workloads(objects):
+        _, most = replica_range(objects, w)
+        if most < 2:
+            continue
+        template = w["spec"]["template"]
+        constraints = {c["topologyKey"]: c for c in template["spec"].get("topologySpreadConstraints", [])}
+        assert set(constraints) >= {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, \
+            f"{name_of(w)} runs up to {most} pods and does not spread them over zones and nodes"
+        for key, c in constraints.items():
+            assert c["whenUnsatisfiable"] == "ScheduleAnyway", f"{name_of(w)} {key}: a hard constraint leaves pods Pending on a small cluster"
+            assert c["maxSkew"] >= 1
+            assert selected_workloads(objects, c["labelSelector"], w) == [w], \
+                f"{name_of(w)} {key}: the labelSelector must select exactly this workload's pods"
+
+
 def is_default_deny(policy):
     spec = policy["spec"]
     return spec["podSelector"] == {} and "Ingress" in spec.get("policyTypes", []) and not spec.get("ingress")
