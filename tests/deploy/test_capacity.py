@@ -49,3 +49,21 @@ def test_a_chat_process_takes_what_its_pod_s_memory_holds(overlay):
     assert cfg["CHAT_PROCESS_MEMORY_MIB"] * 1024 * 1024 + cap * MEASURED_KIB * 1024 <= per_process, (
         f"{overlay.name}: {cap} clients of {MEASURED_KIB} KiB do not fit in {per_process / 2**20:.0f} MiB")
     assert cap * processes >= AT_LEAST, f"{overlay.name}: a chat pod takes only {cap * processes} clients"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda o: o.name)
+def test_the_chat_autoscaler_scales_out_before_a_pod_refuses_clients(overlay):
+    """The chat autoscaler's memory target is below the memory a pod holds at its cap (so pods
+    are added before clients are refused) and above an idle pod's (so it does not scale idle)."""
+    objects = kustomize(overlay)
+    (hpa,) = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler" and o["spec"]["scaleTargetRef"]["name"] == "chat"]
+    (memory,) = [m["resource"]["target"] for m in hpa["spec"]["metrics"]
+                 if m["type"] == "Resource" and m["resource"]["name"] == "memory"]
+    target = quantity(memory["averageValue"])
+    chat = workload(objects, "chat")
+    (container,) = [c for c in chat["spec"]["template"]["spec"]["containers"] if c["name"] == "chat"]
+    limit = quantity(container["resources"]["limits"]["memory"])
+    cap = max_clients({k: getattr(ChatConfig, k) for k in ("CHAT_MAX_CLIENTS", "CHAT_PROCESS_MEMORY_MIB",
+                                                            "CHAT_CLIENT_MEMORY_KIB")}, limit=limit, processes=1)
+    at_cap = 45 * 1024 * 1024 + cap * MEASURED_KIB * 1024   # a process measured at ~45 MiB before clients
+    assert 64 * 1024 * 1024 < target < at_cap <= limit, (target, at_cap, limit)
