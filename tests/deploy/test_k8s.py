@@ -25,6 +25,7 @@ from support.deploy import (
     gunicorn_settings,
     image_stages,
     k8s_env,
+    setting_names,
     kustomization,
     make_app,
     pod_specs,
@@ -172,7 +173,7 @@ def test_flask_pods_match_the_code(rendered, tmp_path):
 
         unknown = set(env) - allowed_env(name)
         assert not unknown, f"k8s sets variables {name} does not read: {unknown}"
-        missing = [s for s in required_settings(config_class(name)) if s not in env]
+        missing = [s for s in required_settings(config_class(name)) if s not in setting_names(env)]
         assert not missing, f"k8s leaves required settings of {name} unset: {missing}"
         defaults = settings(name)
         for key, e in env.items():

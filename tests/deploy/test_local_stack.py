@@ -17,6 +17,7 @@ from support.deploy import (
     k8s_env,
     process_env_names,
     service_package,
+    setting_names,
     settings,
 )
 
@@ -73,4 +74,4 @@ def test_compose_configures_a_service_like_the_local_stack(name, tmp_path):
     local = {k for k in settings(name) if k in env and env[k] != os.environ.get(k)}
     assert set(compose_env(name)) & set(settings(name)) == local
     base = k8s_env(container(base_objects(), name))
-    assert set(base) & set(settings(name)) == local
+    assert setting_names(base) & set(settings(name)) == local

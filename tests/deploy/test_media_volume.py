@@ -19,6 +19,7 @@ from support.deploy import (
     k8s_mounts,
     media_shared,
     pod_specs,
+    secret_source,
     settings,
 )
 from webchat_common import service
@@ -74,10 +75,15 @@ def test_files_and_gateway_share_the_same_values():
     for key in shared:
         assert raw["files"]["environment"][key] == raw[GATEWAY]["environment"][key], key
     objects = base_objects()
-    k_files, k_gateway = k8s_env(container(objects, "files")), k8s_env(container(objects, GATEWAY))
-    assert set(k_files) & set(k_gateway) == shared
-    for key in shared:
-        assert k_files[key] == k_gateway[key], key
+    pods = pod_specs(objects)
+    sources = {}
+    for name in ("files", GATEWAY):
+        c = container(objects, name)
+        sources[name] = {k[:-len("_FILE")] if k.endswith("_FILE") else k: secret_source(pods[name], c, k, e) or e
+                         for k, e in k8s_env(c).items()}
+    assert set(sources["files"]) & set(sources[GATEWAY]) == shared
+    for key in shared:  # the same value, or the same Secret's key (as a variable or as a file)
+        assert sources["files"][key] == sources[GATEWAY][key], key
 
 
 def test_files_internal_location_is_in_the_template():

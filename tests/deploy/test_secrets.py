@@ -16,6 +16,7 @@ from support.deploy import (
     deploy_files,
     k8s_env,
     pod_specs,
+    secret_source,
     tracked_files,
 )
 
@@ -37,11 +38,11 @@ def test_k8s_secrets_are_referenced_and_documented(rendered):
     for name, pod in pod_specs(rendered["objects"]).items():
         for c in pod["containers"]:
             for key, e in k8s_env(c).items():
-                ref = e.get("valueFrom", {}).get("secretKeyRef")
-                if SECRET_NAME.search(key) or key == "REDIS_URL":
-                    assert ref, f"{name}: {key} must come from a Secret"
-                if ref:
-                    refs.add((ref["name"], ref["key"]))
+                source = secret_source(pod, c, key, e)
+                if SECRET_NAME.search(key) or key in ("REDIS_URL", "REDIS_URL_FILE"):
+                    assert source, f"{name}: {key} must come from a Secret (a secretKeyRef, or a file of a Secret volume)"
+                if source:
+                    refs.add(source)
         # Secrets mounted as files (Redis reads its password from one): each key named.
         for volume in pod.get("volumes", []):
             if "secret" in volume:

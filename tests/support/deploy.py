@@ -314,7 +314,31 @@ def process_env_names(name):
 
 
 def allowed_env(name):
-    return set(settings(name)) | process_env_names(name)
+    """What a service reads: its settings (each also as ``<NAME>_FILE``, the value in a file:
+    webchat_common.config) and what its processes read outside the config class."""
+    return set(settings(name)) | {s + "_FILE" for s in settings(name)} | process_env_names(name)
+
+
+def setting_names(env):
+    """The settings an environment gives, ``<NAME>_FILE`` counted as ``<NAME>``."""
+    return {k[:-len("_FILE")] if k.endswith("_FILE") else k for k in env}
+
+
+def secret_source(pod, c, key, e):
+    """Where a variable's secret value comes from: ("Secret name", "key") through a
+    ``secretKeyRef``, or through the Secret volume a ``<NAME>_FILE`` path lies in; else None."""
+    ref = e.get("valueFrom", {}).get("secretKeyRef")
+    if ref:
+        return ref["name"], ref["key"]
+    if key.endswith("_FILE") and "value" in e:
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for m in c.get("volumeMounts", []):
+            secret = volumes.get(m["name"], {}).get("secret")
+            if secret:
+                for item in secret.get("items", []):
+                    if e["value"] == m["mountPath"].rstrip("/") + "/" + item["path"]:
+                        return secret["secretName"], item["key"]
+    return None
 
 
 @functools.lru_cache
