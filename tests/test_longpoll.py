@@ -22,8 +22,7 @@ from webchat_testing import wait_until
 
 
 def events(who, **params):
-    return who.browser.http.get(who.browser.base + "/chat/api/events", params=params,
-                                headers={"Accept": "application/json"}, timeout=10)
+    return who.browser.get("/chat/api/events", params=params, headers={"Accept": "application/json"})
 
 
 def test_a_poll_sends_and_receives_like_a_socket(chat_stack):
@@ -267,8 +266,8 @@ def test_polls_and_posts_need_a_session(chat_stack):
     stranger = person(chat_stack)
     stranger.browser.logout()
     assert events(stranger, poll="abcdefgh12").status_code == 401
-    res = stranger.browser.http.post(stranger.browser.base + "/chat/api/messages?poll=abcdefgh12",
-                                     json={"receiver": "x", "data": "y"}, headers={"Accept": "application/json"})
+    res = stranger.browser.post("/chat/api/messages?poll=abcdefgh12", json={"receiver": "x", "data": "y"},
+                                headers={"Accept": "application/json"})
     assert res.status_code in (400, 401)  # (no session: no CSRF token either)
 
 

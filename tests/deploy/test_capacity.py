@@ -7,7 +7,7 @@ import pytest
 
 from chat_service.capacity import max_clients
 from chat_service.config import ChatConfig
-from support.deploy import OVERLAYS, kustomize, workload
+from support.deploy import OVERLAYS, container, k8s_env, kustomize
 from webchat_common import service
 
 #: What one client holds, measured by the chat benchmark (docs/benchmarks.md: 39.2 KiB a
@@ -34,15 +34,18 @@ def test_quantities_are_read_as_kubernetes_reads_them():
         quantity("1.5Gi")
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda o: o.name)
-def test_a_chat_process_takes_what_its_pod_s_memory_holds(overlay):
-    chat = workload(kustomize(overlay), "chat")
-    (container,) = [c for c in chat["spec"]["template"]["spec"]["containers"] if c["name"] == "chat"]
-    limit = quantity(container["resources"]["limits"]["memory"])
-    env = {e["name"]: e.get("value") for e in container.get("env", [])}
-    processes = int(env.get("WEB_CONCURRENCY") or service.gunicorn_settings("chat")["workers"])
+def chat_pod(objects):
+    """The chat container's memory limit, worker processes and capacity settings, as deployed."""
+    c = container(objects, "chat")
+    env = {k: e.get("value") for k, e in k8s_env(c).items()}
     cfg = {k: int(env.get(k) or getattr(ChatConfig, k))
            for k in ("CHAT_MAX_CLIENTS", "CHAT_PROCESS_MEMORY_MIB", "CHAT_CLIENT_MEMORY_KIB")}
+    return quantity(c["resources"]["limits"]["memory"]), service.workers("chat", env), cfg
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda o: o.name)
+def test_a_chat_process_takes_what_its_pod_s_memory_holds(overlay):
+    limit, processes, cfg = chat_pod(kustomize(overlay))
     cap = max_clients(cfg, limit=limit, processes=processes)
     per_process = limit / processes
     assert cap > 0, "a chat pod with a memory limit must cap its clients"
@@ -60,10 +63,8 @@ def test_the_chat_autoscaler_scales_out_before_a_pod_refuses_clients(overlay):
     (memory,) = [m["resource"]["target"] for m in hpa["spec"]["metrics"]
                  if m["type"] == "Resource" and m["resource"]["name"] == "memory"]
     target = quantity(memory["averageValue"])
-    chat = workload(objects, "chat")
-    (container,) = [c for c in chat["spec"]["template"]["spec"]["containers"] if c["name"] == "chat"]
-    limit = quantity(container["resources"]["limits"]["memory"])
-    cap = max_clients({k: getattr(ChatConfig, k) for k in ("CHAT_MAX_CLIENTS", "CHAT_PROCESS_MEMORY_MIB",
-                                                            "CHAT_CLIENT_MEMORY_KIB")}, limit=limit, processes=1)
-    at_cap = 45 * 1024 * 1024 + cap * MEASURED_KIB * 1024   # a process measured at ~45 MiB before clients
+    limit, processes, cfg = chat_pod(objects)
+    cap = max_clients(cfg, limit=limit, processes=processes)
+    # a process was measured at ~45 MiB before its clients
+    at_cap = processes * (45 * 1024 * 1024 + cap * MEASURED_KIB * 1024)
     assert 64 * 1024 * 1024 < target < at_cap <= limit, (target, at_cap, limit)

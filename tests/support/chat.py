@@ -197,8 +197,8 @@ class Poller:
                                headers={"Accept": "application/json", "Connection": "close",
                                         "Cookie": self.who.cookie})
         else:
-            res = self.who.browser.http.get(self.who.browser.base + "/chat/api/events", params=params,
-                                            headers={"Accept": "application/json"}, timeout=timeout)
+            res = self.who.browser.get("/chat/api/events", params=params, headers={"Accept": "application/json"},
+                                       timeout=timeout)
         assert res.status_code in ok, res.text
         if res.status_code != 200:
             return []
@@ -226,8 +226,7 @@ class Poller:
             headers["X-CSRF-Token"] = self.csrf if csrf == "mine" else csrf
         params = {"poll": self.pid if pid == "mine" else pid}
         data = frame if isinstance(frame, (bytes, str)) else json.dumps(frame)
-        return self.who.browser.http.post(self.who.browser.base + "/chat/api/messages", params=params,
-                                          data=data, headers=headers, timeout=10)
+        return self.who.browser.post("/chat/api/messages", params=params, data=data, headers=headers)
 
     def send(self, **frame):
         """Send one frame; its answers (asserting it was accepted)."""

@@ -256,8 +256,16 @@ def find(objects, kind, name=None):
     return found
 
 
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+
+
+def workloads(objects):
+    """The Deployments and StatefulSets of a render."""
+    return [o for o in objects if o["kind"] in WORKLOAD_KINDS]
+
+
 def workload(objects, name):
-    found = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet") and o["metadata"]["name"] == name]
+    found = [o for o in workloads(objects) if o["metadata"]["name"] == name]
     assert len(found) == 1, f"one Deployment or StatefulSet named {name}"
     return found[0]
 
@@ -571,7 +579,7 @@ def loopback(values, tmp_path):
 
 
 def pod_specs(objects):
-    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")}
+    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in workloads(objects)}
 
 
 def service_ports(objects, name):
@@ -682,13 +690,6 @@ def doc_table(section):
 
 
 # --- cross-object checks (tests/deploy/test_k8s_objects.py, test_k8s_shutdown.py) ---
-
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
-
-
-def workloads(objects):
-    """The Deployments and StatefulSets of a render."""
-    return [o for o in objects if o["kind"] in WORKLOAD_KINDS]
 
 
 def same_namespace(a, b):

@@ -46,11 +46,11 @@ class Browser:
         # requests prefers REQUESTS_CA_BUNDLE from the environment over a session's verify)
         self.http.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"
 
-    def get(self, path, **kw):
-        return self.http.get(self.base + path, allow_redirects=False, timeout=10, verify=self.verify, **kw)
+    def get(self, path, timeout=10, **kw):
+        return self.http.get(self.base + path, allow_redirects=False, timeout=timeout, verify=self.verify, **kw)
 
-    def post(self, path, **kw):
-        return self.http.post(self.base + path, allow_redirects=False, timeout=10, verify=self.verify, **kw)
+    def post(self, path, timeout=10, **kw):
+        return self.http.post(self.base + path, allow_redirects=False, timeout=timeout, verify=self.verify, **kw)
 
     def token(self, path="/login"):
         return form_token(self.get(path).text)

@@ -46,7 +46,7 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 #: The service's app, when SERVICE_NAME names one (an app on the command line wins).
 wsgi_app = service.app(_service_name)
 worker_class = _declared["worker_class"]
-workers = int(os.environ.get("WEB_CONCURRENCY", _declared["workers"]))
+workers = service.workers(_service_name)
 threads = int(_declared["threads"])
 
 

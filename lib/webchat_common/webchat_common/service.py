@@ -59,6 +59,11 @@ def gunicorn_settings(name):
     return {**GUNICORN_DEFAULTS, **declaration(name).get("gunicorn", {})}
 
 
+def workers(name, environ=os.environ):
+    """Worker processes of the service per container: ``WEB_CONCURRENCY``, else its declaration."""
+    return int(environ.get("WEB_CONCURRENCY") or gunicorn_settings(name)["workers"])
+
+
 def image_volumes(name):
     return list(declaration(name).get("image", {}).get("volumes", []))
 

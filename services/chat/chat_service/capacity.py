@@ -10,7 +10,6 @@ room), instead of the kernel killing the process for its memory and every client
 CHAT_MAX_CLIENTS set to a number overrides the derivation; with no memory limit and no number
 the open-files limit is the only bound.
 """
-import os
 from pathlib import Path
 
 from webchat_common import service
@@ -38,11 +37,6 @@ def memory_limit(paths=CGROUP_LIMITS):
     return None
 
 
-def workers():
-    """The chat service's worker processes per container (its declaration, or WEB_CONCURRENCY)."""
-    return int(os.environ.get("WEB_CONCURRENCY", service.gunicorn_settings("chat")["workers"]))
-
-
 def max_clients(cfg, limit=None, processes=None):
     """Clients one process may hold, or 0 for no cap.  ``limit`` (bytes) and ``processes``
     default to the container's (see the module docstring)."""
@@ -51,6 +45,6 @@ def max_clients(cfg, limit=None, processes=None):
     limit = memory_limit() if limit is None else limit
     if not limit:
         return 0
-    share = limit // (processes or workers())
+    share = limit // (processes or service.workers("chat"))
     room = share - cfg["CHAT_PROCESS_MEMORY_MIB"] * 1024 * 1024
     return max(1, room // (cfg["CHAT_CLIENT_MEMORY_KIB"] * 1024))

@@ -14,16 +14,17 @@ from webchat_common import keys
 from webchat_common.names import is_room_name, is_user_name
 
 from . import scripts
-from .wire import format_id, parse_id
+from .wire import format_id, http_status, parse_id
 
 
 class Refusal(Exception):
-    """A conversation the person may not use: an error ``code`` (the frame's), the HTTP
-    ``status`` and a sentence."""
+    """A conversation the person may not use: an error ``code`` (the frame's) and a sentence;
+    over HTTP, the code's ``status`` (``wire.http_status``)."""
 
-    def __init__(self, code, status, message):
+    def __init__(self, code, message):
         super().__init__(message)
-        self.code, self.status, self.message = code, status, message
+        self.code, self.message = code, message
+        self.status = http_status(code)
 
 
 def read_field(peer=None, room=None):
@@ -54,11 +55,11 @@ class Place:
 
 
 def _no_user():
-    return Refusal("unknown_receiver", 404, "no such user")
+    return Refusal("unknown_receiver", "no such user")
 
 
 def _not_member():
-    return Refusal("not_member", 403, "join the room first")
+    return Refusal("not_member", "join the room first")
 
 
 class Conversations:
@@ -92,10 +93,10 @@ class Conversations:
     def _named(self, user, peer, room):
         """The conversation a request names, checked for form only."""
         if (peer is None) == (room is None):
-            raise Refusal("bad_frame", 400, "give exactly one of with (a user name) or room")
+            raise Refusal("bad_frame", "give exactly one of with (a user name) or room")
         if room is not None:
             if not is_room_name(room):
-                raise Refusal("bad_room", 400, "a room name is 1-32 letters, digits, - or _")
+                raise Refusal("bad_room", "a room name is 1-32 letters, digits, - or _")
             return Place(user, room=room)
         if not is_user_name(peer):
             raise _no_user()

@@ -30,18 +30,9 @@ from webchat_common import keys
 
 from . import metrics, scripts, transport
 from .client import Client
-from .wire import ZERO, Refused, control_payload, error, format_id, parse_frame, payloads, text_frame
+from .wire import ZERO, Refused, control_payload, error, format_id, http_status, parse_frame, payloads, text_frame
 
 log = logging.getLogger(__name__)
-
-#: The HTTP status of a POST refused with an ``error`` frame of this code (else 400).
-STATUS = {
-    "not_member": 403, "not_author": 403,
-    "unknown_receiver": 404, "unknown_message": 404,
-    "too_late": 409, "conflict": 409, "deleted": 409,
-    "rate_limited": 429, "too_fast": 429,
-    "server_error": 500, "unavailable": 503,
-}
 
 #: How a control frame for one poll client starts (see :meth:`Polls.heard`).
 CONTROL = b'{"type":"poll",'
@@ -269,7 +260,7 @@ class Polls:
         refused = next((f for f in sender.frames if f["type"] == "error"), None)
         if refused is None:
             return 200, body
-        return STATUS.get(refused["code"], 400), {"error": refused["error"], "code": refused["code"], **body}
+        return http_status(refused["code"]), {"error": refused["error"], "code": refused["code"], **body}
 
 
 class Sender:

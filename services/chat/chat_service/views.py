@@ -131,6 +131,10 @@ def _rooms(node, user):
     return {node.default_room, *node.redis.smembers(keys.chat_rooms(user))}
 
 
+def _bad_poll():
+    return error_response(400, "poll must be 8-64 letters, digits, - or _: an id the tab chose")
+
+
 @bp.get("/api/events")
 @login_required
 def events():
@@ -140,7 +144,7 @@ def events():
     socket would get; the first poll starts with ``hello`` (see :mod:`.poll`)."""
     pid = poll_id(request.args.get("poll"))
     if pid is None:
-        return error_response(400, "poll must be 8-64 letters, digits, - or _: an id the tab chose")
+        return _bad_poll()
     since = None
     if request.args.get("last_id"):
         since = parse_id(request.args["last_id"])
@@ -170,7 +174,7 @@ def send():
     refused: 4xx with the ``error`` frame among them (see :mod:`.poll`)."""
     pid = poll_id(request.args.get("poll"))
     if pid is None:
-        return error_response(400, "poll must be 8-64 letters, digits, - or _: an id the tab chose")
+        return _bad_poll()
     limit = current_app.config["CHAT_MAX_FRAME"]
     raw = request.get_data(cache=False)
     if len(raw) > limit:

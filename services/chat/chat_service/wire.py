@@ -66,6 +66,21 @@ def text_frame(obj):
     return ws_frame(0x1, json.dumps(obj, separators=(",", ":")).encode())
 
 
+#: The HTTP status of a refusal with this ``error`` code, where one is answered over HTTP (a
+#: conversations API call, a frame posted by a long-poll tab); any other code: 400.
+HTTP_STATUS = {
+    "not_member": 403, "not_author": 403,
+    "unknown_receiver": 404, "unknown_message": 404,
+    "too_late": 409, "conflict": 409, "deleted": 409,
+    "rate_limited": 429, "too_fast": 429,
+    "server_error": 500, "unavailable": 503,
+}
+
+
+def http_status(code):
+    return HTTP_STATUS.get(code, 400)
+
+
 def error(code, message, cid=None):
     """An ``error`` frame: ``code`` for programs, ``message`` (a sentence) for people."""
     frame = {"type": "error", "code": code, "error": message}

@@ -87,7 +87,7 @@ export class ChatSocket {
 
   closed(opened, code, reason) {
     if (this.poll !== null) { this.probeLater(); return; }  // a try while long-polling failed
-    if (code === 1008 && /session/.test(reason)) { location.href = "/login?next=/chat/"; return; }
+    if (code === 1008 && /session/.test(reason)) { toLogin(); return; }
     this.onState("reconnecting", reason);
     if (code === 4029) {
       // Too many sockets of this user are open (other tabs, devices): try again slowly.
@@ -98,7 +98,7 @@ export class ChatSocket {
       // Refused before the upgrade (the browser only sees 1006): is the session still there?
       // If it is, WebSockets do not get through here: long-poll instead.
       fetch("/api/me", { credentials: "same-origin" }).then((r) => {
-        if (r.status === 401) location.href = "/login?next=/chat/";
+        if (r.status === 401) toLogin();
         else if (r.ok && this.ws === null) this.startPolling();
       }).catch(() => { /* offline: keep retrying */ });
     }
@@ -143,7 +143,7 @@ export class ChatSocket {
       poll.abort = new AbortController();
       const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, signal: poll.abort.signal });
       if (this.poll !== poll) return;
-      if (r.status === 401) { location.href = "/login?next=/chat/"; return; }
+      if (r.status === 401) { toLogin(); return; }
       const body = await r.json().catch(() => ({}));
       if (!r.ok) {
         if (r.status === 429) this.onRefused(body.error || "Too many chat windows are open: close one.");
@@ -159,7 +159,7 @@ export class ChatSocket {
       for (const f of body.frames) {
         if (this.poll !== poll) return;
         if (f.type === "close") {
-          if (f.code === 1008 && /session/.test(f.reason)) { location.href = "/login?next=/chat/"; return; }
+          if (f.code === 1008 && /session/.test(f.reason)) { toLogin(); return; }
           continue;  // its client there ended (a restart, a takeover): the next poll resumes
         }
         this.onFrame(f);
@@ -195,6 +195,9 @@ export class ChatSocket {
     });
   }
 }
+
+// The session is gone (logged out, expired): log in again, then back here.
+function toLogin() { location.href = "/login?next=/chat/"; }
 
 // Compare two ids "<ms>-<seq>" as numbers.
 export function cmpId(a, b) {
