@@ -16,12 +16,20 @@ from pathlib import Path
 import requests
 
 from webchat_testing import RedisServer, free_port, wait_until
+from webchat_testing.sentinel import SentinelSet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "gateway"))
 from render import render  # noqa: E402  (gateway/render.py is a script, not a package)
 
 NGINX_MIME_TYPES = "/etc/nginx/mime.types"
+
+#: REDIS_TOPOLOGY: how the stack runs Redis (docs/configuration.md).  ``single``: one server;
+#: ``sentinel``: a primary, a replica and three Sentinels (automatic failover).
+TOPOLOGIES = {
+    "single": lambda d: RedisServer(data_dir=str(d), persistent=True),
+    "sentinel": SentinelSet,
+}
 
 
 @dataclass
@@ -36,13 +44,16 @@ class Service:
 
 
 class Stack:
-    def __init__(self, state_dir, gateway_port=None, chat_replicas=2, env=None):
+    def __init__(self, state_dir, gateway_port=None, chat_replicas=2, env=None, redis_topology="single"):
         self.state_dir = Path(state_dir)
         self.gateway_port = gateway_port or free_port()
         self.env = dict(env or {})
         # With its AOF, as compose and Kubernetes run it (docs/durability.md): stopping and
         # starting the stack, or Redis alone, keeps accounts, sessions and messages.
-        self.redis = RedisServer(data_dir=str(self.state_dir / "redis"), persistent=True)
+        if redis_topology not in TOPOLOGIES:
+            raise ValueError(f"REDIS_TOPOLOGY must be one of {', '.join(TOPOLOGIES)}, not {redis_topology!r}")
+        self.redis_topology = redis_topology
+        self.redis = TOPOLOGIES[redis_topology](self.state_dir / "redis")
         self.services = {
             "auth": Service("auth", free_port()),
             "files": Service("files", free_port()),
@@ -72,6 +83,8 @@ class Stack:
             SERVICE_NAME=name,
             PYTHONUNBUFFERED="1",
         )
+        if self.redis_topology == "sentinel" and name == "chat":
+            env["CHAT_ACK_REPLICAS"] = "1"  # an ack: on the replica too (docs/durability.md)
         if name == "files":
             env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="1", MEDIA_URL_SECRET=self.media_url_secret)
         env.update(self.env)

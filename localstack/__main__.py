@@ -1,6 +1,7 @@
 """``python -m localstack``: run the stack until Ctrl-C or SIGTERM, then stop all of it.
 
-Environment: GATEWAY_PORT (default 8080), CHAT_REPLICAS (default 2), STATE_DIR (default var/stack);
+Environment: GATEWAY_PORT (default 8080), CHAT_REPLICAS (default 2), STATE_DIR (default var/stack),
+REDIS_TOPOLOGY (``single``, the default, or ``sentinel``);
 every other variable is passed on to the services (see docs/configuration.md).
 """
 import os
@@ -19,6 +20,7 @@ def main():
         state_dir=os.environ.get("STATE_DIR", ROOT / "var" / "stack"),
         gateway_port=int(os.environ.get("GATEWAY_PORT", "8080")),
         chat_replicas=int(os.environ.get("CHAT_REPLICAS", "2")),
+        redis_topology=os.environ.get("REDIS_TOPOLOGY", "single"),
     )
     stack.start()
     print(f"webchat is running: {stack.url}/   (logs in {stack.log_dir}; Ctrl-C stops it)", flush=True)

@@ -126,6 +126,16 @@ def chat_stack(tmp_path_factory):
         yield s
 
 
+@pytest.fixture(scope="module")
+def ha_stack(tmp_path_factory):
+    """A stack on Redis with automatic failover (REDIS_TOPOLOGY=sentinel: a primary, a replica,
+    three Sentinels; chat acknowledges a message once the replica holds it), for the failover
+    tests, which kill its primary."""
+    with Stack(tmp_path_factory.mktemp("hastack"), chat_replicas=2, env=CHAT_TEST_ENV,
+               redis_topology="sentinel") as s:
+        yield s
+
+
 def pytest_terminal_summary(terminalreporter, config):
     lines = config.stash.get(FAULT_FIGURES, [])
     if lines:

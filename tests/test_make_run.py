@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from support.web import Browser
 from webchat_testing import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +40,11 @@ def alive(pid):
     return state != "Z"
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_make_run_serves_and_stops_everything(tmp_path, how):
+@pytest.mark.parametrize("how, topology", [("ctrl-c", "single"), ("sigterm", "single"), ("sigterm", "sentinel")])
+def test_make_run_serves_and_stops_everything(tmp_path, how, topology):
     port = free_port()
-    env = dict(os.environ, GATEWAY_PORT=str(port), CHAT_REPLICAS="2", STATE_DIR=str(tmp_path))
+    env = dict(os.environ, GATEWAY_PORT=str(port), CHAT_REPLICAS="2", STATE_DIR=str(tmp_path),
+               REDIS_TOPOLOGY=topology)
     proc = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -61,6 +63,11 @@ def test_make_run_serves_and_stops_everything(tmp_path, how):
         started = descendants(proc.pid)
         names = {Path(f"/proc/{p}/comm").read_text().strip() for p in started if alive(p)}
         assert {"redis-server", "nginx"} <= names, names
+        if topology == "sentinel":  # a primary, two replicas, three Sentinels
+            redis_procs = [p for p in started if alive(p) and Path(f"/proc/{p}/comm").read_text().strip() == "redis-server"]
+            assert len(redis_procs) == 6, redis_procs
+            b = Browser(f"http://127.0.0.1:{port}")
+            assert b.register("sentinel_user").status_code == 303 and b.me()["user"] == "sentinel_user"
         assert sum(1 for p in started if "gunicorn" in Path(f"/proc/{p}/cmdline").read_text()) >= 4
 
         if how == "ctrl-c":

@@ -102,8 +102,9 @@ class RedisServer:
     (SIGKILL: no chance to flush anything), :meth:`restart` (stop, then start).  :meth:`wipe`
     deletes the data of a stopped server (a Redis that comes back empty)."""
 
-    def __init__(self, port=None, data_dir=None, log_file=None, persistent=True):
+    def __init__(self, port=None, data_dir=None, log_file=None, persistent=True, extra_args=()):
         self.port = port or free_port()
+        self.extra_args = tuple(extra_args)  # e.g. ("--replicaof", host, port): see .sentinel
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="webchat-redis-")
         self.log_file = log_file or os.path.join(self.data_dir, "redis.log")
@@ -122,7 +123,7 @@ class RedisServer:
         """The command line :meth:`start` runs."""
         return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.data_dir,
                 *(PERSISTENT_ARGS if self.persistent else EPHEMERAL_ARGS),
-                "--logfile", self.log_file, "--protected-mode", "yes"]
+                "--logfile", self.log_file, "--protected-mode", "yes", *self.extra_args]
 
     def start(self, timeout=15.0):
         """Start the server (loading its AOF if there is one) and wait until it answers PING

@@ -22,6 +22,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from webchat_common.redis_store import open_client
+
 from . import metrics
 from .transport import PubSub
 
@@ -38,9 +40,12 @@ class Broker:
     def __init__(self, cfg, wanted, still_wanted, on_message, on_lost, on_back):
         # Raw bytes (frames are forwarded without decoding) and no silent retries, so a
         # dropped connection surfaces here and the owner catches up.
-        self.client = redis.Redis.from_url(
-            cfg["REDIS_URL"], decode_responses=False, socket_connect_timeout=cfg["REDIS_SOCKET_TIMEOUT"],
-            socket_keepalive=True, retry=Retry(NoBackoff(), 0), single_connection_client=False)
+        # With a Sentinel URL each new connection asks the Sentinels for the primary, so the
+        # reconnect after a failover subscribes on the new primary (the Sentinels close the
+        # pub/sub connections of a primary they demote).
+        self.client = open_client(
+            cfg["REDIS_URL"], max_connections=4, decode_responses=False,
+            socket_connect_timeout=cfg["REDIS_SOCKET_TIMEOUT"], socket_keepalive=True, retry=Retry(NoBackoff(), 0))
         self.interval = cfg["CHAT_PUBSUB_HEALTH_INTERVAL"]
         self.wanted, self.still_wanted = wanted, still_wanted
         self.on_message, self.on_lost, self.on_back = on_message, on_lost, on_back

@@ -83,6 +83,13 @@ class ChatConfig(Config):
     #: receiver or room within this window is acknowledged with the first message's id
     #: (``"duplicate": true``) and not stored twice.  0 turns it off.
     CHAT_DEDUP_WINDOW = 300
+    #: An ``ack`` waits until this many replicas hold the message (Redis WAIT, at most
+    #: CHAT_ACK_TIMEOUT seconds; fewer in time: the sender gets ``unavailable`` and sends again
+    #: with the same ``cid``).  0: an ack means "on the primary" only.  With Sentinel, 1: a
+    #: failover then promotes a replica that holds every acknowledged message
+    #: (docs/durability.md).
+    CHAT_ACK_REPLICAS = 0
+    CHAT_ACK_TIMEOUT = 1.0
     #: Named rooms one user may be in (the default room does not count).
     CHAT_MAX_ROOMS = 50
     #: Users one socket may watch (``watch`` frame: it is sent their presence).

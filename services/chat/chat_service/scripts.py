@@ -46,12 +46,17 @@ def _dedup(key, duplicate):
     ``chat:cid:<sender>:<target>:<cid>`` (ARGV[5]: its TTL, s).  If it exists the message was
     stored already (the client sent it again after a reconnect that lost the ack): nothing is
     stored, and the script returns ``duplicate`` built from the first message's ``sid``, ``sts``
-    and ``sname``.  The caller stores the key after storing the message (see ``_DEDUP_SET``)."""
+    and ``sname``.  The caller stores the key after storing the message (see ``_DEDUP_SET``).
+    A duplicate still writes (the key's own expiry, unchanged) so that a WAIT after it
+    (CHAT_ACK_REPLICAS, ``store.Store._pipeline``) also waits for the first message to reach
+    the replicas: WAIT counts the connection's own writes, and the first may have been made on
+    another connection and not confirmed."""
     return f"""
 local dkey = KEYS[{key}]
 if dkey then
   local seen = redis.call('GET', dkey)
   if seen then
+    redis.call('PEXPIRE', dkey, math.max(redis.call('PTTL', dkey), 1))
     local sid, sts, sname = string.match(seen, '^(%S+) (%S+) (.*)$')
     return {duplicate}
   end

@@ -8,6 +8,13 @@ are global and increasing (see :mod:`.scripts`).  An edit or a deletion is store
 published the same way, as an entry of its own after the message.  A ``cid`` is stored once per sender and conversation within
 CHAT_DEDUP_WINDOW: the same ``cid`` sent again is acknowledged with the first message's id.
 
+With CHAT_ACK_REPLICAS, a batch ends with a Redis ``WAIT`` on its own connection: its
+messages count as sent (and are acknowledged) only once that many replicas hold them, so a
+failover to a replica loses none of them.  A batch the replicas do not confirm in time fails
+with :class:`NotReplicated` (the messages are stored on the primary, published, and may be
+lost in a failover): the sender is told ``unavailable`` and sends again with the same ``cid``,
+which is acknowledged with the first id once the replicas confirm.
+
 Sends are batched: one greenlet per process runs the sends of all its sockets, whatever
 accumulated while the previous batch was in Redis, as one pipeline (one pool checkout, one
 write, one read for k messages).  Each socket still sends one message at a time, so its own
@@ -18,7 +25,7 @@ import time
 
 import gevent
 from gevent.event import AsyncResult, Event
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from webchat_common import keys
 
@@ -29,12 +36,18 @@ from .wire import ZERO, format_id, message_tail, parse_id, stored_json
 BATCH = 256
 
 
+class NotReplicated(RedisError):
+    """Stored on the primary, but fewer than CHAT_ACK_REPLICAS replicas confirmed it in time."""
+
+
 class Store:
     def __init__(self, redis, cfg):
         self.redis = redis
         self.maxlen = cfg["CHAT_HISTORY_LENGTH"]
         self.age_ms = int(cfg["CHAT_HISTORY_AGE"] * 1000)
         self.dedup_window = cfg["CHAT_DEDUP_WINDOW"]
+        self.ack_replicas = cfg["CHAT_ACK_REPLICAS"]
+        self.ack_timeout_ms = int(cfg["CHAT_ACK_TIMEOUT"] * 1000)
         self.s_private = redis.register_script(scripts.SEND_PRIVATE)
         self.s_room = redis.register_script(scripts.SEND_ROOM)
         self.s_replay = redis.register_script(scripts.REPLAY)
@@ -119,20 +132,29 @@ class Store:
                         res.set(result)
 
     def _run_batch(self, batch):
-        pipe = self.redis.pipeline(transaction=False)
-        for script, keys_, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
-        results = pipe.execute(raise_on_error=False)
+        results = self._pipeline(batch)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:  # Redis restarted (or SCRIPT FLUSH): load and run just those again
             for script in {batch[i][0] for i in missing}:
                 script.sha = self.redis.script_load(script.script)
-            pipe = self.redis.pipeline(transaction=False)
-            for i in missing:
-                script, keys_, args, _ = batch[i]
-                pipe.evalsha(script.sha, len(keys_), *keys_, *args)
-            for i, r in zip(missing, pipe.execute(raise_on_error=False)):
+            for i, r in zip(missing, self._pipeline([batch[i] for i in missing])):
                 results[i] = r
+        return results
+
+    def _pipeline(self, batch):
+        """Run ``batch`` as one pipeline (one connection), then WAIT for CHAT_ACK_REPLICAS on
+        that connection: it covers every write the connection made, this batch's included."""
+        pipe = self.redis.pipeline(transaction=False)
+        for script, keys_, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+        if self.ack_replicas:
+            pipe.execute_command("WAIT", self.ack_replicas, self.ack_timeout_ms)
+        results = pipe.execute(raise_on_error=False)
+        if self.ack_replicas:
+            copies = results.pop()
+            if isinstance(copies, Exception) or copies < self.ack_replicas:
+                short = NotReplicated(f"{copies} of {self.ack_replicas} replicas confirmed the message in time")
+                results = [r if isinstance(r, Exception) else short for r in results]
         return results
 
     # ---- reading ---------------------------------------------------------------------------
