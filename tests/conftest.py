@@ -126,12 +126,13 @@ def chat_stack(tmp_path_factory):
         yield s
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ha_stack(tmp_path_factory):
-    """A stack on Redis with automatic failover (REDIS_TOPOLOGY=sentinel: a primary, a replica,
-    three Sentinels; chat acknowledges a message once the replica holds it), for the failover
-    tests, which kill its primary."""
-    with Stack(tmp_path_factory.mktemp("hastack"), chat_replicas=2, env=CHAT_TEST_ENV,
+    """A stack on Redis with automatic failover (REDIS_TOPOLOGY=sentinel: a primary, two
+    replicas, three Sentinels; chat acknowledges a message once a replica holds it) and the
+    fault suite's settings, for the failover tests (tests/test_sentinel.py, and the fault
+    suite's failover scenario), which kill its primary and then ``heal()`` it."""
+    with Stack(tmp_path_factory.mktemp("hastack"), chat_replicas=2, env=FAULT_ENV,
                redis_topology="sentinel") as s:
         yield s
 

@@ -19,7 +19,10 @@ b. kill -9 of a whole chat replica (master and worker), then start it again;
 c. SIGTERM of each chat replica in turn, each started again before the next;
 d. Redis stopped gracefully (SIGTERM) and started again;
 e. kill -9 of Redis, started again;
-f. ``nginx -s reload``.
+f. ``nginx -s reload``;
+g. kill -9 of the Redis primary of a stack on Redis with failover (``REDIS_TOPOLOGY=sentinel``:
+   the Sentinels promote a replica; chat acknowledges only what a replica holds), on a stack of
+   its own (the ``ha_stack`` fixture).
 
 Then sending goes on until every client has been sending and receiving since the fault,
 stops, every client waits for its acks, every receiver for its messages, and the figures are
@@ -40,12 +43,12 @@ import uuid
 from collections import defaultdict
 
 import pytest
-import redis
 import websocket
 from websocket import ABNF
 
 from support.chat import Person
 from webchat_common import keys
+from webchat_common.redis_store import open_client
 from webchat_testing import wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -430,6 +433,14 @@ def fault_nginx_reload(stack, clients, probe):
     return [t]
 
 
+def fault_redis_failover(stack, clients, probe):
+    """kill -9 of the primary; the fault is over once the Sentinels promoted a replica (the
+    clients have been trying all along).  The test starts the old primary again afterwards."""
+    t = time.monotonic()
+    stack.redis.wait_failover(stack.redis.kill_primary())
+    return [t]
+
+
 SCENARIOS = {
     "a": ("kill -9 of a chat worker", fault_kill_worker),
     "b": ("kill -9 of a chat replica, started again", fault_kill_replica),
@@ -438,13 +449,15 @@ SCENARIOS = {
     "e": ("kill -9 of Redis, started again", redis_down_for_a_second("kill")),
     "f": ("nginx -s reload", fault_nginx_reload),
 }
+#: On the ``ha_stack`` (Redis with Sentinel).
+FAILOVER = ("g", "kill -9 of the Redis primary, Sentinel failover", fault_redis_failover)
 
 
 # ---- one scenario ----------------------------------------------------------------------------
 
 def stored_messages(stack, names, room):
     """Every message Redis holds in the scenario's conversations and room: (id, sender, cid)."""
-    r = redis.Redis.from_url(stack.redis.url, decode_responses=True)
+    r = open_client(stack.redis.url, decode_responses=True)
     try:
         out = []
         dms = sorted({keys.chat_dm(a, b) for a in names for b in names})
@@ -528,7 +541,17 @@ def line(letter, title, fig):
 
 @pytest.mark.parametrize("letter", sorted(SCENARIOS))
 def test_fault(fault_stack, letter, report):
-    title, fault = SCENARIOS[letter]
+    run_scenario(fault_stack, letter, *SCENARIOS[letter], report)
+
+
+def test_fault_redis_failover(ha_stack, report):
+    try:
+        run_scenario(ha_stack, *FAILOVER, report)
+    finally:
+        ha_stack.redis.heal()
+
+
+def run_scenario(fault_stack, letter, title, fault, report):
     tag = letter + uuid.uuid4().hex[:4]
     persons = [Person(fault_stack, f"f{tag}u{i}") for i in range(USERS)]
     probe = Person(fault_stack, f"f{tag}probe")

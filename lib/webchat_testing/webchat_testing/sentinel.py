@@ -146,6 +146,14 @@ class SentinelSet:
                 r.close()
         return wait_until(promoted, timeout=timeout, interval=0.1, what="a failover")
 
+    def heal(self, timeout=30.0):
+        """Start every server that was killed again and wait until each is a synced replica of
+        the primary (the Sentinels reconfigure an old primary that comes back)."""
+        for server in self.servers:
+            if server.pid is None:
+                server.start()
+                wait_until(lambda: self.synced(server), timeout=timeout, what="a server to rejoin as a replica")
+
     def stop(self):
         try:
             primary = self.primary() if self.sentinel_procs else None
