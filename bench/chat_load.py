@@ -4,6 +4,7 @@ different chat processes, side by side against Flask-SocketIO and an in-memory f
     python bench/chat_load.py                          # N = 100 and 1000, every variant, then max sockets
     python bench/chat_load.py --sockets 100 --variants webchat,inmem --duration 10
     python bench/chat_load.py --max-sockets --max-variants webchat,inmem
+    python bench/chat_load.py --sockets 100,1000 --variants webchat,webchat-sentinel --rounds 3   # the cost of failover
 
 For each N and variant: start the server fresh (its own Redis), create N users with a session each,
 open N sockets through the gateway (client processes separate from the server, each socket from one
@@ -60,12 +61,12 @@ def seed_users(redis_url, names, ttl=3600, csrf=None):
     ``webchat_common.sessions`` and ``webchat_common.keys`` (logging in 19,000 users through
     auth would take an hour of scrypt and trip its throttles).  ``csrf``: the CSRF token of
     every session (for a client that POSTs; default a fresh one each).  Returns {name: session id}."""
-    import redis
     from werkzeug.security import generate_password_hash
 
+    from webchat_common.redis_store import open_client
     from webchat_testing.sessions import plant_session
 
-    r = redis.Redis.from_url(redis_url)
+    r = open_client(redis_url)
     pw_hash = generate_password_hash(PASSWORD, method="scrypt:32768:8:1")
     sids = {}
     now = time.time()
@@ -489,10 +490,11 @@ def percentile(sorted_values, q):
 
 
 def redis_calls(url):
-    """{command: calls} from Redis' INFO commandstats (for Redis commands per delivered message)."""
-    import redis
+    """{command: calls} from Redis' INFO commandstats (for Redis commands per delivered message;
+    the primary's, with Sentinel)."""
+    from webchat_common.redis_store import open_client
 
-    r = redis.Redis.from_url(url)
+    r = open_client(url)
     try:
         stats = r.info("commandstats")
     finally:
@@ -524,9 +526,10 @@ def measure(variant_name, n, args, max_mode=False, active=None):
     kw = {}
     if max_mode:
         kw = {"replicas": 1, "worker_connections": n + 1000, "max_mode": True}
-    elif variant_name == "webchat" and args.worker_connections:
+    ours = variant_name.startswith("webchat")  # webchat on any Redis topology
+    if ours and args.worker_connections and not max_mode:
         kw = {"worker_connections": args.worker_connections}
-    if variant_name == "webchat":
+    if ours:
         kw["env"] = dict(kv.split("=", 1) for kv in args.chat_env)
     variant = chat_servers.make_variant(variant_name, state, **kw)
     result = {"variant": variant_name, "n": n, "mode": "max" if max_mode else "load"}
@@ -535,7 +538,7 @@ def measure(variant_name, n, args, max_mode=False, active=None):
     try:
         names = [f"b{i:05d}" for i in range(n)]
         sids = seed_users(variant.redis_url, names)
-        if variant_name == "webchat" and n >= 2:
+        if ours and n >= 2:
             # the first pair logs in for real, through auth and the gateway
             for k, name in enumerate(names[:2]):
                 sids[name] = real_login(variant.url, name + "r", source=f"127.77.1.{k + 2}")
@@ -558,7 +561,7 @@ def measure(variant_name, n, args, max_mode=False, active=None):
                    "origin": variant.url, "offset": c * per, "nodes": variant.node_count, "window": args.window, "size": args.size,
                    "connect_concurrency": args.max_connect_concurrency if max_mode else args.connect_concurrency,
                    "connect_deadline": args.max_connect_time if max_mode else 600, "settle_max": args.settle_max,
-                   "watch": args.watch if variant_name == "webchat" else 0}
+                   "watch": args.watch if ours else 0}
             p = mp.Process(target=client_process, args=(cfg, child), daemon=True)
             p.start()
             procs.append(p)
@@ -678,6 +681,11 @@ def ratios(results):
                 out.append(f"N={n}: webchat/{base} = {ours['msgs_per_s'] / b['msgs_per_s']:.2f}x msgs/s "
                            f"(target >= 2.5x), p99 {ours['p99_ms']:.0f} vs {b['p99_ms']:.0f} ms "
                            f"(target <=) -> {'MET' if ok else 'MISSED'}")
+        ha = vs.get("webchat-sentinel")
+        if ha:
+            out.append(f"N={n}: webchat-sentinel/webchat = {ha['msgs_per_s'] / ours['msgs_per_s']:.2f}x msgs/s, "
+                       f"p99 {ha['p99_ms']:.0f} vs {ours['p99_ms']:.0f} ms, Redis primary CPU "
+                       f"{ha['redis_us_per_msg']:.0f} vs {ours['redis_us_per_msg']:.0f} us per delivered message")
         b = vs.get("inmem")
         if b:
             x = ours["msgs_per_s"] / b["msgs_per_s"]

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from localstack import Stack, nginx_binary, stop_processes  # noqa: E402
 from webchat_testing import RedisServer, free_port, wait_until  # noqa: E402
 
-VARIANTS = ("webchat", "fsio", "fsio-history", "inmem")  # chat_load.py's (fsio-polling is longpoll_bench.py's)
+VARIANTS = ("webchat", "webchat-sentinel", "fsio", "fsio-history", "inmem")  # chat_load.py's (fsio-polling is longpoll_bench.py's)
 
 # The baselines' gateway: the same process model and connection settings as gateway/nginx.conf.template
 # (worker_processes auto, HTTP/1.1 upstream, Upgrade headers), without the parts that do not touch
@@ -151,6 +151,7 @@ class Variant:
 class WebchatVariant(Variant):
     name = "webchat"
     protocol = "webchat"
+    topology = "single"
 
     def start(self):
         env = dict(self.env)
@@ -158,7 +159,7 @@ class WebchatVariant(Variant):
             # gunicorn's gevent worker serves at most worker_connections (default 1000) at once;
             # GUNICORN_CMD_ARGS is read by every gunicorn, after the config file.
             env["GUNICORN_CMD_ARGS"] = f"--worker-connections {self.worker_connections}"
-        self.stack = Stack(self.state_dir, chat_replicas=self.replicas, env=env)
+        self.stack = Stack(self.state_dir, chat_replicas=self.replicas, env=env, redis_topology=self.topology)
         if self.max_mode:
             self._start_big_gateway()
         else:
@@ -196,14 +197,32 @@ class WebchatVariant(Variant):
     def redis_pid(self):
         return self.stack.redis.proc.pid if self.stack.redis.proc else None
 
+    def redis_pids(self):
+        return [self.stack.redis.proc.pid] if self.stack.redis.proc else []
+
     def other_pids(self):
-        pids = [self.stack.redis.proc.pid] if self.stack.redis.proc else []
+        pids = self.redis_pids()
         if self.stack.nginx:
             pids += children(self.stack.nginx.pid)
         return pids
 
     def stop(self):
         self.stack.stop()
+
+
+class WebchatSentinelVariant(WebchatVariant):
+    """webchat on Redis with failover (REDIS_TOPOLOGY=sentinel): a primary, two replicas, three
+    Sentinels, and every ack waiting for a replica (CHAT_ACK_REPLICAS=1).  ``redis_pid`` is the
+    primary's; the replicas and Sentinels count among the other processes."""
+    name = "webchat-sentinel"
+    topology = "sentinel"
+
+    def redis_pid(self):
+        return self.stack.redis.primary().pid
+
+    def redis_pids(self):
+        ha = self.stack.redis
+        return [s.pid for s in ha.servers if s.pid] + [p.pid for p in ha.sentinel_procs if p.poll() is None]
 
 
 class BaselineVariant(Variant):
@@ -317,6 +336,6 @@ class InmemVariant(BaselineVariant):
 
 
 def make_variant(name, state_dir, **kw):
-    cls = {"webchat": WebchatVariant, "fsio": FsioVariant, "fsio-history": FsioHistoryVariant,
+    cls = {"webchat": WebchatVariant, "webchat-sentinel": WebchatSentinelVariant, "fsio": FsioVariant, "fsio-history": FsioHistoryVariant,
            "inmem": InmemVariant, "fsio-polling": FsioPollingVariant}[name]
     return cls(state_dir, **kw)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from webchat_common.redis_store import (SENTINEL_PORT, BlockingSentinelPool, SentinelURL, is_sentinel_url,
+from webchat_common.redis_store import (SENTINEL_PORT, SENTINEL_TIMEOUT, BlockingSentinelPool, SentinelURL, is_sentinel_url,
                                         open_client, parse_sentinel_url)
 
 hosts = st.one_of(
@@ -86,3 +86,9 @@ def test_a_sentinel_client_is_the_primary_on_a_blocking_pool():
     assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
             for s in sentinels] == [("a", 1), ("b", SENTINEL_PORT)]
     assert all(s.connection_pool.connection_kwargs["password"] == "pw" for s in sentinels)
+    assert all(s.connection_pool.connection_kwargs["socket_timeout"] == 1.0 for s in sentinels)
+
+
+def test_sentinel_queries_time_out_even_when_the_caller_sets_no_timeout():
+    sentinels = open_client("redis+sentinel://a/webchat").connection_pool.sentinel_manager.sentinels
+    assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == SENTINEL_TIMEOUT

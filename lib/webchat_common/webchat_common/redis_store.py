@@ -26,6 +26,8 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 SENTINEL_SCHEME = "redis+sentinel://"
 SENTINEL_PORT = 26379
+#: Seconds a Sentinel query may take when the caller gave no timeout.
+SENTINEL_TIMEOUT = 2.0
 _HOST_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 
 
@@ -104,8 +106,10 @@ def open_client(url, *, max_connections=50, pool_timeout=5.0, **connection):
         return redis.Redis(connection_pool=pool)
     parts = parse_sentinel_url(url)
     auth = {"username": parts.username, "password": parts.password}
-    timeouts = {k: connection[k] for k in ("socket_timeout", "socket_connect_timeout") if connection.get(k)}
-    sentinel = Sentinel(list(parts.sentinels), sentinel_kwargs={**auth, **timeouts})
+    # A Sentinel that hangs must not hang the caller: its queries time out like a connect.
+    timeout = connection.get("socket_connect_timeout") or connection.get("socket_timeout") or SENTINEL_TIMEOUT
+    sentinel = Sentinel(list(parts.sentinels), sentinel_kwargs={
+        **auth, "socket_timeout": timeout, "socket_connect_timeout": timeout})
     return sentinel.master_for(parts.service, connection_pool_class=BlockingSentinelPool,
                                max_connections=max_connections, timeout=pool_timeout,
                                db=parts.db, **auth, **connection)
