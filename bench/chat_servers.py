@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from localstack import Stack, nginx_binary, stop_processes  # noqa: E402
 from webchat_testing import RedisServer, free_port, wait_until  # noqa: E402
 
-VARIANTS = ("webchat", "webchat-sentinel", "fsio", "fsio-history", "inmem")  # chat_load.py's (fsio-polling is longpoll_bench.py's)
+VARIANTS = ("webchat", "webchat-sentinel", "webchat-sentinel-async", "fsio", "fsio-history", "inmem")  # chat_load.py's (fsio-polling is longpoll_bench.py's)
 
 # The baselines' gateway: the same process model and connection settings as gateway/nginx.conf.template
 # (worker_processes auto, HTTP/1.1 upstream, Upgrade headers), without the parts that do not touch
@@ -225,6 +225,16 @@ class WebchatSentinelVariant(WebchatVariant):
         return [s.pid for s in ha.servers if s.pid] + [p.pid for p in ha.sentinel_procs if p.poll() is None]
 
 
+class WebchatSentinelAsyncVariant(WebchatSentinelVariant):
+    """The same, but acks do not wait for a replica (CHAT_ACK_REPLICAS=0): what the WAIT costs,
+    apart from the replicas' and Sentinels' own work."""
+    name = "webchat-sentinel-async"
+
+    def start(self):
+        self.env["CHAT_ACK_REPLICAS"] = "0"
+        return super().start()
+
+
 class BaselineVariant(Variant):
     app = None
     extra_env = {}
@@ -336,6 +346,7 @@ class InmemVariant(BaselineVariant):
 
 
 def make_variant(name, state_dir, **kw):
-    cls = {"webchat": WebchatVariant, "webchat-sentinel": WebchatSentinelVariant, "fsio": FsioVariant, "fsio-history": FsioHistoryVariant,
+    cls = {"webchat": WebchatVariant, "webchat-sentinel": WebchatSentinelVariant,
+           "webchat-sentinel-async": WebchatSentinelAsyncVariant, "fsio": FsioVariant, "fsio-history": FsioHistoryVariant,
            "inmem": InmemVariant, "fsio-polling": FsioPollingVariant}[name]
     return cls(state_dir, **kw)
