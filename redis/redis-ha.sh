@@ -19,7 +19,8 @@
 # emptyDir, and redis-cli through REDISCLI_AUTH: never on a command line.  One password for
 # everything: clients authenticate to the Redis servers and to the Sentinels with it (the
 # services' redis+sentinel:// URL carries one password), replicas to their primary (masterauth),
-# Sentinels to the Redis servers (auth-pass) and to each other (sentinel-pass).
+# Sentinels to the Redis servers (auth-pass) and to each other (a Sentinel's own password, requirepass,
+# is also the one it gives the other Sentinels).
 #
 # Settings, from the environment (the defaults are the Kubernetes component's names):
 #   REDIS_HOSTS       the Redis servers' names, first = the first primary (StatefulSet redis
@@ -137,7 +138,6 @@ case $ROLE in
             printf 'port %s\n' "$SENTINEL_PORT"
             printf 'dir %s\n' "$CONF_DIR"
             printf 'requirepass %s\n' "$PASSWORD"
-            printf 'sentinel sentinel-pass %s\n' "$PASSWORD"
             # Names, not addresses: pods get new addresses when they restart.  resolve-hostnames
             # must come before the monitor line that names the primary.
             printf 'sentinel resolve-hostnames yes\n'

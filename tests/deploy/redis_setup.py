@@ -101,24 +101,39 @@ def stub_path(tmp_dir):
     config (the Sentinels it asks are not there), for reading what it writes."""
     stubs = Path(tmp_dir) / "stubs"
     stubs.mkdir(exist_ok=True)
-    for name, code in (("redis-server", 0), ("redis-cli", 1)):
+    scripts = {
+        # Writes down what it was started with, beside the config file.
+        "redis-server": '#!/bin/sh\nprintf "%s\\n" "$@" > "$CONF_DIR/exec-args"\n',
+        "redis-cli": "#!/bin/sh\nexit 1\n",
+        # Writes down which file the script reads the password from, and answers as the file would.
+        "cat": f'#!/bin/sh\nprintf "%s" "$1" > "$CONF_DIR/password-file"\nexec {shutil.which("cat")} "${{STUB_PASSWORD_FILE:-$1}}"\n',
+    }
+    for name, text in scripts.items():
         path = stubs / name
-        path.write_text(f"#!/bin/sh\nexit {code}\n")
+        path.write_text(text)
         path.chmod(0o755)
     return f"{stubs}:{os.environ.get('PATH', '/usr/bin:/bin')}"
 
 
-def written_config(script_text, role, tmp_dir, name, password_file, **env):
-    """The config file redis-ha.sh (``script_text``) writes for ``role`` as pod/container
-    ``name``, with nothing else running: ``(config text, the script's output)``."""
+def written_config(script_text, role, tmp_dir, name, password_file, default_password_file=None, **env):
+    """What redis-ha.sh (``script_text``) does for ``role`` as pod/container ``name`` with
+    nothing else running (no Sentinel answers): ``{"conf": the config file's lines, split,
+    "args": what it starts redis-server with, "password_file": the file it reads the password
+    from, "conf_path": where it writes the config}``.  ``password_file`` None: the script's own
+    default, answered by ``default_password_file`` (the stub cat reads it instead)."""
     script = Path(tmp_dir) / f"redis-ha-{name}.sh"
     script.write_text(script_text)
-    e = script_env(tmp_dir, name, password_file, **env)
+    e = script_env(tmp_dir, name, password_file or default_password_file, **env)
     e["PATH"] = stub_path(tmp_dir)
+    del e["DATA_DIR"]  # the script's own: only named on redis-server's command line
+    if password_file is None:
+        e["STUB_PASSWORD_FILE"] = e.pop("PASSWORD_FILE")
     proc = subprocess.run(["sh", str(script), role], env=e, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    conf = Path(e["CONF_DIR"]) / ("sentinel.conf" if role == "sentinel" else "redis.conf")
-    return conf.read_text(), proc.stdout
+    conf_dir = Path(e["CONF_DIR"])
+    args = (conf_dir / "exec-args").read_text().splitlines()
+    return {"conf": config_lines(Path(args[0]).read_text()), "args": args,
+            "password_file": (conf_dir / "password-file").read_text(), "conf_path": args[0]}
 
 
 def config_lines(text):

@@ -3,7 +3,8 @@ loopback addresses (127.0.0.2-4 and 127.0.0.5-7, one port for each kind, as pods
 addresses), with the local redis-server (7.0; the images run 7.4).  The configs it writes parse
 and do what the Sentinel setup needs: replication with the password (masterauth), Sentinels that
 require the password and find each other (quorum 2 of 3), a handed-over primary (the preStop
-hook) and restarts that follow the current primary instead of coming back as a second one.  The
+hook), a failover after a crash of the primary (which the Sentinels must agree on), and
+restarts that follow the current primary instead of coming back as a second one.  The
 password is never on a command line nor in a server's environment."""
 import signal
 import subprocess
@@ -101,7 +102,7 @@ def test_the_script_runs_a_sentinel_setup_that_fails_over_and_restarts_right(clu
     for i in range(3):
         c.start("sentinel", i)
     assert "NOAUTH" in cli(SENTINELS[0], sp, None, "SENTINEL", "masters"), "the Sentinels require the password"
-    # They find each other (hello messages through the primary, authenticated with sentinel-pass).
+    # They find each other (hello messages through the primary, each authenticated with its requirepass).
     wait_for("a quorum of Sentinels",
              lambda: cli(SENTINELS[0], sp, PASSWORD, "SENTINEL", "ckquorum", "webchat").startswith("OK 3 usable"), timeout=30)
     for i in range(3):
@@ -130,6 +131,19 @@ def test_the_script_runs_a_sentinel_setup_that_fails_over_and_restarts_right(clu
     c.start("sentinel", 2)
     assert f"monitors {new}" in c.log("redis-sentinel-2")
     assert c.sentinel_primary(2) == [new, str(rp)]
+
+    # The new primary crashes (no handover): the Sentinels must agree that it is down (2 of 3,
+    # asking each other with the password) before one of them promotes a replica.
+    c.procs[f"redis-{REDIS.index(new)}"].send_signal(signal.SIGKILL)
+    c.procs[f"redis-{REDIS.index(new)}"].wait()
+    third = wait_for("a failover after the crash", lambda: c.sentinel_primary(0)[0] if c.sentinel_primary(0)[0] != new else None, timeout=40)
+    assert third in REDIS and info(third, rp, PASSWORD)["role"] == "master"
+    assert cli(third, rp, PASSWORD, "GET", "k") == "v"
+    for i in range(3):
+        others = cli(SENTINELS[i], sp, PASSWORD, "SENTINEL", "sentinels", "webchat").split()
+        flags = [others[k + 1] for k, word in enumerate(others[:-1]) if word == "flags"]
+        assert len(flags) == 2 and not [f for f in flags if "s_down" in f or "disconnected" in f], \
+            f"redis-sentinel-{i} sees the others as {flags}"
 
     # The config files, which hold the password, are the owner's only.
     for name in c.procs:
