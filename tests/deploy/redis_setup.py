@@ -119,7 +119,7 @@ def written_config(script_text, role, tmp_dir, name, password_file, default_pass
     """What redis-ha.sh (``script_text``) does for ``role`` as pod/container ``name`` with
     nothing else running (no Sentinel answers): ``{"conf": the config file's lines, split,
     "args": what it starts redis-server with, "password_file": the file it reads the password
-    from, "conf_path": where it writes the config}``.  ``password_file`` None: the script's own
+    from (None: it took REDIS_PASSWORD), "conf_path": where it writes the config}``.  ``password_file`` None: the script's own
     default, answered by ``default_password_file`` (the stub cat reads it instead)."""
     script = Path(tmp_dir) / f"redis-ha-{name}.sh"
     script.write_text(script_text)
@@ -132,8 +132,9 @@ def written_config(script_text, role, tmp_dir, name, password_file, default_pass
     assert proc.returncode == 0, proc.stderr
     conf_dir = Path(e["CONF_DIR"])
     args = (conf_dir / "exec-args").read_text().splitlines()
+    read = conf_dir / "password-file"
     return {"conf": config_lines(Path(args[0]).read_text()), "args": args,
-            "password_file": (conf_dir / "password-file").read_text(), "conf_path": args[0]}
+            "password_file": read.read_text() if read.exists() else None, "conf_path": args[0]}
 
 
 def config_lines(text):
