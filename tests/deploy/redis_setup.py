@@ -3,6 +3,7 @@ the component external-redis; docker-compose.yml alone or with docker-compose.se
 the contract they share with the services' code: the ``redis+sentinel://`` URL and the settings
 the deploy files set for it.  Also: running redis/redis-ha.sh, the script that starts every Redis
 server and Sentinel of the Sentinel setups, outside any container."""
+import importlib
 import os
 import re
 import shutil
@@ -32,7 +33,13 @@ CONTRACT_SETTINGS = {"chat": {"CHAT_ACK_REPLICAS": 0}}
 
 
 def parse_sentinel_url(url):
-    """``(password, [(host, port)], service_name, db)`` of a redis+sentinel:// URL."""
+    """``(password, [(host, port)], service_name, db)`` of a redis+sentinel:// URL: read by the
+    services' own parser (webchat_common.redis_store.parse_sentinel_url) where the code has it,
+    else by the form above, with every port given."""
+    code = getattr(importlib.import_module("webchat_common.redis_store"), "parse_sentinel_url", None)
+    if code:
+        parts = code(url)
+        return parts.password, [tuple(s) for s in parts.sentinels], parts.service, parts.db
     m = SENTINEL_URL.fullmatch(url)
     assert m, f"not a redis+sentinel:// URL: {url!r}"
     hosts = []

@@ -12,6 +12,7 @@ import subprocess
 import yaml
 
 from redis_setup import (
+    CONTRACT_SETTINGS,
     EXTERNAL,
     REDIS_CHOICES,
     REDIS_HA_SCRIPT,
@@ -30,6 +31,7 @@ from support.deploy import (
     k8s_env,
     kustomization,
     kustomize_command,
+    settings,
     workload,
 )
 
@@ -226,3 +228,13 @@ def test_the_docs_say_what_url_each_choice_takes():
                  "k8s/components/redis-sentinel", "k8s/components/external-redis", "docker-compose.sentinel.yml"):
         assert form in section, f"the Redis section does not mention {form}"
     documented_sentinel_url()
+
+
+def test_the_contract_settings_agree_with_the_code_where_it_has_them():
+    """CHAT_ACK_REPLICAS is set ahead of the code that reads it (redis_setup.CONTRACT_SETTINGS);
+    once the code has it, it must be the contract's (an integer, default 0)."""
+    for name, contract in CONTRACT_SETTINGS.items():
+        code = settings(name)
+        for key, default in contract.items():
+            if key in code:
+                assert type(code[key]) is type(default) and code[key] == default, (name, key, code[key])
