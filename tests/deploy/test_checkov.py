@@ -1,5 +1,6 @@
 """checkov's default Kubernetes policies on every overlay as rendered (kubectl kustomize
-k8s/overlays/<name>): no failed check, and every skip carries its reason (an annotation
+k8s/overlays/<name>), and on every overlay with each Redis choice added to its components
+(k8s/components/redis-sentinel, external-redis): no failed check, and every skip carries its reason (an annotation
 ``checkov.io/skipN: CHECK=reason`` on the workload, or a commented entry of ``skip-check`` in
 .checkov.yaml), listed in docs/deploy.md.  checkov runs from its own pinned virtualenv
 (checkov_env.py: it cannot share the project's), made on first use."""
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 import checkov_env
-from support.deploy import DEPLOY_DOC, OVERLAYS, ROOT, kustomize_command
+from redis_setup import REDIS_CHOICES, ordered
+from support.deploy import DEPLOY_DOC, K8S, OVERLAYS, ROOT, kustomization, kustomize_command, render_variant
 
 CONFIG = ROOT / ".checkov.yaml"
 #: A workload that breaks several default policies: checkov must report it.
@@ -78,12 +80,22 @@ def policy_doc():
     return m.group(1)
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda o: o.name)
-def test_overlay_passes_checkov(overlay, checkov, tmp_path):
+def checkov_renders():
+    """Each overlay as written (None), and with each Redis choice after its own components."""
+    return [(o, c) for o in OVERLAYS for c in (None, *REDIS_CHOICES)]
+
+
+@pytest.mark.parametrize("overlay, redis_choice", checkov_renders(), ids=lambda v: getattr(v, "name", v or "as-written"))
+def test_overlay_passes_checkov(overlay, redis_choice, checkov, tmp_path, render_dir):
     rendered = tmp_path / f"{overlay.name}.yaml"
-    proc = subprocess.run(kustomize_command() + [str(overlay)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    rendered.write_text(proc.stdout)
+    if redis_choice is None:
+        proc = subprocess.run(kustomize_command() + [str(overlay)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        rendered.write_text(proc.stdout)
+    else:
+        own = [(overlay / c).resolve() for c in kustomization(overlay).get("components", [])]
+        components = ordered(tuple(own) + (K8S / "components" / redis_choice,))
+        rendered.write_text(yaml.safe_dump_all(render_variant(overlay, components, render_dir)))
     report = run_checkov(checkov, rendered)
     results = report["results"]
     assert results["passed_checks"], "checkov checked nothing"

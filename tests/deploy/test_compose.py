@@ -1,8 +1,12 @@
 """docker-compose.yml as Docker Compose v2 reads it (``config``, no engine) and against the
 compose-spec schema: its services, networks, healthchecks, stop periods, and the environment it
-gives each service (only what the code reads, every required setting).  Also: every YAML file of
-the repository parses."""
+gives each service (only what the code reads, every required setting).  The same for
+docker-compose.yml with docker-compose.sentinel.yml, whose services' redis+sentinel:// URL must
+name what its Sentinels monitor.  Also: every YAML file of the repository parses."""
+import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -37,6 +41,15 @@ from support.deploy import (
     settings,
     url_port,
 )
+from redis_setup import (
+    COMPOSE_SENTINEL_FILE,
+    REDIS_HA_SCRIPT,
+    allowed_env as contract_allowed_env,
+    contract_values_parse,
+    parse_sentinel_url,
+    written_config,
+)
+from support.deploy import docker_compose_binary
 from webchat_common.config import _coerce
 
 
@@ -145,3 +158,112 @@ def test_compose_sets_only_what_the_service_reads(name):
             _coerce(key, defaults[key], value)  # raises if the value does not parse
     redis = re.match(r"redis://(?::[^@]+@)?([^:/]+):(\d+)/\d+$", env["REDIS_URL"])
     assert redis and redis.group(1) == "redis" and redis.group(2) == "6379", env["REDIS_URL"]
+
+
+# --- docker-compose.sentinel.yml: Redis with Sentinel on top of docker-compose.yml ---
+
+SENTINEL_SERVICES = ("redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3")
+REDIS_SERVERS = ("redis", "redis-replica")
+
+
+def compose_sentinel_config(env, tmp_dir):
+    """``docker compose -f docker-compose.yml -f docker-compose.sentinel.yml config``, as
+    compose_config does it for the main file."""
+    env_file = Path(tmp_dir) / "compose.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return subprocess.run(
+        [docker_compose_binary(), "-f", str(COMPOSE_FILE), "-f", str(COMPOSE_SENTINEL_FILE),
+         "--project-directory", str(ROOT), "--env-file", str(env_file), "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_dir)})
+
+
+@pytest.fixture(scope="module")
+def sentinel_compose(tmp_path_factory):
+    proc = compose_sentinel_config(COMPOSE_TEST_ENV, tmp_path_factory.mktemp("compose-sentinel"))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_compose_sentinel_file_matches_the_compose_spec_schema(sentinel_compose):
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    for config in (yaml.safe_load(COMPOSE_SENTINEL_FILE.read_text()), sentinel_compose):
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)]
+        assert not errors, "\n".join(errors)
+
+
+def test_compose_sentinel_refuses_to_start_without_the_password(tmp_path):
+    for value in (None, ""):
+        env = {k: v for k, v in COMPOSE_TEST_ENV.items() if k != "REDIS_PASSWORD"}
+        if value is not None:
+            env["REDIS_PASSWORD"] = value
+        proc = compose_sentinel_config(env, tmp_path)
+        assert proc.returncode != 0 and "REDIS_PASSWORD" in proc.stderr, proc.stderr
+
+
+def test_compose_sentinel_services_are_locked_down_and_run_the_script(sentinel_compose):
+    services = sentinel_compose["services"]
+    assert set(services) == set(compose()["services"]) | set(REDIS_SERVERS) | set(SENTINEL_SERVICES)
+    for name in REDIS_SERVERS + SENTINEL_SERVICES:
+        spec = services[name]
+        assert spec["image"] == compose()["services"]["redis"]["image"], name
+        assert spec.get("read_only") is True and "/tmp" in spec.get("tmpfs", []), name
+        assert spec.get("cap_drop") == ["ALL"] and "no-new-privileges:true" in spec.get("security_opt", []), name
+        assert set(spec["networks"]) == {"back"} and not spec.get("ports"), f"{name}: only on the services' network"
+        assert spec.get("healthcheck", {}).get("test"), name
+        mounts = {v["target"]: v for v in spec["volumes"]}
+        _, script, role = spec["command"]
+        assert spec["command"][0] == "sh" and role == ("sentinel" if name in SENTINEL_SERVICES else "redis"), name
+        assert Path(mounts[script]["source"]) == REDIS_HA_SCRIPT and mounts[script].get("read_only"), name
+        if name in REDIS_SERVERS:
+            assert mounts["/data"]["type"] == "volume", f"{name}: its data on a volume of its own"
+    data = [v["source"] for n in REDIS_SERVERS for v in services[n]["volumes"] if v["target"] == "/data"]
+    assert len(set(data)) == len(REDIS_SERVERS), f"one data volume each: {data}"
+    for name in SERVICES:
+        for dep in ("redis",) + SENTINEL_SERVICES:
+            assert services[name]["depends_on"][dep]["condition"] == "service_healthy", (name, dep)
+
+
+def test_compose_sentinel_services_url_names_what_the_sentinels_monitor(sentinel_compose, tmp_path):
+    """The services' URL lists every Sentinel on the port it listens on and the master name they
+    monitor (from the configs the script writes with each container's environment); quorum ≤
+    Sentinels; every server and Sentinel knows the same names; chat waits for the replica."""
+    services = sentinel_compose["services"]
+    password = COMPOSE_TEST_ENV["REDIS_PASSWORD"]
+    script = REDIS_HA_SCRIPT.read_text()
+    envs = {n: {k: str(v) for k, v in services[n]["environment"].items()} for n in REDIS_SERVERS + SENTINEL_SERVICES}
+    for name, env in envs.items():
+        assert env["ANNOUNCE_HOST"] == name
+        assert env["REDIS_HOSTS"].split() == list(REDIS_SERVERS) and env["SENTINEL_HOSTS"].split() == list(SENTINEL_SERVICES)
+        assert env["REDIS_PASSWORD"] == password
+    monitors, sentinel_ports = set(), set()
+    for name in SENTINEL_SERVICES:
+        out = written_config(script, "sentinel", tmp_path, name, tmp_path / "unused", **envs[name])
+        assert out["password_file"] is None, "compose gives the password in REDIS_PASSWORD"
+        conf = out["conf"]
+        assert ["requirepass", password] in conf
+        (monitor,) = [line[2:] for line in conf if line[:2] == ["sentinel", "monitor"]]
+        monitors.add(tuple(monitor))
+        (port,) = [line[1] for line in conf if line[0] == "port"]
+        sentinel_ports.add(int(port))
+        assert ["sentinel", "auth-pass", monitor[0], password] in conf
+    (master, host, redis_port, quorum), = monitors
+    (sentinel_port,) = sentinel_ports
+    assert host == REDIS_SERVERS[0] and len(SENTINEL_SERVICES) // 2 < int(quorum) <= len(SENTINEL_SERVICES)
+    for name in REDIS_SERVERS:
+        conf = written_config(script, "redis", tmp_path, name, tmp_path / "unused", **envs[name])["conf"]
+        assert ["requirepass", password] in conf and ["masterauth", password] in conf, name
+        assert ["port", redis_port] in conf
+        assert [line for line in conf if line[0] == "replicaof"] == ([] if name == "redis" else [["replicaof", "redis", redis_port]])
+    for name in SERVICES:
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        url_password, hosts, service_name, db = parse_sentinel_url(env["REDIS_URL"])
+        assert (url_password, service_name, db) == (password, master, 0), name
+        assert hosts == [(s, sentinel_port) for s in SENTINEL_SERVICES], name
+        unknown = set(env) - contract_allowed_env(name)
+        assert not unknown, f"docker-compose.sentinel.yml sets variables {name} does not read: {unknown}"
+        assert contract_values_parse(name, env)
+        assert env.get("CHAT_ACK_REPLICAS") == ("1" if name == "chat" else None), name
+    raw = yaml.safe_load(COMPOSE_SENTINEL_FILE.read_text())
+    assert re.findall(r"\$\{REDIS_PASSWORD:\?", yaml.safe_dump(raw)), "the password from the environment, required"

@@ -13,7 +13,6 @@ from support.deploy import (
     K8S_VERSION,
     OVERLAYS,
     SERVICES,
-    allowed_env,
     assert_route,
     base_objects,
     config_class,
@@ -34,6 +33,7 @@ from support.deploy import (
     variants,
     workload,
 )
+from redis_setup import REDIS_CHOICES, allowed_env as contract_allowed_env, contract_values_parse, supported_variants
 from webchat_common.config import _coerce
 
 
@@ -66,9 +66,12 @@ def test_the_gateway_configmap_is_the_template_itself():
 
 
 def test_every_overlay_and_component_combination_is_covered():
+    """Every subset of the components, except those with both Redis choices (one Redis)."""
     assert {o.name for o in OVERLAYS} >= {"dev", "prod"}
-    assert {c.name for c in COMPONENTS} >= {"network-policies"}
+    assert {c.name for c in COMPONENTS} >= {"network-policies", *REDIS_CHOICES}
     assert len(variants()) == len(OVERLAYS) * 2 ** len(COMPONENTS)
+    others = len(COMPONENTS) - len(REDIS_CHOICES)
+    assert len(supported_variants()) == len(OVERLAYS) * 2 ** others * (1 + len(REDIS_CHOICES))
 
 
 @pytest.mark.parametrize("version", [K8S_VERSION, kubernetes_validate.latest_version()])
@@ -171,8 +174,9 @@ def test_flask_pods_match_the_code(rendered, tmp_path):
         drain = float(env["SHUTDOWN_DRAIN_SECONDS"]["value"]) if "SHUTDOWN_DRAIN_SECONDS" in env else conf["shutdown_drain_seconds"]
         assert pod["terminationGracePeriodSeconds"] > conf["graceful_timeout"] + drain, name
 
-        unknown = set(env) - allowed_env(name)
+        unknown = set(env) - contract_allowed_env(name)
         assert not unknown, f"k8s sets variables {name} does not read: {unknown}"
+        assert contract_values_parse(name, {k: e["value"] for k, e in env.items() if "value" in e})
         missing = [s for s in required_settings(config_class(name)) if s not in setting_names(env)]
         assert not missing, f"k8s leaves required settings of {name} unset: {missing}"
         defaults = settings(name)

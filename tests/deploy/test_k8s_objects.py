@@ -98,13 +98,14 @@ def test_every_hpa_targets_a_deployment_without_replicas(rendered):
 
 
 def test_every_stateless_deployment_is_autoscaled(rendered):
-    """auth, files, chat, gateway have an autoscaler; Redis (one pod and its volume) does not."""
+    """auth, files, chat, gateway have an autoscaler; the StatefulSets (Redis, one pod and its
+    volume or three with Sentinels; the Sentinels) do not: they say how many pods they run."""
     objects = rendered["objects"]
     for w in workloads(objects):
         if w["kind"] == "Deployment":
             assert len(hpas_of(objects, w)) == 1, f"{name_of(w)} has no HorizontalPodAutoscaler"
         else:
-            assert not hpas_of(objects, w) and w["spec"]["replicas"] == 1, name_of(w)
+            assert not hpas_of(objects, w) and w["spec"]["replicas"] in (1, 3), name_of(w)
 
 
 def test_multi_pod_workloads_spread_over_zones_and_nodes(rendered):
@@ -135,11 +136,16 @@ def test_network_policies_cover_every_pod_and_name_real_ports(rendered):
     objects = rendered["objects"]
     policies = find(objects, "NetworkPolicy")
     if "network-policies" not in {c.name for c in rendered["components"]}:
-        assert not policies
-        return
-    assert any(is_default_deny(p) for p in policies), "no default-deny ingress policy"
+        # Only the Redis tier's own policies (the redis-sentinel component's), selecting only it.
+        for policy in policies:
+            selected = selected_workloads(objects, policy["spec"]["podSelector"], policy)
+            assert selected and {w["metadata"]["name"] for w in selected} <= {"redis", "redis-sentinel"}, name_of(policy)
+        if not policies:
+            return
+    else:
+        assert any(is_default_deny(p) for p in policies), "no default-deny ingress policy"
     allowing = [p for p in policies if not is_default_deny(p)]
-    for w in workloads(objects):
+    for w in workloads(objects) if any(is_default_deny(p) for p in policies) else []:
         assert any(w in selected_workloads(objects, p["spec"]["podSelector"], p) for p in allowing), \
             f"{name_of(w)}: no NetworkPolicy lets anything reach it"
     for policy in allowing:

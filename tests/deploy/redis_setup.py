@@ -1,0 +1,177 @@
+"""The Redis choices of the deploy files (the base's single Redis, the component redis-sentinel,
+the component external-redis; docker-compose.yml alone or with docker-compose.sentinel.yml) and
+the contract they share with the services' code: the ``redis+sentinel://`` URL and the settings
+the deploy files set for it.  Also: running redis/redis-ha.sh, the script that starts every Redis
+server and Sentinel of the Sentinel setups, outside any container."""
+import importlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from support.deploy import ROOT, allowed_env as code_allowed_env, variants
+
+REDIS_HA_SCRIPT = ROOT / "redis" / "redis-ha.sh"
+COMPOSE_SENTINEL_FILE = ROOT / "docker-compose.sentinel.yml"
+SENTINEL = "redis-sentinel"
+EXTERNAL = "external-redis"
+#: Components that replace the base's single Redis: at most one in a render, listed after the
+#: other components (they remove or complete what network-policies made, when it is there).
+REDIS_CHOICES = (SENTINEL, EXTERNAL)
+
+#: The services' connection URL with Sentinels:
+#: ``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]``.
+SENTINEL_URL = re.compile(r"redis\+sentinel://(?::(?P<password>[^@/]*)@)?(?P<hosts>[^/@]+)/(?P<service>[^/]+)(?:/(?P<db>\d+))?")
+
+#: Settings the deploy files set for the services' Redis contract, with their type's default:
+#: the services' code gets them in the same change (developed beside these files).  Allowed where
+#: the config class does not have them yet; where it does, its default must be of this type.
+CONTRACT_SETTINGS = {"chat": {"CHAT_ACK_REPLICAS": 0}}
+
+
+def parse_sentinel_url(url):
+    """``(password, [(host, port)], service_name, db)`` of a redis+sentinel:// URL: read by the
+    services' own parser (webchat_common.redis_store.parse_sentinel_url) where the code has it,
+    else by the form above, with every port given."""
+    code = getattr(importlib.import_module("webchat_common.redis_store"), "parse_sentinel_url", None)
+    if code:
+        parts = code(url)
+        return parts.password, [tuple(s) for s in parts.sentinels], parts.service, parts.db
+    m = SENTINEL_URL.fullmatch(url)
+    assert m, f"not a redis+sentinel:// URL: {url!r}"
+    hosts = []
+    for entry in m.group("hosts").split(","):
+        host, _, port = entry.rpartition(":")
+        assert host and port.isdigit(), f"{url!r}: {entry!r} is not HOST:PORT"
+        hosts.append((host, int(port)))
+    return m.group("password"), hosts, m.group("service"), int(m.group("db") or 0)
+
+
+def allowed_env(name):
+    """What the service reads (support.deploy.allowed_env), and the contract's settings."""
+    return code_allowed_env(name) | set(CONTRACT_SETTINGS.get(name, {}))
+
+
+def contract_values_parse(name, env):
+    """Each contract setting in ``env`` parses as its type (what the code will do with it)."""
+    for key, default in CONTRACT_SETTINGS.get(name, {}).items():
+        if key in env:
+            assert str(type(default)(env[key])) == env[key], f"{name}: {key}={env[key]!r} is not a {type(default).__name__}"
+    return True
+
+
+def choice(components):
+    """The Redis choice of a render's components: "single", "redis-sentinel" or "external-redis"."""
+    found = [c.name for c in components if c.name in REDIS_CHOICES]
+    assert len(found) <= 1, f"several Redis choices: {found}"
+    return found[0] if found else "single"
+
+
+def ordered(components):
+    """A deployer's order: the Redis choice after the others."""
+    return tuple(sorted(components, key=lambda c: (c.name in REDIS_CHOICES, c.name)))
+
+
+def supported_variants():
+    """Every overlay x every subset of the components with at most one Redis choice, the
+    components in the order a deployer lists them."""
+    return [(o, ordered(s)) for o, s in variants() if sum(c.name in REDIS_CHOICES for c in s) <= 1]
+
+
+# --- running redis/redis-ha.sh ---
+
+
+def free_port():
+    """A TCP port free on every address (the servers bind 127.0.0.x with the same port)."""
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def script_env(tmp_dir, name, password_file, **env):
+    """The environment redis-ha.sh gets: only PATH, HOSTNAME, its settings, no REDIS_PASSWORD
+    unless given; a config folder of its own."""
+    conf = Path(tmp_dir) / name
+    conf.mkdir(parents=True, exist_ok=True)
+    data = conf / "data"
+    data.mkdir(exist_ok=True)
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": name, "CONF_DIR": str(conf),
+            "DATA_DIR": str(data), "PASSWORD_FILE": str(password_file)}
+    return {**base, **{k: str(v) for k, v in env.items()}}
+
+
+def stub_path(tmp_dir):
+    """A PATH on which redis-server and redis-cli do nothing: the script then only writes its
+    config (the Sentinels it asks are not there), for reading what it writes."""
+    stubs = Path(tmp_dir) / "stubs"
+    stubs.mkdir(exist_ok=True)
+    scripts = {
+        # Writes down what it was started with, beside the config file.
+        "redis-server": '#!/bin/sh\nprintf "%s\\n" "$@" > "$CONF_DIR/exec-args"\n',
+        "redis-cli": "#!/bin/sh\nexit 1\n",
+        # Writes down which file the script reads the password from, and answers as the file would.
+        "cat": f'#!/bin/sh\nprintf "%s" "$1" > "$CONF_DIR/password-file"\nexec {shutil.which("cat")} "${{STUB_PASSWORD_FILE:-$1}}"\n',
+    }
+    for name, text in scripts.items():
+        path = stubs / name
+        path.write_text(text)
+        path.chmod(0o755)
+    return f"{stubs}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+
+def written_config(script_text, role, tmp_dir, name, password_file, default_password_file=None, **env):
+    """What redis-ha.sh (``script_text``) does for ``role`` as pod/container ``name`` with
+    nothing else running (no Sentinel answers): ``{"conf": the config file's lines, split,
+    "args": what it starts redis-server with, "password_file": the file it reads the password
+    from (None: it took REDIS_PASSWORD), "conf_path": where it writes the config}``.  ``password_file`` None: the script's own
+    default, answered by ``default_password_file`` (the stub cat reads it instead)."""
+    script = Path(tmp_dir) / f"redis-ha-{name}.sh"
+    script.write_text(script_text)
+    e = script_env(tmp_dir, name, password_file or default_password_file, **env)
+    e["PATH"] = stub_path(tmp_dir)
+    del e["DATA_DIR"]  # the script's own: only named on redis-server's command line
+    if password_file is None:
+        e["STUB_PASSWORD_FILE"] = e.pop("PASSWORD_FILE")
+    proc = subprocess.run(["sh", str(script), role], env=e, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    conf_dir = Path(e["CONF_DIR"])
+    args = (conf_dir / "exec-args").read_text().splitlines()
+    read = conf_dir / "password-file"
+    return {"conf": config_lines(Path(args[0]).read_text()), "args": args,
+            "password_file": read.read_text() if read.exists() else None, "conf_path": args[0]}
+
+
+def config_lines(text):
+    return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def redis_server_binary():
+    found = shutil.which("redis-server")
+    assert found, "redis-server is not installed (scripts/system-deps.sh installs it)"
+    return found
+
+
+def cli(host, port, password, *args, timeout=5):
+    """One command through redis-cli (the password in its environment); its output."""
+    proc = subprocess.run(["redis-cli", "--no-auth-warning", "-h", host, "-p", str(port), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **({"REDISCLI_AUTH": password} if password else {})})
+    return proc.stdout.strip()
+
+
+def info(host, port, password, section="replication"):
+    out = cli(host, port, password, "INFO", section)
+    return dict(line.split(":", 1) for line in out.replace("\r", "").splitlines() if ":" in line)
+
+
+def wait_for(what, check, timeout=30, interval=0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
