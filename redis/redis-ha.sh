@@ -28,7 +28,6 @@
 #   SENTINEL_HOSTS    the Sentinels' names (StatefulSet redis-sentinel, headless Service redis-sentinel)
 #   ANNOUNCE_HOST     this server's own name among them; default: the entry of its list whose
 #                     index is the pod's ordinal (the number at the end of HOSTNAME)
-#   MIN_REPLICAS_TO_WRITE  see below (1; compose, with one replica only, 0)
 #   MASTER_NAME, QUORUM, REDIS_PORT, SENTINEL_PORT, PASSWORD_FILE, CONF_DIR, DATA_DIR, BIND_ADDRESS
 set -eu
 
@@ -42,9 +41,9 @@ QUORUM=${QUORUM:-2}
 # A primary accepts writes only while this many replicas copy it with at most 10 s of lag.  A
 # primary cut off from its replicas (and so from the Sentinels, which promote one of them) stops
 # taking writes within 10 s, instead of taking writes that the failover then throws away.  The
-# price: with fewer replicas up, writes stop.  With three servers (Kubernetes) one replica may be
-# down and writes go on; with two (compose) the replica's restart would stop them, so 0 there.
-MIN_REPLICAS_TO_WRITE=${MIN_REPLICAS_TO_WRITE:-1}
+# price: with fewer replicas up, writes stop.  With three servers (Kubernetes, compose) one
+# replica may be down and writes go on.
+MIN_REPLICAS_TO_WRITE=1
 REDIS_PORT=${REDIS_PORT:-6379}
 SENTINEL_PORT=${SENTINEL_PORT:-26379}
 PASSWORD_FILE=${PASSWORD_FILE:-/run/secrets/webchat-redis/password}

@@ -163,7 +163,7 @@ def test_compose_sets_only_what_the_service_reads(name):
 # --- docker-compose.sentinel.yml: Redis with Sentinel on top of docker-compose.yml ---
 
 SENTINEL_SERVICES = ("redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3")
-REDIS_SERVERS = ("redis", "redis-replica")
+REDIS_SERVERS = ("redis", "redis-replica", "redis-replica-2")
 
 
 def compose_sentinel_config(env, tmp_dir):
@@ -228,7 +228,8 @@ def test_compose_sentinel_services_are_locked_down_and_run_the_script(sentinel_c
 def test_compose_sentinel_services_url_names_what_the_sentinels_monitor(sentinel_compose, tmp_path):
     """The services' URL lists every Sentinel on the port it listens on and the master name they
     monitor (from the configs the script writes with each container's environment); quorum ≤
-    Sentinels; every server and Sentinel knows the same names; chat waits for the replica."""
+    Sentinels; every server and Sentinel knows the same names; chat waits for a replica, and the
+    primary for one (min-replicas-to-write) as in Kubernetes."""
     services = sentinel_compose["services"]
     password = COMPOSE_TEST_ENV["REDIS_PASSWORD"]
     script = REDIS_HA_SCRIPT.read_text()
@@ -256,6 +257,8 @@ def test_compose_sentinel_services_url_names_what_the_sentinels_monitor(sentinel
         assert ["requirepass", password] in conf and ["masterauth", password] in conf, name
         assert ["port", redis_port] in conf
         assert [line for line in conf if line[0] == "replicaof"] == ([] if name == "redis" else [["replicaof", "redis", redis_port]])
+        (min_replicas,) = [line[1] for line in conf if line[0] == "min-replicas-to-write"]
+        assert 1 <= int(min_replicas) < len(REDIS_SERVERS), "one replica down must not stop the writes"
     for name in SERVICES:
         env = {k: str(v) for k, v in services[name]["environment"].items()}
         url_password, hosts, service_name, db = parse_sentinel_url(env["REDIS_URL"])
