@@ -1,9 +1,10 @@
 """Redis persistence is chosen once and is the same in the three ways to run the stack.
 
 The rule (docs/durability.md): Redis keeps an append-only file with ``appendfsync everysec``
-in the local stack (``make run``, the integration tests), in docker-compose.yml and in
-k8s/base/redis.yaml.  These checks read the compose and Kubernetes files as text and the local
-stack's :class:`RedisServer` command line, and fail when one of them differs from the others
+in the local stack (``make run``, the integration tests; every server of its Sentinel setup
+too), in docker-compose.yml, in k8s/base/redis.yaml, and in redis/redis-ha.sh (compose and
+Kubernetes with Sentinel).  These checks read the compose and Kubernetes files and the script
+as text and the local stack's :class:`RedisServer` command lines, and fail when one of them differs from the others
 or from what the document says; the last two run a real redis-server to show what the setting
 keeps through a kill -9 and a graceful restart.
 """
@@ -56,9 +57,18 @@ def k8s_redis_argv():
     return server_argv(command[2])
 
 
-def local_stack_argv(tmp_path):
-    stack = Stack(tmp_path)  # not started: only its Redis' command line is read
-    return stack.redis.args()
+def local_stack_argvs(tmp_path, topology="single"):
+    """The local stack's Redis command lines, one per server (three with Sentinel)."""
+    stack = Stack(tmp_path, redis_topology=topology)  # not started: only the command lines are read
+    servers = stack.redis.servers if topology == "sentinel" else [stack.redis]
+    return [s.args() for s in servers]
+
+
+def redis_ha_script_argv():
+    """The redis-server command line redis/redis-ha.sh (compose and Kubernetes with Sentinel) execs."""
+    line = next(ln for ln in (ROOT / "redis" / "redis-ha.sh").read_text().splitlines()
+                if ln.strip().startswith("exec redis-server") and "--sentinel" not in ln)
+    return server_argv(line)
 
 
 def documented_setting():
@@ -71,11 +81,15 @@ def documented_setting():
 def test_the_three_ways_to_run_persist_as_documented(tmp_path):
     expected = documented_setting()
     assert expected == {"appendonly": "yes", "appendfsync": testing.APPENDFSYNC}
+    (single,) = local_stack_argvs(tmp_path / "single")
     places = {
-        "local stack (RedisServer)": persistence(local_stack_argv(tmp_path)),
+        "local stack (RedisServer)": persistence(single),
         "docker-compose.yml": persistence(compose_redis_argv()),
         "k8s/base/redis.yaml": persistence(k8s_redis_argv()),
+        "redis/redis-ha.sh (compose and Kubernetes with Sentinel)": persistence(redis_ha_script_argv()),
     }
+    for i, argv in enumerate(local_stack_argvs(tmp_path / "ha", "sentinel")):
+        places[f"local stack with Sentinel (SentinelSet), server {i}"] = persistence(argv)
     for where, found in places.items():
         assert found == expected, f"{where}: {found}, docs/durability.md says {expected}"
 

@@ -8,10 +8,15 @@ g).  An ``ack`` waits for a replica (CHAT_ACK_REPLICAS=1): when none confirms, t
 told ``unavailable``, and the same ``cid`` sent again is acknowledged with the first id.
 """
 import os
+import re
 import signal
+from pathlib import Path
 
 from support.chat import Person, two_nodes
-from webchat_testing import wait_until
+from webchat_common.redis_store import parse_sentinel_url
+from webchat_testing import sentinel, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: The failover takes the Sentinels' DOWN_AFTER_MS (1 s here) plus an election; chat must be
 #: back well within this (a functional bound, not a speed goal).
@@ -78,4 +83,18 @@ def test_after_a_failover_people_are_logged_in_and_open_sockets_go_on(ha_stack):
     finally:
         ha_stack.redis.heal()
     for s in (sa, sb):
+        s.close()
+
+
+def test_the_local_setup_monitors_what_compose_and_kubernetes_do(ha_stack):
+    """The local stack's Sentinels watch the primary under the name, and with the quorum, of
+    redis/redis-ha.sh (compose and Kubernetes), so one REDIS_URL shape fits all three."""
+    script = (ROOT / "redis" / "redis-ha.sh").read_text()
+    default = lambda name: re.search(rf"^{name}=\$\{{{name}:-(\w+)\}}$", script, re.M).group(1)  # noqa: E731
+    assert (sentinel.SERVICE, str(sentinel.QUORUM)) == (default("MASTER_NAME"), default("QUORUM"))
+    assert parse_sentinel_url(ha_stack.redis.url).service == sentinel.SERVICE
+    s = ha_stack.redis.sentinel()
+    try:
+        assert s.sentinel_master(sentinel.SERVICE)["quorum"] == sentinel.QUORUM
+    finally:
         s.close()
