@@ -134,16 +134,28 @@ class SentinelSet:
         return primary
 
     def wait_failover(self, old, timeout=30.0):
-        """Wait until the Sentinels name another primary than ``old`` and it takes writes."""
+        """Wait until another primary than ``old`` takes writes and every Sentinel names it as
+        a healthy primary (what a client's discovery asks: redis-py skips a Sentinel whose view
+        of the primary is still down, and finds none until one has the new view)."""
         def promoted():
             new = self.primary()
             if new is None or new is old:
                 return None
             r = redis.Redis(port=new.port, socket_timeout=1)
             try:
-                return new if r.info("replication")["role"] == "master" else None
+                if r.info("replication")["role"] != "master":
+                    return None
             finally:
                 r.close()
+            for i in range(len(self.sentinel_ports)):
+                s = self.sentinel(i)
+                try:
+                    state = s.sentinel_master(SERVICE)
+                finally:
+                    s.close()
+                if int(state["port"]) != new.port or not state["is_master"] or state["is_sdown"] or state["is_odown"]:
+                    return None
+            return new
         return wait_until(promoted, timeout=timeout, interval=0.1, what="a failover")
 
     def heal(self, timeout=30.0):
