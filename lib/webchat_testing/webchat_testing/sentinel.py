@@ -153,7 +153,8 @@ class SentinelSet:
                     state = s.sentinel_master(SERVICE)
                 finally:
                     s.close()
-                if int(state["port"]) != new.port or not state["is_master"] or state["is_sdown"] or state["is_odown"]:
+                healthy = state["is_master"] and not state["is_sdown"] and not state["is_odown"]
+                if int(state["port"]) != new.port or not healthy:
                     return None
             return new
         return wait_until(promoted, timeout=timeout, interval=0.1, what="a failover")
