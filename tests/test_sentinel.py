@@ -12,7 +12,7 @@ import re
 import signal
 from pathlib import Path
 
-from support.chat import Person, two_nodes
+from support.chat import Person, Poller, two_nodes
 from webchat_common.redis_store import parse_sentinel_url
 from webchat_testing import sentinel, wait_until
 
@@ -60,16 +60,19 @@ def test_an_ack_waits_for_the_replica(ha_stack):
 
 
 def test_after_a_failover_people_are_logged_in_and_open_sockets_go_on(ha_stack):
-    """The primary is killed with two people connected (on the two chat processes): once a
-    replica is promoted, both are still logged in, their open sockets carry the next message
-    live (the chat processes' pub/sub followed the new primary), history holds what came
-    before and after, and the old primary rejoins as a replica.  (Under a steady stream of
+    """The primary is killed with two people connected (on the two chat processes, the
+    receiver also in a long-polling tab): once a replica is promoted, both are still logged
+    in, their open sockets carry the next message live (the chat processes' pub/sub followed
+    the new primary), the tab polls it, history holds what came before and after, and the old
+    primary rejoins as a replica.  (Under a steady stream of
     messages, with every acknowledged one counted: the fault suite's scenario g.)"""
     alice, bob = Person(ha_stack), Person(ha_stack)
     sa, sb = two_nodes(alice, bob)
     sa.send(receiver=bob.name, data="before", cid="b")
     before = sa.expect("ack", cid="b")["id"]
     assert sb.expect("message")["id"] == before
+    tab = Poller(bob)  # bob's other tab, on long-polling
+    tab.poll()
     ha_stack.redis.wait_failover(ha_stack.redis.kill_primary())
     try:
         def sent():
@@ -78,6 +81,8 @@ def test_after_a_failover_people_are_logged_in_and_open_sockets_go_on(ha_stack):
             return f["id"]
         after = wait_until(sent, timeout=RESUMES_WITHIN, interval=0.3, what="an ack after the failover")
         assert sb.expect("message", timeout=10, data="after")["id"] == after
+        wait_until(lambda: [f for f in tab.poll(ok=(200, 503)) if f.get("id") == after], timeout=20,
+                   what="the message on bob's long-poll tab")
         assert alice.browser.me()["user"] == alice.name and bob.browser.me()["user"] == bob.name
         assert history_ids(bob, alice) == [before, after]
     finally:
