@@ -25,7 +25,7 @@ from render import render  # noqa: E402  (gateway/render.py is a script, not a p
 NGINX_MIME_TYPES = "/etc/nginx/mime.types"
 
 #: REDIS_TOPOLOGY: how the stack runs Redis (docs/configuration.md).  ``single``: one server;
-#: ``sentinel``: a primary, a replica and three Sentinels (automatic failover).
+#: ``sentinel``: a primary, two replicas and three Sentinels (automatic failover).
 TOPOLOGIES = {
     "single": lambda d: RedisServer(data_dir=str(d), persistent=True),
     "sentinel": SentinelSet,
@@ -84,7 +84,7 @@ class Stack:
             PYTHONUNBUFFERED="1",
         )
         if self.redis_topology == "sentinel" and name == "chat":
-            env["CHAT_ACK_REPLICAS"] = "1"  # an ack: on the replica too (docs/durability.md)
+            env["CHAT_ACK_REPLICAS"] = "1"  # an ack: on a replica too (docs/durability.md)
         if name == "files":
             env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="1", MEDIA_URL_SECRET=self.media_url_secret)
         env.update(self.env)

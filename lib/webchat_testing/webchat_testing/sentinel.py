@@ -6,8 +6,8 @@ Every Redis server persists as everywhere else (:data:`webchat_testing.PERSISTEN
 Sentinels notice a dead primary after :data:`DOWN_AFTER_MS` and promote the replica that holds
 the most (the highest replication offset): with ``CHAT_ACK_REPLICAS=1`` that one holds every
 message the chat service acknowledged (docs/durability.md).  Two replicas, so that after a
-failover the new primary still has one and acknowledgements go on.  A Sentinel rewrites its config file as it learns the topology, so each
-gets a file of its own in the data directory.
+failover the new primary still has one and acknowledgements go on.  A Sentinel rewrites its
+config file as it learns the topology, so each gets a file of its own in the data directory.
 """
 import os
 import shutil
@@ -61,8 +61,12 @@ class SentinelSet:
 
     def primary(self):
         """The RedisServer the Sentinels name as primary now (None if it is not one of ours)."""
-        host, port = self.sentinel().sentinel_get_master_addr_by_name(SERVICE)
-        return next((s for s in self.servers if s.port == int(port)), None)
+        s = self.sentinel()
+        try:
+            host, port = s.sentinel_get_master_addr_by_name(SERVICE)
+        finally:
+            s.close()
+        return next((server for server in self.servers if server.port == int(port)), None)
 
     def client(self, **kw):
         """A client of the primary, through the Sentinels (``webchat_common``'s own)."""
@@ -101,7 +105,7 @@ class SentinelSet:
             proc = subprocess.Popen([binary, self._sentinel_conf(i, primary), "--sentinel"],
                                     stdin=subprocess.DEVNULL)
             self.sentinel_procs.append(proc)
-        wait_until(self.ready, timeout=timeout, what="the Sentinels to see the primary, its replica and each other")
+        wait_until(self.ready, timeout=timeout, what="the Sentinels to see the primary, its replicas and each other")
         return self
 
     @staticmethod
@@ -120,7 +124,8 @@ class SentinelSet:
         for i in range(len(self.sentinel_ports)):
             s = self.sentinel(i)
             try:
-                if (len(s.sentinel_slaves(SERVICE)) < len(self.servers) - 1 or len(s.sentinel_sentinels(SERVICE)) < others
+                if (len(s.sentinel_slaves(SERVICE)) < len(self.servers) - 1
+                        or len(s.sentinel_sentinels(SERVICE)) < others
                         or s.sentinel_get_master_addr_by_name(SERVICE) is None):
                     return False
             finally:
