@@ -173,6 +173,17 @@ def chat_page(chromium, chat_stack):
     or as another tab of an open page's ``context``.  Every console error and uncaught exception
     of every page opened is a failure of the test, except what the test allows
     (``chat_page.allow(regex)``)."""
+    yield from page_opener(chromium, chat_stack)
+
+
+@pytest.fixture
+def ha_page(chromium, ha_stack):
+    """``chat_page`` on the stack with Redis failover (``ha_stack``)."""
+    yield from page_opener(chromium, ha_stack)
+
+
+def page_opener(chromium, stack):
+    """What ``chat_page`` yields, on ``stack``; then the pages' console errors are checked."""
     from playwright.sync_api import expect
 
     contexts, errors, allowed = [], [], []
@@ -181,16 +192,16 @@ def chat_page(chromium, chat_stack):
         if context is None:
             context = chromium.new_context(viewport=viewport) if viewport else chromium.new_context()
             contexts.append(context)
-            context.add_cookies([{"name": COOKIE, "value": person.browser.sid, "url": chat_stack.url}])
+            context.add_cookies([{"name": COOKIE, "value": person.browser.sid, "url": stack.url}])
             if init_script:
                 context.add_init_script(init_script)
             if permissions:
-                context.grant_permissions(permissions, origin=chat_stack.url)
+                context.grant_permissions(permissions, origin=stack.url)
         page = context.new_page()
         page.on("console", lambda m: errors.append(f"{person.name}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(f"{person.name}: uncaught {exc}"))
         page.set_default_timeout(10_000)
-        page.goto(chat_stack.url + "/chat/")
+        page.goto(stack.url + "/chat/")
         expect(page.locator("#chat-status")).to_have_attribute("data-state", "online")
         return page
 

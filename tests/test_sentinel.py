@@ -103,3 +103,35 @@ def test_the_local_setup_monitors_what_compose_and_kubernetes_do(ha_stack):
         assert s.sentinel_master(sentinel.SERVICE)["quorum"] == sentinel.QUORUM
     finally:
         s.close()
+
+
+def test_the_page_sends_through_a_failover(ha_page, ha_stack):
+    """In the browser: a message sent while the primary has just died stays "sending" until
+    the page's own resend (``unavailable`` means "send again with the same cid") is
+    acknowledged by the new primary; the receiver's open page shows it once, and both pages
+    stay logged in and connected."""
+    from playwright.sync_api import expect
+
+    # A request of a page's that reaches a service while no primary answers gets 503 (what the
+    # services answer when Redis is away), which Chromium logs as a console error.
+    ha_page.allow(r"status of 503")
+    alice, bob = Person(ha_stack), Person(ha_stack)
+    pa, pb = ha_page(alice), ha_page(bob)
+    pa.click(f"#contacts li[data-user='{bob.name}']")
+    pb.click(f"#contacts li[data-user='{alice.name}']")
+    old = ha_stack.redis.kill_primary()
+    try:
+        pa.fill("#send-text", "sent while Redis fails over")
+        pa.click("#send-form button")
+        mine = pa.locator("#messages li.mine")
+        expect(mine).to_have_count(1)
+        expect(mine).to_have_class(re.compile(r"\bpending\b"))  # no primary to store it yet
+        expect(mine).not_to_have_class(re.compile(r"\bpending\b"), timeout=30_000)  # acknowledged, after a resend
+        got = pb.locator("#messages li", has_text="sent while Redis fails over")
+        expect(got).to_have_count(1, timeout=10_000)
+        for page in (pa, pb):
+            expect(page.locator("#chat-status")).to_have_attribute("data-state", "online", timeout=20_000)
+        assert ha_stack.redis.primary() is not old
+        assert history_ids(bob, alice) == [pa.locator("#messages li.mine").get_attribute("data-id")]
+    finally:
+        ha_stack.redis.heal()
