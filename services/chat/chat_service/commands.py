@@ -21,6 +21,7 @@ from webchat_common.names import is_media_name, is_room_name, is_user_name
 
 from . import metrics
 from .conversations import Refusal
+from .store import NotReplicated
 from .wire import control_payload, format_id, parse_id
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class Commands:
             else:
                 conn.error("bad_frame", "unknown type: use message, edit, delete, read, typing, join, leave, watch "
                            "or ping", cid)
+        except NotReplicated:
+            conn.error("unavailable", "no replica of the chat store confirmed the message in time: it is "
+                       "stored but not yet safe; send it again with the same cid", cid)
         except RedisError:
             # Not "nothing was stored": Redis may have run the send and gone before it
             # answered (a graceful Redis stop does that).  Sending again with the same cid is
