@@ -13,10 +13,25 @@
 # redis-0 begins as the primary).  So a pod that restarts after a failover follows the new
 # primary instead of coming back as a second one.
 #
+# A full restart (every server and Sentinel stopped at once: a namespace or compose restart, a
+# node pool replaced) after a failover must not bring the old primary back with older data:
+#   - a Sentinel keeps its config file in DATA_DIR (a volume of its own) and, when the file of
+#     an earlier run is there, starts from it: the current primary, the replicas and Sentinels
+#     it knows, its id and the epochs.  The script only brings its own lines up to date (the
+#     password, names, port, timeouts);
+#   - a Redis server waits up to START_WAIT seconds for a Sentinel to answer (the Sentinels may
+#     start after it) before guessing, then up to START_WAIT seconds for the primary they name
+#     to answer: a server that is not running is no candidate for a failover, so the Sentinels
+#     cannot promote it (it may be the stale old primary) while the real primary is still
+#     starting (a failover they try then finds no replica, and is tried again only after twice
+#     the failover timeout, 120 s).  Past these bounds the script goes on as before.
+#
 # The password is read from a file (Kubernetes: the Secret webchat-redis mounted as a file) or,
 # in compose, from REDIS_PASSWORD (which is then removed from the environment).  It reaches
-# redis-server through a config file written with printf (a shell builtin) on a private tmpfs or
-# emptyDir, and redis-cli through REDISCLI_AUTH: never on a command line.  One password for
+# redis-server through a config file written with printf (a shell builtin) under umask 077 (a
+# Redis server's on a tmpfs or emptyDir; a Sentinel's on its volume, since it holds its state:
+# the password is then also stored there, replaced from the current one at each start), and
+# redis-cli through REDISCLI_AUTH: never on a command line.  One password for
 # everything: clients authenticate to the Redis servers and to the Sentinels with it (the
 # services' redis+sentinel:// URL carries one password), replicas to their primary (masterauth),
 # Sentinels to the Redis servers (auth-pass) and to each other (a Sentinel's own password, requirepass,
@@ -28,6 +43,8 @@
 #   SENTINEL_HOSTS    the Sentinels' names (StatefulSet redis-sentinel, headless Service redis-sentinel)
 #   ANNOUNCE_HOST     this server's own name among them; default: the entry of its list whose
 #                     index is the pod's ordinal (the number at the end of HOSTNAME)
+#   START_WAIT        seconds a starting Redis server waits for a Sentinel to answer, and then
+#                     for the primary they name (default 30; each wait ends as soon as it is answered)
 #   MASTER_NAME, QUORUM, REDIS_PORT, SENTINEL_PORT, PASSWORD_FILE, CONF_DIR, DATA_DIR, BIND_ADDRESS
 set -eu
 
@@ -42,16 +59,22 @@ QUORUM=${QUORUM:-2}
 # primary cut off from its replicas (and so from the Sentinels, which promote one of them) stops
 # taking writes within 10 s, instead of taking writes that the failover then throws away.  The
 # price: with fewer replicas up, writes stop.  With three servers (Kubernetes, compose) one
-# replica may be down and writes go on.
+# replica may be down and writes go on.  It also guards a server that starts as the primary by
+# mistake (no Sentinel answered in time, it was the first of REDIS_HOSTS or the last to say
+# role:master): the other servers follow the Sentinels' primary, so it has no replica and
+# refuses writes (NOREPLICAS) until the Sentinels, which know it as a replica, demote it.
 MIN_REPLICAS_TO_WRITE=1
 REDIS_PORT=${REDIS_PORT:-6379}
 SENTINEL_PORT=${SENTINEL_PORT:-26379}
 PASSWORD_FILE=${PASSWORD_FILE:-/run/secrets/webchat-redis/password}
-# Where the generated config goes: a tmpfs or emptyDir (the root filesystem is read-only).  A
-# Sentinel rewrites its own file (what it learns: replicas, other Sentinels, failovers), so the
-# folder must be writable.
+# Where a Redis server's generated config goes: a tmpfs or emptyDir (the root filesystem is
+# read-only); it is written anew at each start.
 CONF_DIR=${CONF_DIR:-/tmp}
+# What must survive a restart, on a volume of the pod or container: a Redis server's data (the
+# append-only file), a Sentinel's config file (it rewrites it with what it learns: the current
+# primary, replicas, other Sentinels, epochs), so the folder must be writable.
 DATA_DIR=${DATA_DIR:-/data}
+START_WAIT=${START_WAIT:-30}
 # Every interface (Redis' own default); the tests bind each server to its own loopback address.
 BIND_ADDRESS=${BIND_ADDRESS:-* -::*}
 
@@ -84,15 +107,21 @@ ordinal() {
     printf '%s' "$n"
 }
 
-current_primary() {  # current_primary SELF: the primary's name, asking everyone but SELF
+sentinel_primary() {  # sentinel_primary SELF: the primary the first Sentinel that answers names (not SELF)
     for s in $SENTINEL_HOSTS; do
         [ "$s" = "$1" ] && continue
-        addr=$(cli "$s" "$SENTINEL_PORT" SENTINEL get-master-addr-by-name "$MASTER_NAME" | head -n 1) || addr=
-        if [ -n "$addr" ]; then
-            printf '%s' "$addr"
-            return
-        fi
+        answer=$(cli "$s" "$SENTINEL_PORT" SENTINEL get-master-addr-by-name "$MASTER_NAME") || answer=
+        # A host and a port; not an error (a Sentinel still loading, a wrong password) nor nil.
+        host=$(printf '%s\n' "$answer" | sed -n 1p)
+        port=$(printf '%s\n' "$answer" | sed -n 2p)
+        case $host in ''|*[!A-Za-z0-9.:_-]*) continue ;; esac
+        case $port in ''|*[!0-9]*) continue ;; esac
+        printf '%s' "$host"
+        return
     done
+}
+
+guessed_primary() {  # guessed_primary SELF: no Sentinel answers: the server that says role:master, else the first
     for r in $REDIS_HOSTS; do
         [ "$r" = "$1" ] && continue
         if cli "$r" "$REDIS_PORT" INFO replication | grep -q '^role:master'; then
@@ -103,11 +132,45 @@ current_primary() {  # current_primary SELF: the primary's name, asking everyone
     nth 0 $REDIS_HOSTS
 }
 
+current_primary() {  # current_primary SELF: the primary's name, asking everyone but SELF
+    addr=$(sentinel_primary "$1")
+    if [ -n "$addr" ]; then
+        printf '%s' "$addr"
+    else
+        guessed_primary "$1"
+    fi
+}
+
+answers() {  # answers HOST: a Redis server listens there (any reply: PONG, LOADING, ...)
+    [ -n "$(cli "$1" "$REDIS_PORT" PING)" ]
+}
+
 umask 077
 case $ROLE in
     redis)
         ME=${ANNOUNCE_HOST:-$(nth "$(ordinal)" $REDIS_HOSTS)}
-        PRIMARY=$(current_primary "$ME")
+        # The Sentinels may start after this server (a full restart: their StatefulSet starts
+        # in parallel): ask them for up to START_WAIT seconds before guessing, since a guess
+        # after a failover names the old primary, whose data is older.
+        deadline=$(($(date +%s) + START_WAIT))
+        PRIMARY=$(sentinel_primary "$ME")
+        while [ -z "$PRIMARY" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+            sleep 1
+            PRIMARY=$(sentinel_primary "$ME")
+        done
+        if [ -z "$PRIMARY" ]; then
+            echo "redis-ha.sh: no Sentinel answered in ${START_WAIT}s"
+            PRIMARY=$(guessed_primary "$ME")
+        fi
+        # The primary they name may still be starting (a StatefulSet starts its pods one after
+        # the other).  Until it answers, this server stays down: a running replica whose primary
+        # is down is what the Sentinels promote, and this one may be the stale old primary.
+        deadline=$(($(date +%s) + START_WAIT))
+        while [ "$PRIMARY" != "$ME" ] && ! answers "$PRIMARY" && [ "$(date +%s)" -lt "$deadline" ]; do
+            sleep 1
+            named=$(sentinel_primary "$ME")
+            PRIMARY=${named:-$PRIMARY}
+        done
         CONF=$CONF_DIR/redis.conf
         {
             printf 'bind %s\n' "$BIND_ADDRESS"
@@ -130,12 +193,12 @@ case $ROLE in
         ;;
     sentinel)
         ME=${ANNOUNCE_HOST:-$(nth "$(ordinal)" $SENTINEL_HOSTS)}
-        PRIMARY=$(current_primary "$ME")
-        CONF=$CONF_DIR/sentinel.conf
-        {
+        # On the volume: what this Sentinel learned survives a restart of every pod at once.
+        CONF=$DATA_DIR/sentinel.conf
+        owned() {  # the lines this script writes (password, names, port, timeouts)
             printf 'bind %s\n' "$BIND_ADDRESS"
             printf 'port %s\n' "$SENTINEL_PORT"
-            printf 'dir %s\n' "$CONF_DIR"
+            printf 'dir %s\n' "$DATA_DIR"
             printf 'requirepass %s\n' "$PASSWORD"
             # Names, not addresses: pods get new addresses when they restart.  resolve-hostnames
             # must come before the monitor line that names the primary.
@@ -143,15 +206,45 @@ case $ROLE in
             printf 'sentinel announce-hostnames yes\n'
             printf 'sentinel announce-ip %s\n' "$ME"
             printf 'sentinel announce-port %s\n' "$SENTINEL_PORT"
-            printf 'sentinel monitor %s %s %s %s\n' "$MASTER_NAME" "$PRIMARY" "$REDIS_PORT" "$QUORUM"
+        }
+        owned_master() {  # ... and those about the primary, after its monitor line
             printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$PASSWORD"
             # Down after 5 s without an answer; a failover that has not finished in 60 s may be
             # tried again; replicas re-sync to a new primary one at a time.
             printf 'sentinel down-after-milliseconds %s 5000\n' "$MASTER_NAME"
             printf 'sentinel failover-timeout %s 60000\n' "$MASTER_NAME"
             printf 'sentinel parallel-syncs %s 1\n' "$MASTER_NAME"
-        } > "$CONF"
-        echo "redis-ha.sh: sentinel $ME monitors $PRIMARY"
+        }
+        if [ -f "$CONF" ] && grep -q "^sentinel monitor $MASTER_NAME " "$CONF"; then
+            # The file of an earlier run: the Sentinel's own record (rewritten by it at every
+            # change) of the current primary ("sentinel monitor"), its replicas and the other
+            # Sentinels ("known-replica", "known-sentinel"), its id ("myid") and the epochs
+            # ("current-epoch", "config-epoch", "leader-epoch"), which the Sentinels compare to
+            # agree on the newest primary.  Kept as it is, in its order; only the script's lines
+            # are replaced (a new password, a changed setting) and the quorum set.  The
+            # password lines go, "user default" too (the password's hash: it would override
+            # requirepass).  No password on a command line: grep and awk see the file, and the
+            # new lines come from printf, a builtin.
+            PRIMARY=$(awk -v m="$MASTER_NAME" '$1 == "sentinel" && $2 == "monitor" && $3 == m { print $4; exit }' "$CONF")
+            {
+                owned
+                grep -v -E '^[[:space:]]*(#|$|(bind|port|dir|requirepass|masterauth|masteruser|user)[[:space:]]|sentinel[[:space:]]+(resolve-hostnames|announce-hostnames|announce-ip|announce-port|auth-pass|auth-user|sentinel-user|sentinel-pass|down-after-milliseconds|failover-timeout|parallel-syncs)[[:space:]])' "$CONF" |
+                    awk -v m="$MASTER_NAME" -v q="$QUORUM" '$1 == "sentinel" && $2 == "monitor" && $3 == m { $6 = q } { print }'
+                owned_master
+            } > "$CONF.new"
+            mv "$CONF.new" "$CONF"
+            echo "redis-ha.sh: sentinel $ME monitors $PRIMARY (its config of an earlier run)"
+        else
+            # A first start (or a master name changed): the current primary from the others.
+            PRIMARY=$(current_primary "$ME")
+            {
+                owned
+                printf 'sentinel monitor %s %s %s %s\n' "$MASTER_NAME" "$PRIMARY" "$REDIS_PORT" "$QUORUM"
+                owned_master
+            } > "$CONF.new"
+            mv "$CONF.new" "$CONF"
+            echo "redis-ha.sh: sentinel $ME monitors $PRIMARY"
+        fi
         exec redis-server "$CONF" --sentinel
         ;;
     pre-stop)

@@ -124,15 +124,18 @@ def stub_path(tmp_dir):
 
 def written_config(script_text, role, tmp_dir, name, password_file, default_password_file=None, **env):
     """What redis-ha.sh (``script_text``) does for ``role`` as pod/container ``name`` with
-    nothing else running (no Sentinel answers): ``{"conf": the config file's lines, split,
+    nothing else running (no Sentinel answers, and the script does not wait for one: START_WAIT
+    0) on a first start (a Sentinel writes its config in DATA_DIR, a folder of the test):
+    ``{"conf": the config file's lines, split,
     "args": what it starts redis-server with, "password_file": the file it reads the password
     from (None: it took REDIS_PASSWORD), "conf_path": where it writes the config}``.  ``password_file`` None: the script's own
     default, answered by ``default_password_file`` (the stub cat reads it instead)."""
     script = Path(tmp_dir) / f"redis-ha-{name}.sh"
     script.write_text(script_text)
-    e = script_env(tmp_dir, name, password_file or default_password_file, **env)
+    e = script_env(tmp_dir, name, password_file or default_password_file, START_WAIT=0, **env)
     e["PATH"] = stub_path(tmp_dir)
-    del e["DATA_DIR"]  # the script's own: only named on redis-server's command line
+    if role == "redis":
+        del e["DATA_DIR"]  # the script's own: only named on redis-server's command line
     if password_file is None:
         e["STUB_PASSWORD_FILE"] = e.pop("PASSWORD_FILE")
     proc = subprocess.run(["sh", str(script), role], env=e, capture_output=True, text=True, timeout=60)
@@ -146,6 +149,13 @@ def written_config(script_text, role, tmp_dir, name, password_file, default_pass
 
 def config_lines(text):
     return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def script_default(setting):
+    """The default redis-ha.sh gives a setting (``NAME=${NAME:-default}``)."""
+    m = re.search(rf"^{setting}=\$\{{{setting}:-([^}}]*)\}}$", REDIS_HA_SCRIPT.read_text(), re.M)
+    assert m, f"redis-ha.sh has no default for {setting}"
+    return m.group(1)
 
 
 def redis_server_binary():

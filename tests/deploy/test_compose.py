@@ -47,6 +47,7 @@ from redis_setup import (
     allowed_env as contract_allowed_env,
     contract_values_parse,
     parse_sentinel_url,
+    script_default,
     written_config,
 )
 from support.deploy import docker_compose_binary
@@ -216,10 +217,14 @@ def test_compose_sentinel_services_are_locked_down_and_run_the_script(sentinel_c
         _, script, role = spec["command"]
         assert spec["command"][0] == "sh" and role == ("sentinel" if name in SENTINEL_SERVICES else "redis"), name
         assert Path(mounts[script]["source"]) == REDIS_HA_SCRIPT and mounts[script].get("read_only"), name
-        if name in REDIS_SERVERS:
-            assert mounts["/data"]["type"] == "volume", f"{name}: its data on a volume of its own"
-    data = [v["source"] for n in REDIS_SERVERS for v in services[n]["volumes"] if v["target"] == "/data"]
-    assert len(set(data)) == len(REDIS_SERVERS), f"one data volume each: {data}"
+        # A Redis server's data, a Sentinel's config file (its state: the current primary, the
+        # epochs) in DATA_DIR: on a named volume, which outlives the container.
+        assert mounts[script_default("DATA_DIR")]["type"] == "volume", f"{name}: its data on a volume of its own"
+        # They start together: a Redis server waits for the Sentinels and for the primary they
+        # name, which may be any of them (a dependency could make them wait for each other).
+        assert not set(spec.get("depends_on") or {}) & set(REDIS_SERVERS + SENTINEL_SERVICES), f"{name} waits for another"
+    data = [v["source"] for n in REDIS_SERVERS + SENTINEL_SERVICES for v in services[n]["volumes"] if v["target"] == "/data"]
+    assert len(set(data)) == len(REDIS_SERVERS + SENTINEL_SERVICES), f"one data volume each: {data}"
     for name in SERVICES:
         for dep in ("redis",) + SENTINEL_SERVICES:
             assert services[name]["depends_on"][dep]["condition"] == "service_healthy", (name, dep)

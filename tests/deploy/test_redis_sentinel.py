@@ -19,6 +19,7 @@ from redis_setup import (
     SENTINEL,
     choice,
     parse_sentinel_url,
+    script_default,
     written_config,
 )
 from support.deploy import (
@@ -105,6 +106,12 @@ def test_the_pods_run_the_script_of_the_repository(rendered):
     for name, role in (("redis", "redis"), (SENTINEL, "sentinel")):
         script, run_role = script_of(objects, name)
         assert script == REDIS_HA_SCRIPT.read_text() and run_role == role
+    # A Redis pod may wait START_WAIT for the Sentinels, then as long for its primary, before
+    # redis-server listens: a startup probe covers it (else liveness restarts the waiting pod).
+    startup = container(objects, "redis")["startupProbe"]
+    assert startup["tcpSocket"]["port"] == "redis"
+    budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    assert budget > 2 * int(script_default("START_WAIT")) + 10, f"startup probe budget {budget} s"
     hook = container(objects, "redis")["lifecycle"]["preStop"]["exec"]["command"]
     assert hook == container(objects, "redis")["command"][:2] + ["pre-stop"]
     grace = workload(objects, "redis")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -160,7 +167,9 @@ def test_the_sentinels_monitor_what_the_services_url_names(rendered, tmp_path):
     for i in range(count):
         tmp = tmp_path / str(i)
         tmp.mkdir()
-        conf = run_pod(objects, SENTINEL, i, tmp)["conf"]
+        out = run_pod(objects, SENTINEL, i, tmp)
+        conf = out["conf"]
+        assert out["conf_path"] == str(tmp / f"{SENTINEL}-{i}" / "data" / "sentinel.conf"), "the config file in DATA_DIR"
         assert directive(conf, "port") == [[str(sentinel_port)]]
         # The services' one password opens the Sentinels too; a Sentinel gives its requirepass to
         # the other Sentinels (so they must all have the same).
@@ -187,6 +196,27 @@ def test_the_sentinels_monitor_what_the_services_url_names(rendered, tmp_path):
     assert hosts == [(f"{SENTINEL}-{i}.{svc['metadata']['name']}", sentinel_port) for i in range(count)]
     assert service_name == name
     assert db == 0
+
+
+def test_each_sentinel_keeps_its_config_file_on_a_volume_of_its_own(rendered):
+    """redis-ha.sh writes a Sentinel's config file (what it learns: the current primary, the
+    epochs) in DATA_DIR: in the pod, a volume of the StatefulSet's claims (one per pod, kept
+    across restarts), not an emptyDir; small, ReadWriteOnce, writable."""
+    objects = sentinel_objects(rendered)
+    if objects is None:
+        return
+    sts = workload(objects, SENTINEL)
+    data_dir = script_default("DATA_DIR")
+    mounts = {m["mountPath"]: m for m in container(objects, SENTINEL)["volumeMounts"]}
+    assert data_dir in mounts and not mounts[data_dir].get("readOnly"), f"{SENTINEL}: nothing mounted at {data_dir}"
+    templates = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
+    name = mounts[data_dir]["name"]
+    assert name in templates, f"{SENTINEL}: {data_dir} is no volume of the StatefulSet's claims"
+    assert name not in {v["name"] for v in sts["spec"]["template"]["spec"].get("volumes", [])}, "a pod volume would hide the claim"
+    spec = templates[name]["spec"]
+    assert spec["accessModes"] == ["ReadWriteOnce"]
+    size = spec["resources"]["requests"]["storage"]
+    assert size.endswith("Mi") and int(size[:-2]) <= 64, f"a config file needs no {size}"
 
 
 def test_chat_waits_for_a_replica_with_sentinels_only(rendered):
