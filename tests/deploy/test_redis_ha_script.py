@@ -246,16 +246,21 @@ def settled(c, primary):
     return True
 
 
-def start_and_fail_over(c):
-    """Three servers, three Sentinels, a write; the primary redis-0 crashes (kill -9: no
-    handover) and the Sentinels promote a replica; a write on the new primary, copied to the
-    other replica.  Returns the new primary."""
-    rp = c.redis_port
+def start_settled(c):
+    """Three servers (redis-0 the primary) and three Sentinels, started and knowing each other."""
     for i in range(3):
         c.start("redis", i)
     for i in range(3):
         c.start("sentinel", i)
     wait_for("the replicas in sync, the Sentinels knowing everyone", lambda: settled(c, REDIS[0]), timeout=30)
+
+
+def start_and_fail_over(c):
+    """Three servers, three Sentinels, a write; the primary redis-0 crashes (kill -9: no
+    handover) and the Sentinels promote a replica; a write on the new primary, copied to the
+    other replica.  Returns the new primary."""
+    rp = c.redis_port
+    start_settled(c)
     assert cli(REDIS[0], rp, c.password, "SET", "before", "1") == "OK"
     c.stop("redis-0", signal.SIGKILL)
     new = wait_for("a failover", lambda: all(c.sentinel_primary(i)[0] != REDIS[0] for i in range(3)) and c.sentinel_primary(0)[0], timeout=40)
@@ -334,11 +339,7 @@ def test_a_sentinel_restarted_alone_keeps_its_state_and_follows_a_failover_it_mi
     failover made while it was down reaches it from the others (a higher config epoch)."""
     c = cluster
     rp = c.redis_port
-    for i in range(3):
-        c.start("redis", i)
-    for i in range(3):
-        c.start("sentinel", i)
-    wait_for("the Sentinels to know everyone", lambda: settled(c, REDIS[0]), timeout=30)
+    start_settled(c)
     myid = cli(SENTINELS[2], c.sentinel_port, c.password, "SENTINEL", "myid")
     assert len(myid) == 40
 
@@ -369,11 +370,7 @@ def test_a_rotated_password_reaches_sentinels_that_restart_from_their_files(clus
     new one, for its clients, the servers and the other Sentinels; the old one is gone."""
     c = cluster
     rp, sp = c.redis_port, c.sentinel_port
-    for i in range(3):
-        c.start("redis", i)
-    for i in range(3):
-        c.start("sentinel", i)
-    wait_for("the Sentinels to know everyone", lambda: settled(c, REDIS[0]), timeout=30)
+    start_settled(c)
     old = c.password
     assert old in c.sentinel_conf(0).read_text()
     stop_everything(c)
