@@ -699,16 +699,25 @@ def ratios(results):
     return "\n".join(out)
 
 
+def add_load_args(ap, window, warmup, clients):
+    """The closed loop's options, shared with bench/longpoll_bench.py (each its own defaults)."""
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (default 10)")
+    ap.add_argument("--warmup", type=float, default=warmup, help=f"seconds of load before measuring (default {warmup:g})")
+    ap.add_argument("--window", type=int, default=window,
+                    help=f"messages each client keeps in flight to its partner (default {window})")
+    ap.add_argument("--size", type=int, default=64, help="bytes of message data (default 64)")
+    ap.add_argument("--clients", type=int, default=clients, help=f"load-generator processes (default {clients})")
+    ap.add_argument("--chat-env", action="append", default=["CHAT_RATE_LIMIT=100000", "CHAT_RATE_BURST=100000"],
+                    metavar="KEY=VALUE", help="environment for webchat's services (default: the per-socket rate limit "
+                    "raised out of the way, since the baselines have none)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sockets", default="100,1000", help="comma-separated N for the load runs (default 100,1000); 0 skips them")
     ap.add_argument("--variants", default="webchat,fsio,fsio-history,inmem", help=f"from {','.join(chat_servers.VARIANTS)}")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every load run this many times; ratios use medians")
-    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (default 10)")
-    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
-    ap.add_argument("--window", type=int, default=1, help="messages each socket keeps in flight (default 1)")
-    ap.add_argument("--size", type=int, default=64, help="bytes of message data (default 64)")
-    ap.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
+    add_load_args(ap, window=1, warmup=3.0, clients=2)
     ap.add_argument("--connect-concurrency", type=int, default=200, help="handshakes in flight per client process")
     ap.add_argument("--worker-connections", type=int, default=0,
                     help="run webchat's chat processes with this gunicorn --worker-connections (default: as configured)")
@@ -725,9 +734,6 @@ def main(argv=None):
                     help="max mode: stop opening sockets after this many seconds and measure what is open (default 150)")
     ap.add_argument("--max-connect-concurrency", type=int, default=32, help="max mode: handshakes in flight per client process")
     ap.add_argument("--max-active", type=int, default=100, help="pairs that send during the max-sockets run (default 100)")
-    ap.add_argument("--chat-env", action="append", default=["CHAT_RATE_LIMIT=100000", "CHAT_RATE_BURST=100000"],
-                    metavar="KEY=VALUE", help="environment for webchat's services (default: per-socket rate limit "
-                    "raised out of the way, since the baselines have none)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy record every chat worker during each measured window (raw stacks)")
     ap.add_argument("--profile-svg", action="store_true", help="with --profile: flame graphs too")
     ap.add_argument("--keep-state", action="store_true", help="keep each run's state directory (logs) under $TMPDIR")

@@ -662,14 +662,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"from {','.join(VARIANTS)} (default: all, in this order)")
     ap.add_argument("--pairs", type=int, default=50, help="pairs of users (default 50 = 100 clients)")
-    ap.add_argument("--window", type=int, default=4, help="messages each client keeps in flight to its partner (default 4)")
-    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per variant (default 10)")
-    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)")
-    ap.add_argument("--size", type=int, default=64, help="bytes of message data (default 64)")
-    ap.add_argument("--clients", type=int, default=4, help="load-generator processes (default 4)")
-    ap.add_argument("--chat-env", action="append", default=["CHAT_RATE_LIMIT=100000", "CHAT_RATE_BURST=100000"],
-                    metavar="KEY=VALUE", help="environment for webchat's services (default: the per-socket rate limit "
-                    "raised out of the way, as make bench-chat does)")
+    chat_load.add_load_args(ap, window=4, warmup=2.0, clients=4)
     ap.add_argument("--keep-state", action="store_true", help="keep each variant's state directory (logs) under $TMPDIR")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--parked", type=int, default=0, metavar="N",
