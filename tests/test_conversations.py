@@ -3,11 +3,7 @@ processes: history pages, every socket of the sender in sync, read markers, typi
 delete, the conversation list, and the bad input of each."""
 import pytest
 
-from support.chat import person, two_nodes
-
-
-def history(who, **params):
-    return who.browser.get("/chat/api/history", params=params, headers={"Accept": "application/json"})
+from support.chat import history, person, two_nodes
 
 
 def conversations(who):

@@ -551,10 +551,10 @@ def test_fault_redis_failover(ha_stack, report):
         ha_stack.redis.heal()
 
 
-def run_scenario(fault_stack, letter, title, fault, report):
+def run_scenario(stack, letter, title, fault, report):
     tag = letter + uuid.uuid4().hex[:4]
-    persons = [Person(fault_stack, f"f{tag}u{i}") for i in range(USERS)]
-    probe = Person(fault_stack, f"f{tag}probe")
+    persons = [Person(stack, f"f{tag}u{i}") for i in range(USERS)]
+    probe = Person(stack, f"f{tag}probe")
     room = f"faults-{tag}"
     for p in persons:
         s = p.connect()
@@ -572,7 +572,7 @@ def run_scenario(fault_stack, letter, title, fault, report):
             c.next_send = start + i * SEND_INTERVAL / USERS
             c.sending = True
         time.sleep(WARMUP)
-        fault_times = fault(fault_stack, clients, probe)
+        fault_times = fault(stack, clients, probe)
         # Messages flow again for everyone (judged below; here only waited for, bounded).
         try:
             wait_until(lambda: all(c.flowing_since(fault_times[-1]) for c in clients),
@@ -592,7 +592,7 @@ def run_scenario(fault_stack, letter, title, fault, report):
     finally:
         for c in clients:
             c.stop()
-    fig = figures(clients, stored_messages(fault_stack, names, room), fault_times)
+    fig = figures(clients, stored_messages(stack, names, room), fault_times)
     report(line(letter, title, fig))
 
     assert fig["disrupted"] or letter == "f", "the fault disturbed no client: it tested nothing"

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.chat import Poller, person, wait_online
+from support.chat import Poller, history, person, wait_online
 from webchat_testing import wait_until
 
 
@@ -45,7 +45,7 @@ def test_a_poll_sends_and_receives_like_a_socket(chat_stack):
     # A message sent from a tab is stored like any other (it also names the tab): in history,
     # counted unread, editable.
     again = pa.send(type="message", receiver=bob.name, data="once more", cid="m2")[0]
-    hist = alice.browser.get("/chat/api/history", params={"with": bob.name}, headers={"Accept": "application/json"})
+    hist = history(alice, **{"with": bob.name})
     assert [m["id"] for m in hist.json()["messages"]] == [ack["id"], back["id"], again["id"]]
     listing = bob.browser.get("/chat/api/conversations", headers={"Accept": "application/json"}).json()
     assert [c["unread"] for c in listing["conversations"] if c.get("with") == alice.name] == [1]
@@ -342,7 +342,7 @@ def test_changing_someone_else_s_message_over_http_is_403(chat_stack):
     for kind in ("edit", "delete"):
         res = pb.post({"type": kind, "with": alice.name, "target": ack["id"], "data": "not yours", "cid": kind})
         assert res.status_code == 403 and res.json()["code"] == "not_author"
-    hist = alice.browser.get("/chat/api/history", params={"with": bob.name}, headers={"Accept": "application/json"})
+    hist = history(alice, **{"with": bob.name})
     assert [m["data"] for m in hist.json()["messages"]] == ["mine"]
 
 

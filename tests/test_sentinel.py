@@ -12,7 +12,7 @@ import re
 import signal
 from pathlib import Path
 
-from support.chat import Person, Poller, two_nodes
+from support.chat import Person, Poller, history, two_nodes
 from webchat_common.redis_store import parse_sentinel_url
 from webchat_testing import sentinel, wait_until
 
@@ -24,8 +24,7 @@ RESUMES_WITHIN = 30
 
 
 def history_ids(reader, other):
-    res = reader.browser.get("/chat/api/history", params={"with": other.name, "limit": 100},
-                             headers={"Accept": "application/json"})
+    res = history(reader, limit=100, **{"with": other.name})
     assert res.status_code == 200, res.text
     return [m["id"] for m in res.json()["messages"]]
 

@@ -161,6 +161,11 @@ def person(chat_stack):
     return Person(chat_stack)
 
 
+def history(who, **params):
+    """``GET /chat/api/history`` as ``who`` (``with=``/``room=``, ``before=``, ``limit=``)."""
+    return who.browser.get("/chat/api/history", params=params, headers={"Accept": "application/json"})
+
+
 def two_nodes(a, b):
     """a and b connected, on different chat processes."""
     sa = a.connect()
