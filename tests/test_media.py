@@ -7,7 +7,6 @@ import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 import redis
 import requests
 
