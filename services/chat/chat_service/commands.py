@@ -34,6 +34,7 @@ class Commands:
         cfg = node.cfg
         self.store = node.store
         self.conversations = node.conversations
+        self.accounts = node.conversations.accounts
         self.redis = node.redis
         self.default_room = node.default_room
         self.max_rooms = cfg["CHAT_MAX_ROOMS"]
@@ -91,20 +92,21 @@ class Commands:
         fields = {"sender": conn.user, "data": data}
         if cid is not None:
             fields["cid"] = cid
-        if receiver is not None and not is_user_name(receiver):
-            conn.error("unknown_receiver", "no such user", cid)
-            return
+        if receiver is not None:
+            if not is_user_name(receiver):
+                conn.error("unknown_receiver", "no such user", cid)
+                return
+            named, receiver = receiver, self.accounts.name(receiver)
+            if receiver is None:
+                conn.error("unknown_receiver", f"no such user: {named}", cid)
+                return
         media = msg.get("media")
         if media is not None:
             if not self.share_media(conn, media, receiver, room, cid):
                 return
             fields["media"] = media
         if receiver is not None:
-            sent = self.store.send_private(conn.user, receiver, fields, cid, conn.token)
-            if sent is None:
-                conn.error("unknown_receiver", f"no such user: {receiver}", cid)
-                return
-            mid, ts, name, online, duplicate = sent
+            mid, ts, name, online, duplicate = self.store.send_private(conn.user, receiver, fields, cid, conn.token)
             conn.reply(_ack(mid, ts, cid, duplicate, receiver=name, delivered=online))
             if not online and not duplicate:
                 # The tutorial's notice; the message is stored and delivered when they connect.
@@ -135,9 +137,6 @@ class Commands:
         added = media.share(self.redis, name, conn.user, people)
         if added is None:
             conn.error("bad_media", "no such file of yours", cid)
-            return False
-        if receiver is not None and not added:
-            conn.error("unknown_receiver", f"no such user: {receiver}", cid)
             return False
         return True
 

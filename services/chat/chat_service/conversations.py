@@ -14,6 +14,7 @@ from webchat_common import keys
 from webchat_common.names import is_room_name, is_user_name
 
 from . import scripts
+from .accounts import Accounts
 from .wire import format_id, http_status, parse_id
 
 
@@ -70,6 +71,7 @@ class Conversations:
         self.listed = cfg["CHAT_CONVERSATIONS_MAX"]
         self.members_max = cfg["CHAT_MEMBERS_MAX"]
         self.ttl_ms = int(cfg["CHAT_HISTORY_AGE"] * 1000)
+        self.accounts = Accounts(redis)
         self.s_history = redis.register_script(scripts.HISTORY)
         self.s_summary = redis.register_script(scripts.SUMMARY)
         self.s_read = redis.register_script(scripts.READ)
@@ -85,7 +87,7 @@ class Conversations:
             if not member:
                 raise _not_member()
             return place
-        name = self.redis.hget(keys.user(peer), "name")
+        name = self.accounts.name(peer)
         if name is None:
             raise _no_user()
         return Place(user, peer=name)
@@ -111,17 +113,18 @@ class Conversations:
         first, as JSON texts; or raises :class:`Refusal`."""
         place = self._named(user, peer, room)
         if room is None:
-            admit, kind, theirs, their_field = keys.user(peer), "user", keys.chat_read(peer), read_field(user)
+            name = self.accounts.name(peer)
+            if name is None:
+                raise _no_user()
+            theirs, their_field, admit = keys.chat_read(peer), read_field(user), []
         else:
-            admit, kind, theirs, their_field = (keys.chat_members(room), "everyone" if room == self.default_room
-                                                else "room", keys.chat_read(user), place.field)
-        res = self.s_history(keys=[place.stream, keys.chat_edits(place.stream), admit, keys.chat_read(user), theirs],
-                             args=[format_id(before) if before else "+", limit, user, place.field, their_field, kind])
-        if res[0] == 0:
-            raise _no_user()
+            theirs, their_field = keys.chat_read(user), place.field
+            admit = [] if room == self.default_room else [keys.chat_members(room)]
+        res = self.s_history(keys=[place.stream, keys.chat_edits(place.stream), keys.chat_read(user), theirs, *admit],
+                             args=[format_id(before) if before else "+", limit, user, place.field, their_field])
         if res[0] == -1:
             raise _not_member()
-        _, name, mine, other, *frames = res
+        _, mine, other, *frames = res
         if room is None:
             read = {user: mine} if name.lower() == user.lower() else {user: mine, name: other}
             fields = {"with": name, "read": read}

@@ -89,7 +89,7 @@ class Node:
         self.presence = Presence(self.redis, self.id, cfg)
         self.broker = Broker(cfg, self._wanted_channels, self._still_wanted, self._dispatch,
                              self._pubsub_lost, self._pubsub_back)
-        self.watch = Watch(self.redis, self.broker, cfg["CHAT_PRESENCE_BATCH"])
+        self.watch = Watch(self.redis, self.conversations.accounts, self.broker, cfg["CHAT_PRESENCE_BATCH"])
         self.commands = Commands(self)
         self.polls = Polls(self)
         self._beat = gevent.spawn(self._heartbeat)

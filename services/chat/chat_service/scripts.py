@@ -15,10 +15,10 @@ Conversation streams
     entries of their own (field ``e``), so a replay delivers every change in id order, and a
     history page shows each message as it is now (``chat:edits``).
 
-Scripts compute a few key and channel names from their arguments (``chat:conn:<user>`` in the
-sweep, ``user:<name>`` in the presence read, ``chat:p:<user>`` where presence is published,
-``chat:dm:<a>:<b>`` in the replay):
-fine on one Redis (or a primary with replicas), not on Redis Cluster.
+Accounts (``user:<name>``) are looked up by the caller (:mod:`.accounts`), never here.  Scripts
+compute a few key and channel names from their arguments (``chat:conn:<user>`` in the sweep,
+``chat:p:<user>`` where presence is published, ``chat:dm:<a>:<b>`` in the replay): fine on one
+Redis (or a primary with replicas), not on Redis Cluster (docs/cluster.md).
 """
 
 # Shared prelude: a new id in ``id``, ``ms`` (string) from chat:clock (KEYS[1]).
@@ -80,41 +80,40 @@ local function remember(key, member, at, age)
 end
 """
 
-#: Private message.  KEYS: clock, user:<lower receiver> (auth's hash), chat:dm:<pair>,
-#: chat:online, chat:convs:<sender>, chat:convs:<receiver>, chat:read:<sender>,
-#: chat:sockets:<sender>, optionally the cid key.  ARGV: frame tail (JSON object without its
-#: "{", carrying sender, data, cid), max length, age ms, the receiver's channel, the cid key's
-#: TTL, the sender's channel, the sender's name, the sending socket's token.  Stores the
+#: Private message.  KEYS: clock, chat:dm:<pair>, chat:online, chat:convs:<sender>,
+#: chat:convs:<receiver>, chat:read:<sender>, chat:sockets:<sender>, optionally the cid key.
+#: ARGV: frame tail (JSON object without its "{", carrying sender, data, cid), max length, age
+#: ms, the receiver's channel, the cid key's TTL, the sender's channel, the sender's name, the
+#: sending socket's token, the receiver's registered name (looked up by the caller:
+#: :mod:`.accounts`).  Stores the
 #: message in the conversation's stream, publishes it to the receiver and, when the sender has
 #: other sockets open, to the sender as ``"<id>/<token> <frame>"`` (every socket of theirs but
 #: the sending one, which has the ack), puts the conversation first in both people's lists and
 #: moves the sender's read marker to it (one has read what one answers).  A message from a
 #: long-poll tab (token ``p.<poll>``) is stored with the token (``o``), so that the tab's replay
 #: can leave it out; entries are told from changes by their third field (``e``).
-#: Returns {id, ts, canonical receiver name, online 0/1, duplicate 0/1} or {false} for an
-#: unknown receiver.
-SEND_PRIVATE = _REMEMBER + _dedup(9, "{sid, sts, sname, 0, 1}") + """
-local name = redis.call('HGET', KEYS[2], 'name')
-if not name then return {false} end""" + _NEW_ID + """
+#: Returns {id, ts, receiver name, online 0/1, duplicate 0/1}.
+SEND_PRIVATE = _REMEMBER + _dedup(8, "{sid, sts, sname, 0, 1}") + """
+local name = ARGV[9]""" + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',"receiver":' .. cjson.encode(name) .. ',' .. ARGV[1]
 if string.sub(ARGV[8], 1, 2) == 'p.' then
   -- from a long-poll tab: named, so that the tab is not sent it again when a replay picks it up
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], id, 'f', frame, 'o', ARGV[8])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame, 'o', ARGV[8])
 else
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 end
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
 if ARGV[6] ~= ARGV[4] then
   local open = 0
-  for _, n in ipairs(redis.call('HVALS', KEYS[8])) do open = open + tonumber(n) end
+  for _, n in ipairs(redis.call('HVALS', KEYS[7])) do open = open + tonumber(n) end
   if open > 1 then redis.call('PUBLISH', ARGV[6], id .. '/' .. ARGV[8] .. ' ' .. frame) end
 end
-remember(KEYS[5], name, ms, ARGV[3])
-if KEYS[6] ~= KEYS[5] then remember(KEYS[6], ARGV[7], ms, ARGV[3]) end
-redis.call('HSET', KEYS[7], '@' .. string.lower(name), id)
-redis.call('PEXPIRE', KEYS[7], ARGV[3])
-local until_ms = redis.call('ZSCORE', KEYS[4], name)
+remember(KEYS[4], name, ms, ARGV[3])
+if KEYS[5] ~= KEYS[4] then remember(KEYS[5], ARGV[7], ms, ARGV[3]) end
+redis.call('HSET', KEYS[6], '@' .. string.lower(name), id)
+redis.call('PEXPIRE', KEYS[6], ARGV[3])
+local until_ms = redis.call('ZSCORE', KEYS[3], name)
 local online = 0
 if until_ms and tonumber(until_ms) > ms then online = 1 end""" + _DEDUP_SET + """
 return {id, msstr, name, online, 0}
@@ -231,25 +230,19 @@ return out
 """
 
 #: One page of a conversation, newest first, for one of its people, with the read markers.
-#: KEYS: the conversation's stream, its chat:edits hash, what admits the reader (the other
-#: person's user:<name> hash, or the room's chat:members set), the reader's chat:read, the
-#: other person's chat:read (the reader's again for a room).  ARGV: the exclusive upper id
-#: ("+": from the newest), how many messages, the reader (as a member of the set), the
-#: conversation's field in the reader's markers, the reader's field in the other person's,
-#: and what KEYS[3] is: "user", "room", or "everyone" (the default room: no check).  Returns {0} (no such user) or {-1} (not a member), else {1, the other person's
-#: registered name or "", the reader's marker or false, the other's or false, then up to that
-#: many plus one message frames} (one more than asked: the caller knows whether there are
-#: more), each as it is now (edited text or tombstone from chat:edits); changes are skipped.
+#: KEYS: the conversation's stream, its chat:edits hash, the reader's chat:read, the other
+#: person's chat:read (the reader's again for a room), and for a named room its chat:members
+#: (only members read it; the default room is everyone's, and who may read a private
+#: conversation the caller checked).  ARGV: the exclusive upper id ("+": from the newest), how
+#: many messages, the reader (as a member of the set), the conversation's field in the reader's
+#: markers, the reader's field in the other person's.  Returns {-1} (not a member), else {1,
+#: the reader's marker or false, the other's or false, then up to that many plus one message
+#: frames} (one more than asked: the caller knows whether there are more), each as it is now
+#: (edited text or tombstone from chat:edits); changes are skipped.
 HISTORY = _PAGE + """
-local name = ''
-if ARGV[6] == 'user' then
-  name = redis.call('HGET', KEYS[3], 'name')
-  if not name then return {0} end
-elseif ARGV[6] == 'room' then
-  if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then return {-1} end
-end
+if KEYS[5] and redis.call('SISMEMBER', KEYS[5], ARGV[3]) == 0 then return {-1} end
 local frames = page(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]) + 1)
-local out = {1, name, redis.call('HGET', KEYS[4], ARGV[4]), redis.call('HGET', KEYS[5], ARGV[5])}
+local out = {1, redis.call('HGET', KEYS[3], ARGV[4]), redis.call('HGET', KEYS[4], ARGV[5])}
 for i = 1, #frames do out[#out + 1] = frames[i] end
 return out
 """
@@ -405,23 +398,16 @@ end
 return n
 """
 
-#: The presence of watched users.  KEYS: chat:online.  ARGV: key prefix of user hashes, then
-#: lower-cased names.  Returns, per name, {canonical name, 1 online / 0 offline}, or {false}
-#: for a name nobody registered.
+#: The presence of watched users.  KEYS: chat:online.  ARGV: registered names.  Returns, per
+#: name, 1 online / 0 offline.
 PRESENCE_READ = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
-for i = 2, #ARGV do
-  local name = redis.call('HGET', ARGV[1] .. ARGV[i], 'name')
-  if name then
-    local until_ms = redis.call('ZSCORE', KEYS[1], name)
-    local online = 0
-    if until_ms and tonumber(until_ms) > now then online = 1 end
-    out[i - 1] = {name, online}
-  else
-    out[i - 1] = {false}
-  end
+for i = 1, #ARGV do
+  local until_ms = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  out[i] = 0
+  if until_ms and tonumber(until_ms) > now then out[i] = 1 end
 end
 return out
 """

@@ -61,19 +61,16 @@ class Store:
 
     def send_private(self, sender, receiver, fields, cid, origin):
         """Store and publish a private message (``fields``: sender, data, cid, media) sent
-        from the socket whose token is ``origin``.
-        Returns (id, ts, the receiver's registered name, online?, duplicate?), or None when
-        nobody is registered under ``receiver``."""
+        from the socket whose token is ``origin`` to ``receiver`` (a registered name, as
+        registered).  Returns (id, ts, the receiver's name, online?, duplicate?)."""
         channel = keys.chat_user_channel(receiver)
-        res = self._run(self.s_private,
-                        [keys.CHAT_CLOCK, keys.user(receiver), keys.chat_dm(sender, receiver), keys.CHAT_ONLINE,
-                         keys.chat_convs(sender), keys.chat_convs(receiver), keys.chat_read(sender),
-                         keys.chat_sockets(sender), *self._dedup_key(sender, channel, cid)],
-                        [message_tail(fields), self.maxlen, self.age_ms, channel, self.dedup_window,
-                         keys.chat_user_channel(sender), sender, origin])
-        if not res or not res[0]:
-            return None
-        mid, ts, name, online, duplicate = res
+        mid, ts, name, online, duplicate = self._run(
+            self.s_private,
+            [keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.CHAT_ONLINE, keys.chat_convs(sender),
+             keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender),
+             *self._dedup_key(sender, channel, cid)],
+            [message_tail(fields), self.maxlen, self.age_ms, channel, self.dedup_window,
+             keys.chat_user_channel(sender), sender, origin, receiver])
         return mid, int(ts), name, bool(int(online)), bool(duplicate)
 
     def send_room(self, sender, room, fields, cid):

@@ -36,8 +36,9 @@ def _channel(user):
 
 
 class Watch:
-    def __init__(self, redis, broker, batch_seconds):
+    def __init__(self, redis, accounts, broker, batch_seconds):
         self.redis = redis
+        self.accounts = accounts
         self.broker = broker
         self.batch_seconds = batch_seconds
         self.s_read = redis.register_script(scripts.PRESENCE_READ)
@@ -162,22 +163,23 @@ class Watch:
         if not users:
             return [], []
         seq = self.seq
+        names = self.accounts.names(users)
+        unknown = [u for u in users if names[u] is None]
+        known = [names[u] for u in users if names[u] is not None]
         pipe = self.redis.pipeline(transaction=False)
-        for i in range(0, len(users), 500):
-            self.s_read(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, *users[i:i + 500]], client=pipe)
-        res = [row for chunk in pipe.execute() for row in chunk]
-        unknown, changed = [], []
-        for u, row in zip(users, res):
-            if not row or not row[0]:
-                unknown.append(u)
-                continue
+        for i in range(0, len(known), 500):
+            self.s_read(keys=[keys.CHAT_ONLINE], args=known[i:i + 500], client=pipe)
+        states = [state for chunk in pipe.execute() for state in chunk]
+        changed = []
+        for name, state in zip(known, states):
+            u = name.lower()
             cur = self.presence.get(u)
             # Only users this process hears: a state nobody keeps up to date is never stored.
             if u in self.watchers and self.broker.hears(_channel(u)) and (cur is None or cur[2] <= seq):
-                online = bool(int(row[1]))
+                online = bool(int(state))
                 if cur is not None and cur[1] != online:
                     changed.append(u)
-                self.presence[u] = (row[0], online, seq)
+                self.presence[u] = (name, online, seq)
         return unknown, changed
 
     def refresh(self):

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from chat_service import scripts
+from chat_service.accounts import Accounts
 from chat_service.wire import ZERO, format_id, parse_id, ws_frame
 from webchat_common import keys, origin_allowed
 from webchat_testing.sessions import login_client
@@ -19,11 +20,11 @@ def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_6
     tail = json.dumps({"sender": sender, "data": data})[1:]
     channel = keys.chat_user_channel(receiver)
     dedup = [keys.chat_cid(sender, channel, cid)] if cid is not None else []
+    name = Accounts(r).name(receiver) or receiver
     return r.register_script(scripts.SEND_PRIVATE)(
-        keys=[keys.CHAT_CLOCK, keys.user(receiver), keys.chat_dm(sender, receiver), keys.CHAT_ONLINE,
-              keys.chat_convs(sender), keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender),
-              *dedup],
-        args=[tail, maxlen, age_ms, channel, window, keys.chat_user_channel(sender), sender, "node.1"])
+        keys=[keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.CHAT_ONLINE, keys.chat_convs(sender),
+              keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender), *dedup],
+        args=[tail, maxlen, age_ms, channel, window, keys.chat_user_channel(sender), sender, "node.1", name])
 
 
 def send_room(r, room, data="hi", maxlen=1000, cid=None, window=300):
@@ -126,9 +127,14 @@ def test_private_message_is_stored_as_the_frame_and_published(r):
     assert 0 < r.pttl(keys.chat_dm("alice", "bob")) <= 3_600_000
 
 
-def test_unknown_receiver_stores_nothing(r):
-    assert send_private(r, "ghost") == [None]
-    assert not r.exists(keys.chat_dm("alice", "ghost"))
+def test_accounts_give_registered_names_and_keep_only_the_found(r):
+    accounts = Accounts(r)
+    register(r, "Bob")
+    assert accounts.names(["bob", "GHOST"]) == {"bob": "Bob", "ghost": None}
+    register(r, "ghost")  # registered after a miss: found next time
+    assert accounts.name("Ghost") == "ghost"
+    r.delete(keys.user("bob"))  # (accounts are never deleted: a found name is not asked again)
+    assert accounts.name("BOB") == "Bob"
 
 
 def up(r, node, ttl_ms, *users):
@@ -165,16 +171,15 @@ def test_presence_is_published_on_the_users_own_channel(r):
         {"type": "presence", "user": "Bob", "online": True}, {"type": "presence", "user": "Bob", "online": False}]
 
 
-def test_presence_read_gives_canonical_names_and_state(r):
+def test_presence_read_gives_the_state(r):
     register(r, "Bob")
     register(r, "carol")
     up(r, "n1", 60_000, "Bob")
     up(r, "n1", 200, "carol")
     read = r.register_script(scripts.PRESENCE_READ)
-    assert read(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, "bob", "ghost", "carol"]) == [
-        ["Bob", 1], [None], ["carol", 1]]
+    assert read(keys=[keys.CHAT_ONLINE], args=["Bob", "ghost", "carol"]) == [1, 0, 1]
     time.sleep(0.3)  # carol's presence expired (her node died without a word): offline
-    assert read(keys=[keys.CHAT_ONLINE], args=[keys.USER_PREFIX, "carol"]) == [["carol", 0]]
+    assert read(keys=[keys.CHAT_ONLINE], args=["carol"]) == [0]
 
 
 def test_heartbeat_refreshes_many_users_and_announces_the_swept_again(r):
