@@ -284,7 +284,7 @@ def test_sigkilled_process_leaves_no_ghost_online(chat_stack, r):
     off = wait_online(sa, bob.name, online=False, timeout=15)
     took = time.monotonic() - killed
     assert off and took < 3 * 3, f"ghost for {took:.1f}s with a 3 s TTL"
-    assert bob.name not in r.zrangebyscore(keys.CHAT_ONLINE, int(time.time() * 1000), "+inf")
+    assert not r.zcount(keys.chat_conn(bob.name), f"({int(time.time() * 1000)}", "+inf"), "no live process holds bob"
     # gunicorn replaced the worker; the stack still has two chat processes
     wait_until(lambda: all(_worker_pids(p.pid) for p in chat_stack.services["chat"].procs if p.poll() is None),
                timeout=15, what="replacement worker")

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.chat import Poller, history, person, wait_online
+from webchat_common import keys
 from webchat_testing import wait_until
 
 
@@ -200,7 +201,7 @@ def test_watch_join_and_presence_through_polls(chat_stack, r):
     for _ in range(4):
         pa.poll()
         sb.collect(0.01)  # (websocket-client answers the server's pings only while it reads)
-    assert r.zscore("chat:online", bob.name) is not None  # (still connected: the offline is his close's)
+    assert r.zcard(keys.chat_conn(bob.name))  # (still connected: the offline is his close's)
     sb.close()
     told(pa, bob.name, online=False, timeout=15)
 

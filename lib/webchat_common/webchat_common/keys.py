@@ -46,8 +46,9 @@ def media_by_owner(user):
 
 # Chat (services/chat; docs/chat.md explains how they work together).
 CHAT_CLOCK = "chat:clock"
-CHAT_ONLINE = "chat:online"
-#: Prefix of the per-user presence channels (the Lua scripts add the lower-cased name).
+#: Zset: the chat processes (node ids), scored by the expiry (ms) each pushes forward on its
+#: heartbeat; one whose entry expired died without a word, and its users are swept.
+CHAT_NODES = "chat:nodes"
 CHAT_PRESENCE_PREFIX = "chat:p:"
 
 
@@ -101,21 +102,22 @@ def chat_members(room):
     return "chat:members:" + room
 
 
-CHAT_CONN_PREFIX = "chat:conn:"
-
-
 def chat_conn(name):
-    """Which chat processes (node ids) hold sockets of ``name``, scored by expiry (ms)."""
-    return CHAT_CONN_PREFIX + name.lower()
-
-
-CHAT_SOCKETS_PREFIX = "chat:sockets:"
+    """Which chat processes (node ids) hold sockets of ``name``, scored by expiry (ms):
+    ``name`` is online while an entry has not expired."""
+    return "chat:conn:" + name.lower()
 
 
 def chat_sockets(name):
     """Hash: node id -> how many sockets of ``name`` that chat process holds (the per-user cap,
     ``CHAT_MAX_SOCKETS_PER_USER``, counts the nodes still live in :func:`chat_conn`)."""
-    return CHAT_SOCKETS_PREFIX + name.lower()
+    return "chat:sockets:" + name.lower()
+
+
+def chat_node(node_id):
+    """Set of the users (registered names) chat process ``node_id`` holds sockets of, kept
+    while it beats: a sweeper goes through it when the process dies (:data:`CHAT_NODES`)."""
+    return "chat:node:" + node_id
 
 
 def chat_cid(sender, target, cid):

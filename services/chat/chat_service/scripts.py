@@ -15,10 +15,17 @@ Conversation streams
     entries of their own (field ``e``), so a replay delivers every change in id order, and a
     history page shows each message as it is now (``chat:edits``).
 
-Accounts (``user:<name>``) are looked up by the caller (:mod:`.accounts`), never here.  Scripts
-compute a few key and channel names from their arguments (``chat:conn:<user>`` in the sweep,
-``chat:p:<user>`` where presence is published, ``chat:dm:<a>:<b>`` in the replay): fine on one
-Redis (or a primary with replicas), not on Redis Cluster (docs/cluster.md).
+Presence
+    A user is online while a live chat process holds a socket of theirs: ``chat:conn:<user>``
+    has an entry per process, with an expiry the process pushes forward.  There is no global
+    list of who is online: a process that died without a word is found in ``chat:nodes`` and
+    its users (``chat:node:<id>``) are swept one by one (:mod:`.presence`).
+
+Accounts (``user:<name>``) are looked up by the caller (:mod:`.accounts`), never here, and
+presence scripts work on one user's keys.  The replay computes the private streams' names
+from its arguments (``chat:dm:<a>:<b>``) and the send and replay scripts mix keys of several
+people: fine on one Redis (or a primary with replicas), not yet on Redis Cluster
+(docs/cluster.md).
 """
 
 # Shared prelude: a new id in ``id``, ``ms`` (string) from chat:clock (KEYS[1]).
@@ -32,12 +39,17 @@ local msstr = string.format('%d', ms)
 local id = msstr .. '-' .. seq
 """
 
-# Shared prelude: announce(prefix, user, state) publishes a presence frame on the user's
-# presence channel (prefix .. lower(user)); state is 'true' or 'false'.
+# Shared prelude: ``now``, Redis' clock in ms.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Shared prelude: announce(channel, user, state) publishes a presence frame on the user's
+# presence channel; state is 'true' or 'false'.
 _ANNOUNCE = """
-local function announce(prefix, user, state)
-  redis.call('PUBLISH', prefix .. string.lower(user),
-             '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":' .. state .. '}')
+local function announce(channel, user, state)
+  redis.call('PUBLISH', channel, '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":' .. state .. '}')
 end
 """
 
@@ -80,7 +92,7 @@ local function remember(key, member, at, age)
 end
 """
 
-#: Private message.  KEYS: clock, chat:dm:<pair>, chat:online, chat:convs:<sender>,
+#: Private message.  KEYS: clock, chat:dm:<pair>, chat:conn:<receiver>, chat:convs:<sender>,
 #: chat:convs:<receiver>, chat:read:<sender>, chat:sockets:<sender>, optionally the cid key.
 #: ARGV: frame tail (JSON object without its "{", carrying sender, data, cid), max length, age
 #: ms, the receiver's channel, the cid key's TTL, the sender's channel, the sender's name, the
@@ -113,9 +125,8 @@ remember(KEYS[4], name, ms, ARGV[3])
 if KEYS[5] ~= KEYS[4] then remember(KEYS[5], ARGV[7], ms, ARGV[3]) end
 redis.call('HSET', KEYS[6], '@' .. string.lower(name), id)
 redis.call('PEXPIRE', KEYS[6], ARGV[3])
-local until_ms = redis.call('ZSCORE', KEYS[3], name)
 local online = 0
-if until_ms and tonumber(until_ms) > ms then online = 1 end""" + _DEDUP_SET + """
+if redis.call('ZCOUNT', KEYS[3], '(' .. msstr, '+inf') > 0 then online = 1 end""" + _DEDUP_SET + """
 return {id, msstr, name, online, 0}
 """
 
@@ -301,51 +312,64 @@ for i = 8, #ARGV do redis.call('PUBLISH', ARGV[i], id .. ' ' .. frame) end
 return {id, msstr}
 """
 
-#: Users held by this node: run for each socket that opens here, and by the heartbeat for all of
-#: the node's users (500 a call).  KEYS: chat:online.  ARGV: node, ttl ms, key prefix of
-#: chat:conn, presence channel prefix, key prefix of chat:sockets, then pairs of a user
-#: (canonical name) and how many sockets this node holds for them.  Each user's node entry,
-#: socket count and online expiry are pushed forward; a user who was offline (first socket, or
-#: swept while this node was too slow to beat, or Redis restarted empty) is announced "online"
-#: on their presence channel (prefix .. lower(user)).  Returns how many were announced.
-PRESENCE_UP = _ANNOUNCE + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local exp = now + tonumber(ARGV[2])
-local announced = 0
-for i = 6, #ARGV, 2 do
-  local user = ARGV[i]
-  local ck = ARGV[3] .. string.lower(user)
-  redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
-  redis.call('ZADD', ck, exp, ARGV[1])
-  redis.call('PEXPIRE', ck, ARGV[2])
-  local sk = ARGV[5] .. string.lower(user)
-  redis.call('HSET', sk, ARGV[1], ARGV[i + 1])
-  redis.call('PEXPIRE', sk, ARGV[2])
-  local was = redis.call('ZSCORE', KEYS[1], user)
-  redis.call('ZADD', KEYS[1], 'GT', exp, user)
-  if (not was) or tonumber(was) <= now then
-    announce(ARGV[4], user, 'true')
-    announced = announced + 1
+# Shared prelude (after _ANNOUNCE and _NOW): ``hold(conn, node, ttl, channel, user)`` records
+# that ``node`` holds ``user`` (chat:conn:<user>: node -> expiry, ms) for ``ttl`` ms more and
+# announces them online if no live node held them before.  The key is kept 3 ttl, so that a
+# sweeper still finds the expired entry of a node that died (PRESENCE_SWEEP).  Returns 1 when
+# announced, else 0.
+_HOLD = """
+local function hold(conn, node, ttl, channel, user)
+  local before = redis.call('ZCOUNT', conn, '(' .. string.format('%d', now), '+inf')
+  redis.call('ZREMRANGEBYSCORE', conn, '-inf', now)
+  redis.call('ZADD', conn, now + ttl, node)
+  redis.call('PEXPIRE', conn, 3 * ttl)
+  if before == 0 then
+    announce(channel, user, 'true')
+    return 1
   end
+  return 0
 end
-return announced
+"""
+
+#: A user is held by this node: run for each socket that opens here (after SOCKET_OPEN), and
+#: by the heartbeat for every user of the node.  KEYS: chat:conn:<user>, chat:sockets:<user>.
+#: ARGV: node, ttl ms, the user's presence channel, the user (registered name), how many
+#: sockets of theirs this node holds.  The node's entry and count are pushed forward; a user
+#: no live node held (swept while this node was too slow to beat, or Redis restarted empty)
+#: is announced online.  Returns 1 when announced, else 0.
+PRESENCE_UP = _ANNOUNCE + _NOW + _HOLD + """
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return hold(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4])
+"""
+
+#: The node is alive: KEYS: chat:nodes.  ARGV: node, ttl ms.  Its entry expires ttl from now.
+NODE_BEAT = _NOW + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+"""
+
+#: Claim up to ARGV[1] nodes whose entry in chat:nodes (KEYS[1]) expired (their process died,
+#: or is too slow to beat): each is returned to one caller only, which sweeps its users.
+NODES_DEAD = _NOW + """
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+if #dead > 0 then redis.call('ZREM', KEYS[1], unpack(dead)) end
+return dead
 """
 
 #: May one more socket of a user open?  KEYS: chat:conn:<user>, chat:sockets:<user>.  ARGV:
 #: node, the user's sockets on this node counting the new one, the most a user may have open
-#: (CHAT_MAX_SOCKETS_PER_USER), ttl ms.  Counts the sockets of every live node (a node is live
-#: while its chat:conn entry has not expired; the counts of dead ones are dropped).  If the new
-#: socket fits, records this node's count and returns 1; else changes nothing and returns 0.
-SOCKET_OPEN = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+#: (CHAT_MAX_SOCKETS_PER_USER), ttl ms, the user's presence channel, the user.  Counts the
+#: sockets of every live node (a node is live while its chat:conn entry has not expired; the
+#: counts of dead ones are dropped).  If the new socket fits, records this node's count and
+#: entry (announcing the user online if no live node held them) and returns 1; else changes
+#: nothing but the dead counts and returns 0.
+SOCKET_OPEN = _ANNOUNCE + _NOW + _HOLD + """
 local total = tonumber(ARGV[2])
 local counts = redis.call('HGETALL', KEYS[2])
 for i = 1, #counts, 2 do
   if counts[i] ~= ARGV[1] then
-    if redis.call('ZSCORE', KEYS[1], counts[i]) then
+    local until_ms = redis.call('ZSCORE', KEYS[1], counts[i])
+    if until_ms and tonumber(until_ms) > now then
       total = total + tonumber(counts[i + 1])
     else
       redis.call('HDEL', KEYS[2], counts[i])
@@ -353,63 +377,41 @@ for i = 1, #counts, 2 do
   end
 end
 if total > tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+hold(KEYS[1], ARGV[1], tonumber(ARGV[4]), ARGV[5], ARGV[6])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
-#: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:online,
-#: chat:sockets:<user>.  ARGV: node, user, presence channel prefix.  Publishes "offline" when
-#: no live node holds the user any more.
-PRESENCE_DOWN = _ANNOUNCE + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1])
-  if redis.call('ZREM', KEYS[2], ARGV[2]) == 1 then
-    announce(ARGV[3], ARGV[2], 'false')
-    return 1
-  end
+#: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:sockets:<user>.
+#: ARGV: node, user, their presence channel.  Publishes "offline" (and returns 1) when this
+#: removed the last live node holding the user.
+PRESENCE_DOWN = _ANNOUNCE + _NOW + """
+redis.call('HDEL', KEYS[2], ARGV[1])
+local removed = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if removed > 0 and redis.call('ZCARD', KEYS[1]) == 0 then
+  announce(ARGV[3], ARGV[2], 'false')
+  return 1
 end
 return 0
 """
 
-#: Every process runs this on its heartbeat: users whose presence expired (their process died
-#: without cleaning up, e.g. SIGKILL) are dropped and announced offline, once.  KEYS:
-#: chat:online.  ARGV: key prefix of chat:conn, presence channel prefix, max users per run.
-PRESENCE_SWEEP = _ANNOUNCE + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-local n = 0
-for _, user in ipairs(gone) do
-  local ck = ARGV[1] .. string.lower(user)
-  redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
-  if redis.call('ZCARD', ck) == 0 and redis.call('ZREM', KEYS[1], user) == 1 then
-    announce(ARGV[2], user, 'false')
-    n = n + 1
-  end
+#: A user of a dead node (see NODES_DEAD): its expired entries are dropped, and when no live
+#: node holds the user any more they are announced offline (once: only the call that removes
+#: the last entry announces).  KEYS: chat:conn:<user>.  ARGV: user, their presence channel.
+PRESENCE_SWEEP = _ANNOUNCE + _NOW + """
+local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if removed > 0 and redis.call('ZCARD', KEYS[1]) == 0 then
+  announce(ARGV[2], ARGV[1], 'false')
+  return 1
 end
-return n
+return 0
 """
 
-#: The presence of watched users.  KEYS: chat:online.  ARGV: registered names.  Returns, per
-#: name, 1 online / 0 offline.
-PRESENCE_READ = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-for i = 1, #ARGV do
-  local until_ms = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  out[i] = 0
-  if until_ms and tonumber(until_ms) > now then out[i] = 1 end
-end
-return out
+#: Is a user online (held by a live node)?  KEYS: chat:conn:<user>.  Returns 1 or 0.
+PRESENCE_READ = _NOW + """
+if redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now), '+inf') > 0 then return 1 end
+return 0
 """
 
 #: Advance a stored cursor, never moving it back.  KEYS: chat:cursor:<user>.  ARGV: id, ttl s.

@@ -166,10 +166,12 @@ class Watch:
         names = self.accounts.names(users)
         unknown = [u for u in users if names[u] is None]
         known = [names[u] for u in users if names[u] is not None]
-        pipe = self.redis.pipeline(transaction=False)
+        states = []
         for i in range(0, len(known), 500):
-            self.s_read(keys=[keys.CHAT_ONLINE], args=known[i:i + 500], client=pipe)
-        states = [state for chunk in pipe.execute() for state in chunk]
+            pipe = self.redis.pipeline(transaction=False)
+            for name in known[i:i + 500]:
+                self.s_read(keys=[keys.chat_conn(name)], client=pipe)
+            states += pipe.execute()
         changed = []
         for name, state in zip(known, states):
             u = name.lower()

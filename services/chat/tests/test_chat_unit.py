@@ -7,6 +7,7 @@ import pytest
 
 from chat_service import scripts
 from chat_service.accounts import Accounts
+from chat_service.presence import Presence
 from chat_service.wire import ZERO, format_id, parse_id, ws_frame
 from webchat_common import keys, origin_allowed
 from webchat_testing.sessions import login_client
@@ -22,7 +23,7 @@ def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_6
     dedup = [keys.chat_cid(sender, channel, cid)] if cid is not None else []
     name = Accounts(r).name(receiver) or receiver
     return r.register_script(scripts.SEND_PRIVATE)(
-        keys=[keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.CHAT_ONLINE, keys.chat_convs(sender),
+        keys=[keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.chat_conn(receiver), keys.chat_convs(sender),
               keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender), *dedup],
         args=[tail, maxlen, age_ms, channel, window, keys.chat_user_channel(sender), sender, "node.1", name])
 
@@ -65,17 +66,25 @@ def test_a_cid_is_remembered_for_the_window_only(r):
     assert later[0] != first[0] and later[4] == 0
 
 
+def presence(r, node, ttl_ms, cap=10):
+    return Presence(r, node, {"CHAT_PRESENCE_TTL": ttl_ms / 1000, "CHAT_MAX_SOCKETS_PER_USER": cap})
+
+
 def open_socket(r, node, user, mine, cap=3, ttl_ms=3000):
-    return r.register_script(scripts.SOCKET_OPEN)(
-        keys=[keys.chat_conn(user), keys.chat_sockets(user)], args=[node, mine, cap, ttl_ms])
+    return int(presence(r, node, ttl_ms, cap).admit(user, mine))
 
 
 def test_the_socket_cap_counts_every_live_node(r):
+    ps = r.pubsub()
+    ps.subscribe(keys.chat_presence_channel("bob"))
+    ps.get_message(timeout=1)
     assert open_socket(r, "n1", "bob", 1) == 1
+    assert json.loads(ps.get_message(timeout=1)["data"]) == {"type": "presence", "user": "bob", "online": True}
     assert open_socket(r, "n1", "bob", 2) == 1
     assert open_socket(r, "n2", "bob", 1) == 1
     assert open_socket(r, "n2", "bob", 2) == 0, "2 on n1 + 2 on n2 > 3"
     assert r.hgetall(keys.chat_sockets("bob")) == {"n1": "2", "n2": "1"}, "a refusal changes nothing"
+    assert ps.get_message(timeout=0.3) is None, "online is announced by the first socket only"
     assert open_socket(r, "n1", "carol", 1) == 1, "per user"
     # n1 closes one (as Node.remove records it): room for one more on n2
     r.hset(keys.chat_sockets("bob"), "n1", 1)
@@ -137,11 +146,21 @@ def test_accounts_give_registered_names_and_keep_only_the_found(r):
     assert accounts.name("BOB") == "Bob"
 
 
+
+
 def up(r, node, ttl_ms, *users):
-    """PRESENCE_UP for ``users``, each with one socket on ``node``."""
-    return r.register_script(scripts.PRESENCE_UP)(
-        keys=[keys.CHAT_ONLINE], args=[node, ttl_ms, keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX,
-                                       keys.CHAT_SOCKETS_PREFIX, *(x for u in users for x in (u, 1))])
+    """The presence of ``users``, each with one socket on ``node``, pushed forward; how many
+    were announced online."""
+    return presence(r, node, ttl_ms).up([(u, 1) for u in users])
+
+
+def down(r, node, user):
+    """``user``'s last socket on ``node`` closed."""
+    presence(r, node, 3000).closed(user, 0)
+
+
+def online(r, user):
+    return r.register_script(scripts.PRESENCE_READ)(keys=[keys.chat_conn(user)])
 
 
 def test_online_flag_follows_presence(r):
@@ -150,21 +169,23 @@ def test_online_flag_follows_presence(r):
     assert send_private(r, "bob")[3] == 1
     # a second node: no second "online"
     assert up(r, "n2", 3000, "bob") == 0
-    down = r.register_script(scripts.PRESENCE_DOWN)
-    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE, keys.chat_sockets("bob")], args=["n1", "bob", keys.CHAT_PRESENCE_PREFIX]) == 0
+    down(r, "n1", "bob")
     assert send_private(r, "bob")[3] == 1, "still on n2"
-    assert down(keys=[keys.chat_conn("bob"), keys.CHAT_ONLINE, keys.chat_sockets("bob")], args=["n2", "bob", keys.CHAT_PRESENCE_PREFIX]) == 1
+    assert online(r, "bob") == 1
+    down(r, "n2", "bob")
     assert send_private(r, "bob")[3] == 0
+    assert online(r, "bob") == 0
+    assert r.smembers(keys.chat_node("n1")) == set() and r.smembers(keys.chat_node("n2")) == set()
 
 
-def test_presence_is_published_on_the_users_own_channel(r):
+def test_presence_is_published_on_the_users_own_channel_once(r):
     ps = r.pubsub()
     ps.subscribe(keys.chat_presence_channel("Bob"))
     assert ps.get_message(timeout=1)["type"] == "subscribe"
-    down = r.register_script(scripts.PRESENCE_DOWN)
     up(r, "n1", 3000, "Bob")
     up(r, "n1", 3000, "Carol")
-    down(keys=[keys.chat_conn("Bob"), keys.CHAT_ONLINE, keys.chat_sockets("Bob")], args=["n1", "Bob", keys.CHAT_PRESENCE_PREFIX])
+    down(r, "n1", "Bob")
+    down(r, "n1", "Bob")  # (a second close of the same socket: no second "offline")
     got = [ps.get_message(timeout=1) for _ in range(3)]
     assert [m["channel"] for m in got if m] == ["chat:p:bob", "chat:p:bob"], "carol's change is not on bob's channel"
     assert [json.loads(m["data"]) for m in got if m] == [
@@ -172,14 +193,11 @@ def test_presence_is_published_on_the_users_own_channel(r):
 
 
 def test_presence_read_gives_the_state(r):
-    register(r, "Bob")
-    register(r, "carol")
     up(r, "n1", 60_000, "Bob")
     up(r, "n1", 200, "carol")
-    read = r.register_script(scripts.PRESENCE_READ)
-    assert read(keys=[keys.CHAT_ONLINE], args=["Bob", "ghost", "carol"]) == [1, 0, 1]
+    assert [online(r, u) for u in ("bob", "ghost", "carol")] == [1, 0, 1]
     time.sleep(0.3)  # carol's presence expired (her node died without a word): offline
-    assert read(keys=[keys.CHAT_ONLINE], args=["carol"]) == [0]
+    assert online(r, "carol") == 0
 
 
 def test_heartbeat_refreshes_many_users_and_announces_the_swept_again(r):
@@ -189,28 +207,31 @@ def test_heartbeat_refreshes_many_users_and_announces_the_swept_again(r):
     assert up(r, "n1", 300, "bob", "carol", "dave") == 3
     assert up(r, "n1", 60_000, "bob", "carol", "dave") == 0, "a refresh announces nobody"
     assert r.zscore(keys.chat_conn("carol"), "n1") > time.time() * 1000 + 50_000
-    assert 50_000 < r.pttl(keys.chat_conn("dave")) <= 60_000
+    assert 150_000 < r.pttl(keys.chat_conn("dave")) <= 180_000, "kept 3 TTLs: a sweeper finds the expired entry"
+    assert r.smembers(keys.chat_node("n1")) == {"bob", "carol", "dave"}
+    assert r.zscore(keys.CHAT_NODES, "n1") > time.time() * 1000 + 50_000
     # bob was swept (this node seemed dead, or Redis lost him): the next beat says he is back
-    r.zrem(keys.CHAT_ONLINE, "bob")
+    r.delete(keys.chat_conn("bob"))
     assert up(r, "n1", 60_000, "bob", "carol", "dave") == 1
     msgs = [json.loads(ps.get_message(timeout=1)["data"]) for _ in range(2)]
     assert msgs == [{"type": "presence", "user": "bob", "online": True}] * 2
 
 
 def test_sweep_drops_users_of_a_dead_node_once(r):
-    sweep = r.register_script(scripts.PRESENCE_SWEEP)
-    up(r, "dead", 300, "bob")
-    up(r, "alive", 60_000, "carol")
+    up(r, "dead", 300, "bob", "dave")
+    up(r, "alive", 60_000, "carol", "dave")
     ps = r.pubsub()
-    ps.subscribe(keys.chat_presence_channel("bob"), keys.chat_presence_channel("carol"))
-    ps.get_message(timeout=1)
-    ps.get_message(timeout=1)
-    assert sweep(keys=[keys.CHAT_ONLINE], args=[keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, 100]) == 0
+    ps.subscribe(*(keys.chat_presence_channel(u) for u in ("bob", "carol", "dave")))
+    for _ in range(3):
+        ps.get_message(timeout=1)
+    sweepers = [presence(r, "alive", 60_000), presence(r, "other", 60_000)]
+    assert sweepers[0].sweep() == 0, "nobody is dead yet"
     time.sleep(0.4)
-    assert sweep(keys=[keys.CHAT_ONLINE], args=[keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, 100]) == 1
-    assert sweep(keys=[keys.CHAT_ONLINE], args=[keys.CHAT_CONN_PREFIX, keys.CHAT_PRESENCE_PREFIX, 100]) == 0
+    assert [s.sweep() for s in sweepers] == [1, 0], "one sweeper claims the dead node"
     assert json.loads(ps.get_message(timeout=1)["data"]) == {"type": "presence", "user": "bob", "online": False}
-    assert r.zrange(keys.CHAT_ONLINE, 0, -1) == ["carol"]
+    assert ps.get_message(timeout=0.3) is None, "dave is still held by a live node"
+    assert [online(r, u) for u in ("bob", "carol", "dave")] == [0, 1, 1]
+    assert not r.exists(keys.chat_node("dead")) and r.zrange(keys.CHAT_NODES, 0, -1) == ["alive"]
 
 
 def replay(r, user, since, rooms=(), rooms_since="-"):
