@@ -20,7 +20,7 @@ import requests
 import websocket
 from websocket import ABNF
 
-from support.chat import Closed, ChatSock, Person, person, two_nodes, wait_online
+from support.chat import Closed, ChatSock, Person, holders, person, two_nodes, wait_online
 from support.web import tiny_png
 from webchat_common import keys
 from webchat_testing import wait_until
@@ -284,7 +284,7 @@ def test_sigkilled_process_leaves_no_ghost_online(chat_stack, r):
     off = wait_online(sa, bob.name, online=False, timeout=15)
     took = time.monotonic() - killed
     assert off and took < 3 * 3, f"ghost for {took:.1f}s with a 3 s TTL"
-    assert not r.zcount(keys.chat_conn(bob.name), f"({int(time.time() * 1000)}", "+inf"), "no live process holds bob"
+    assert not holders(r, bob.name), "no process holds bob"
     # gunicorn replaced the worker; the stack still has two chat processes
     wait_until(lambda: all(_worker_pids(p.pid) for p in chat_stack.services["chat"].procs if p.poll() is None),
                timeout=15, what="replacement worker")
@@ -422,7 +422,7 @@ def test_slow_reader_is_closed_and_nobody_else_waits(chat_stack):
 def chat_stack_conn_alive(stack, name):
     client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
     try:
-        return client.zcard(keys.chat_conn(name)) > 0
+        return bool(holders(client, name))
     finally:
         client.close()
 

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.chat import Poller, history, person, wait_online
-from webchat_common import keys
+from support.chat import Poller, history, holders, person, wait_online
 from webchat_testing import wait_until
 
 
@@ -100,8 +99,7 @@ def test_a_tab_picked_up_by_another_process_loses_and_doubles_nothing(chat_stack
     got = [f["id"] for f in pa.frames if f["type"] == "message"]
     assert got == acked
     assert [f["type"] for f in pa.frames].count("hello") == 1
-    now = r.zrange(f"chat:conn:{alice.name.lower()}", 0, -1)  # (the killed one's entry lapses by TTL)
-    assert [n for n in now if n != first]
+    assert holders(r, alice.name) - {first}, "another process holds her tab now"
     sb.close()
     told(pa, bob.name, online=False, timeout=15)
     wait_until(lambda: all(_workers(p.pid) for p in chat_stack.services["chat"].procs), timeout=15,
@@ -123,14 +121,14 @@ def test_what_a_tab_was_queued_without_an_id_follows_it_to_another_process(chat_
     pa.poll()
     moved = 0
     for attempt in range(30):
-        before = set(r.zrange(f"chat:conn:{alice.name.lower()}", 0, -1))
+        before = holders(r, alice.name)
         ack = pa.send(type="message", receiver=bob.name, data=f"read me {attempt}", cid=f"r{attempt}")[0]
         sb.expect("message", cid=f"r{attempt}")
         sb.send(type="read", **{"with": alice.name}, up_to=ack["id"], cid=f"read{attempt}")
         sb.expect("read", cid=f"read{attempt}")
         time.sleep(0.1)  # the read frame is queued on her tab's process
         assert pa.until("read", up_to=ack["id"], timeout=5)["user"] == bob.name
-        after = set(r.zrange(f"chat:conn:{alice.name.lower()}", 0, -1))
+        after = holders(r, alice.name)
         moved += bool(after - before)
         if moved >= 3:
             break
@@ -201,7 +199,7 @@ def test_watch_join_and_presence_through_polls(chat_stack, r):
     for _ in range(4):
         pa.poll()
         sb.collect(0.01)  # (websocket-client answers the server's pings only while it reads)
-    assert r.zcard(keys.chat_conn(bob.name))  # (still connected: the offline is his close's)
+    assert holders(r, bob.name)  # (still connected: the offline is his close's)
     sb.close()
     told(pa, bob.name, online=False, timeout=15)
 

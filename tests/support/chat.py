@@ -12,6 +12,7 @@ import websocket
 from websocket import ABNF
 
 from support.web import Browser
+from webchat_common import keys
 from webchat_testing.sessions import COOKIE
 
 
@@ -238,3 +239,9 @@ class Poller:
         res = self.post(frame)
         assert res.status_code == 200, res.text
         return res.json()["frames"]
+
+
+def holders(r, name):
+    """The chat processes (node ids, as in ``hello``) that hold sockets of ``name`` now, read
+    from Redis (``chat:sockets``: one field per process's holder id, ``<node>/<n>``)."""
+    return {h.rsplit("/", 1)[0] for h in r.hkeys(keys.chat_sockets(name))}

@@ -46,8 +46,9 @@ def media_by_owner(user):
 
 # Chat (services/chat; docs/chat.md explains how they work together).
 CHAT_CLOCK = "chat:clock"
-#: Zset: the chat processes (node ids), scored by the expiry (ms) each pushes forward on its
-#: heartbeat; one whose entry expired died without a word, and its users are swept.
+#: Zset: the chat processes (holder ids), scored by the expiry (ms) each pushes forward on its
+#: heartbeat; one whose entry expired died without a word, and its users are swept (a claimed
+#: one is renamed ``~<holder>`` while it is swept).
 CHAT_NODES = "chat:nodes"
 CHAT_PRESENCE_PREFIX = "chat:p:"
 
@@ -102,22 +103,17 @@ def chat_members(room):
     return "chat:members:" + room
 
 
-def chat_conn(name):
-    """Which chat processes (node ids) hold sockets of ``name``, scored by expiry (ms):
-    ``name`` is online while an entry has not expired."""
-    return "chat:conn:" + name.lower()
-
-
 def chat_sockets(name):
-    """Hash: node id -> how many sockets of ``name`` that chat process holds (the per-user cap,
-    ``CHAT_MAX_SOCKETS_PER_USER``, counts the nodes still live in :func:`chat_conn`)."""
+    """Hash: holder (a chat process's presence id) -> how many sockets of ``name`` that process
+    holds.  ``name`` is online while it has a field; the per-user cap
+    (``CHAT_MAX_SOCKETS_PER_USER``) adds them up."""
     return "chat:sockets:" + name.lower()
 
 
-def chat_node(node_id):
-    """Set of the users (registered names) chat process ``node_id`` holds sockets of, kept
-    while it beats: a sweeper goes through it when the process dies (:data:`CHAT_NODES`)."""
-    return "chat:node:" + node_id
+def chat_node(holder):
+    """Set of the users (registered names) the chat process ``holder`` holds sockets of: the
+    sweep of a dead process goes through it (:data:`CHAT_NODES`)."""
+    return "chat:node:" + holder
 
 
 def chat_cid(sender, target, cid):

@@ -125,8 +125,6 @@ class Node:
             self.by_room.setdefault(room, set()).add(conn)
             chans.append(keys.chat_room_channel(room).encode())
         self.broker.subscribe(chans, wait=True)
-        # (for a user with another socket here: makes sure their presence did not lapse)
-        self.presence.up([(conn.user, len(self.by_user.get(conn.lower, ())))])
         return True
 
     def remove(self, conn, record=True):
@@ -297,8 +295,8 @@ class Node:
                     gevent.sleep(0)  # let the woken sockets write before waking more
 
     def _heartbeat(self):
-        """Every TTL/3: refresh presence of local users, sweep users whose node died, save
-        delivered cursors; every CHAT_SESSION_CHECK_INTERVAL: close sockets whose session is
+        """Every TTL/3: this process's presence beat, the sweep of dead processes, the
+        delivered cursors saved; every CHAT_SESSION_CHECK_INTERVAL: close sockets whose session is
         gone and re-read the presence of watched users (see :meth:`.watch.Watch.refresh`)."""
         beat = max(0.5, self.cfg["CHAT_PRESENCE_TTL"] / 3)
         check_every = self.cfg["CHAT_SESSION_CHECK_INTERVAL"]
@@ -317,36 +315,30 @@ class Node:
                 log.exception("heartbeat error")
 
     def _beat_once(self):
-        """Refresh the presence of every local user (one PRESENCE_UP call per 500 users, not a
-        few commands each), save the delivered cursors that moved, sweep the dead."""
-        names = {}
+        """Push this process's presence entry forward (one command, whatever its number of
+        users), save the delivered cursors that moved, sweep the dead."""
+        self.presence.beat(self._held, lambda user: user.lower() in self.by_user)
         moved = {}   # user -> (highest id written to their sockets, those sockets), if not saved
         for conns in self.by_user.values():
             for c in conns:
-                names[c.user] = None
                 unsaved = c.unsaved_cursor()
                 if unsaved is not None:
                     sent, cs = moved.get(c.user, (ZERO, []))
                     moved[c.user] = (max(sent, unsaved), cs + [c])
-        names, moved = list(names), list(moved.items())
-        for i in range(0, max(len(names), len(moved)), SLICE):  # in slices: Redis is never busy long for us
+        moved = list(moved.items())
+        for i in range(0, len(moved), SLICE):  # in slices: Redis is never busy long for us
             pipe = self.redis.pipeline(transaction=False)
-            held = [(n, len(self.by_user[n.lower()])) for n in names[i:i + SLICE]
-                    if n.lower() in self.by_user]  # (some may have left)
-            if held:
-                self.presence.up(held, client=pipe)
             for user, (sent, _) in moved[i:i + SLICE]:
                 self.store.save_cursor(user, sent, client=pipe)
             pipe.execute()
-            for user, _ in held:
-                if user.lower() not in self.by_user:
-                    # Left while this slice was in Redis: its PRESENCE_DOWN may have run first
-                    # and this refresh undone it; run it again.
-                    self.presence.closed(user, 0)
             for _, (sent, cs) in moved[i:i + SLICE]:
                 for c in cs:
                     c.cursor_saved_up_to(sent)
         self.presence.sweep()
+
+    def _held(self):
+        """(user, sockets here) of every user this process holds."""
+        return [(next(iter(conns)).user, len(conns)) for conns in self.by_user.values() if conns]
 
     def _check_sessions(self):
         hashes = list(self.by_session)

@@ -1,23 +1,30 @@
 """The presence of this process's own users in Redis: who is online, on which processes, with
 how many sockets.
 
-Rule: a user is online while some live process holds a socket of theirs.  Each process
-records itself in ``chat:conn:<user>`` with an expiry it pushes forward every TTL/3 (the
-heartbeat), and itself in ``chat:nodes`` with the names of its users in ``chat:node:<id>``.
-A process that dies without a word stops counting within CHAT_PRESENCE_TTL; the next process
-to sweep claims it from ``chat:nodes`` (one sweeper per dead process) and goes through its
-users, announcing offline those no live process holds.  Every script works on one user's keys
-(or on ``chat:nodes`` alone), so presence needs no global list of who is online.  Changes are
-published on the user's presence channel by the scripts themselves (see :mod:`.scripts`); who
-hears them is :mod:`.watch`'s job.
+Rule: a user is online while a chat process holds a socket of theirs: ``chat:sockets:<user>``
+has a field per process (its count of the user's sockets), written when a socket opens or
+closes, never by the heartbeat.  Each process beats in ``chat:nodes`` alone (one command per
+beat, whatever its number of users) and lists its users in ``chat:node:<holder>``.  A process
+that dies without a word stops beating; once its entry is CHAT_PRESENCE_TTL old, one live
+process claims it (a lease: :data:`scripts.NODES_DEAD`) and removes its field from each of its
+users, announcing offline those nobody else holds.  Every script works on one user's keys (or
+on ``chat:nodes`` alone), so presence needs no global list of who is online (docs/cluster.md).
 
-The per-user socket cap (CHAT_MAX_SOCKETS_PER_USER) counts sockets the same way: each process
-records how many sockets of a user it holds (``chat:sockets:<user>``), and a new socket fits
-only if the counts of the live processes leave room (``scripts.SOCKET_OPEN``).
+A process that was only late finds, on its next beat, that it was claimed (its entry is gone;
+so it is when Redis restarted empty): it takes a new holder id and holds its users again under
+it (:meth:`Presence.renew`), so a sweeper still removing the old id cannot undo that.  Writes
+made under the old id while the renewal ran are removed by a second pass on the next beat.
+
+The per-user socket cap (CHAT_MAX_SOCKETS_PER_USER) counts the same fields: a new socket fits
+only if the counts of every process leave room (``scripts.SOCKET_OPEN``).
 """
+import logging
+
 from webchat_common import keys
 
 from . import scripts
+
+log = logging.getLogger(__name__)
 
 #: Users per pipeline (Redis is never busy long for one process); dead processes claimed per sweep.
 SLICE = 500
@@ -28,61 +35,105 @@ class Presence:
     def __init__(self, redis, node_id, cfg):
         self.redis = redis
         self.node_id = node_id
+        self.generation = 0
+        self.holder = f"{node_id}/0"  # this process's id in chat:nodes and chat:sockets
+        self.registered = False       # the holder has an entry in chat:nodes
+        self.retired = []             # holder ids this process used before the current one
+        self.left_since_renewal = set()
         self.ttl_ms = int(cfg["CHAT_PRESENCE_TTL"] * 1000)
         self.max_sockets = cfg["CHAT_MAX_SOCKETS_PER_USER"]
-        self.s_open = redis.register_script(scripts.SOCKET_OPEN)
-        self.s_up = redis.register_script(scripts.PRESENCE_UP)
         self.s_beat = redis.register_script(scripts.NODE_BEAT)
         self.s_dead = redis.register_script(scripts.NODES_DEAD)
+        self.s_open = redis.register_script(scripts.SOCKET_OPEN)
+        self.s_up = redis.register_script(scripts.PRESENCE_UP)
         self.s_down = redis.register_script(scripts.PRESENCE_DOWN)
-        self.s_sweep = redis.register_script(scripts.PRESENCE_SWEEP)
 
     def admit(self, user, mine):
         """Whether one more socket of ``user`` may open, ``mine`` being how many this process
         would then hold; if so, it is counted."""
-        return bool(self.s_open(keys=[keys.chat_conn(user), keys.chat_sockets(user)],
-                                args=[self.node_id, mine, self.max_sockets, self.ttl_ms,
-                                      keys.chat_presence_channel(user), user]))
-
-    def up(self, held, client=None):
-        """``held``: (user, sockets here) pairs; their presence, node entry and counts are
-        pushed forward, and whoever was offline is announced online.  On ``client`` (a
-        pipeline) when given; else run now, returning how many were announced."""
-        pipe = client if client is not None else self.redis.pipeline(transaction=False)
-        node_users = keys.chat_node(self.node_id)
-        for user, n in held:
-            self.s_up(keys=[keys.chat_conn(user), keys.chat_sockets(user)],
-                      args=[self.node_id, self.ttl_ms, keys.chat_presence_channel(user), user, n], client=pipe)
-        if held:
-            pipe.sadd(node_users, *(user for user, _ in held))
-        # Longer than the node's own entry, so a sweeper finds the names of a dead node's users.
-        pipe.pexpire(node_users, 3 * self.ttl_ms)
-        self.s_beat(keys=[keys.CHAT_NODES], args=[self.node_id, self.ttl_ms], client=pipe)
-        if client is None:
-            return sum(pipe.execute()[:len(held)])
+        if not self.registered:
+            self.s_beat(keys=[keys.CHAT_NODES], args=[self.holder, self.ttl_ms, "new"])
+            self.registered = True
+        pipe = self.redis.pipeline(transaction=False)
+        self.s_open(keys=[keys.chat_sockets(user)],
+                    args=[self.holder, mine, self.max_sockets, keys.chat_presence_channel(user), user], client=pipe)
+        pipe.sadd(keys.chat_node(self.holder), user)  # (harmless when refused: the sweep finds no field)
+        return bool(pipe.execute()[0])
 
     def closed(self, user, left, client=None):
         """A socket of ``user`` closed here, ``left`` of theirs remaining: their count, or (the
-        last one) their node entry, and "offline" when no live process holds them any more."""
+        last one) this process's field, and "offline" when nobody holds them any more."""
         r = client or self.redis
         if left:
-            r.hset(keys.chat_sockets(user), self.node_id, left)
+            r.hset(keys.chat_sockets(user), self.holder, left)
         else:
-            self.s_down(keys=[keys.chat_conn(user), keys.chat_sockets(user)],
-                        args=[self.node_id, user, keys.chat_presence_channel(user)], client=client)
-            r.srem(keys.chat_node(self.node_id), user)
+            self.s_down(keys=[keys.chat_sockets(user)], args=[self.holder, user, keys.chat_presence_channel(user)],
+                        client=client)
+            r.srem(keys.chat_node(self.holder), user)
+            if self.retired:
+                self.left_since_renewal.add(user)
+
+    def beat(self, held, holds):
+        """Push this process's entry forward.  ``held()``: (user, sockets here) of every user
+        this process holds now, read only when they must be held again (this process was
+        claimed as dead, or Redis forgot it) and for the pass after that; ``holds(user)``:
+        whether it still holds ``user``."""
+        if not self.registered:
+            return
+        if self.retired:  # the pass after a renewal: writes made under an old id meanwhile
+            self.renew(held(), holds, again=True)
+        if not self.s_beat(keys=[keys.CHAT_NODES], args=[self.holder, self.ttl_ms, "known"]):
+            log.warning("presence: this process was taken for dead (late, or Redis restarted empty); holding its "
+                        "users again under a new id")
+            self.retired = (self.retired + [self.holder])[-3:]
+            self.generation += 1
+            self.holder = f"{self.node_id}/{self.generation}"
+            self.s_beat(keys=[keys.CHAT_NODES], args=[self.holder, self.ttl_ms, "new"])
+            self.renew(held(), holds)
+
+    def renew(self, held, holds, again=False):
+        """Hold ``held`` ((user, sockets here) pairs) under the current holder id, removing the
+        retired ones; with ``again``, also remove them from the users who left since, and then
+        forget the retired ids.  Returns how many were announced online."""
+        announced = 0
+        retired = list(self.retired)
+        for i in range(0, len(held), SLICE):
+            pipe = self.redis.pipeline(transaction=False)
+            part = held[i:i + SLICE]
+            for user, n in part:
+                self.s_up(keys=[keys.chat_sockets(user)],
+                          args=[self.holder, n, keys.chat_presence_channel(user), user, *retired], client=pipe)
+            pipe.sadd(keys.chat_node(self.holder), *(user for user, _ in part))
+            announced += sum(pipe.execute()[:len(part)])
+            for user, _ in part:
+                if not holds(user):  # left while this slice was in Redis: its close may have run first
+                    self.closed(user, 0)
+        if again:
+            gone, self.left_since_renewal = self.left_since_renewal, set()
+            for old in retired:
+                self._sweep(old, list(gone))
+            self.retired = []
+        return announced
 
     def sweep(self):
         """Claim the processes that died without a word and announce offline (once) those of
-        their users no live process holds.  Returns how many were announced."""
+        their users nobody else holds.  Returns how many were announced."""
         announced = 0
-        for node in self.s_dead(keys=[keys.CHAT_NODES], args=[DEAD_PER_SWEEP]):
-            node_users = keys.chat_node(node.decode() if isinstance(node, bytes) else node)
-            users = list(self.redis.sscan_iter(node_users, count=SLICE))
-            for i in range(0, len(users), SLICE):
-                pipe = self.redis.pipeline(transaction=False)
-                for user in users[i:i + SLICE]:
-                    self.s_sweep(keys=[keys.chat_conn(user)], args=[user, keys.chat_presence_channel(user)], client=pipe)
-                announced += sum(pipe.execute())
-            self.redis.delete(node_users)
+        for holder in self.s_dead(keys=[keys.CHAT_NODES], args=[DEAD_PER_SWEEP, self.ttl_ms]):
+            holder = holder.decode() if isinstance(holder, bytes) else holder
+            users = list(self.redis.sscan_iter(keys.chat_node(holder), count=SLICE))
+            announced += self._sweep(holder, users)
+            self.redis.delete(keys.chat_node(holder))
+            self.redis.zrem(keys.CHAT_NODES, "~" + holder)
+        return announced
+
+    def _sweep(self, holder, users):
+        announced = 0
+        for i in range(0, len(users), SLICE):
+            pipe = self.redis.pipeline(transaction=False)
+            for user in users[i:i + SLICE]:
+                user = user.decode() if isinstance(user, bytes) else user
+                self.s_down(keys=[keys.chat_sockets(user)], args=[holder, user, keys.chat_presence_channel(user)],
+                            client=pipe)
+            announced += sum(pipe.execute())
         return announced

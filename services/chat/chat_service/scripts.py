@@ -16,10 +16,10 @@ Conversation streams
     history page shows each message as it is now (``chat:edits``).
 
 Presence
-    A user is online while a live chat process holds a socket of theirs: ``chat:conn:<user>``
-    has an entry per process, with an expiry the process pushes forward.  There is no global
-    list of who is online: a process that died without a word is found in ``chat:nodes`` and
-    its users (``chat:node:<id>``) are swept one by one (:mod:`.presence`).
+    A user is online while a chat process holds a socket of theirs: ``chat:sockets:<user>`` has
+    a field per process.  There is no global list of who is online: a process that died
+    without a word is found in ``chat:nodes`` and its users (``chat:node:<holder>``) are swept
+    one by one (:mod:`.presence`).
 
 Accounts (``user:<name>``) are looked up by the caller (:mod:`.accounts`), never here, and
 presence scripts work on one user's keys.  The replay computes the private streams' names
@@ -92,7 +92,7 @@ local function remember(key, member, at, age)
 end
 """
 
-#: Private message.  KEYS: clock, chat:dm:<pair>, chat:conn:<receiver>, chat:convs:<sender>,
+#: Private message.  KEYS: clock, chat:dm:<pair>, chat:sockets:<receiver>, chat:convs:<sender>,
 #: chat:convs:<receiver>, chat:read:<sender>, chat:sockets:<sender>, optionally the cid key.
 #: ARGV: frame tail (JSON object without its "{", carrying sender, data, cid), max length, age
 #: ms, the receiver's channel, the cid key's TTL, the sender's channel, the sender's name, the
@@ -125,8 +125,7 @@ remember(KEYS[4], name, ms, ARGV[3])
 if KEYS[5] ~= KEYS[4] then remember(KEYS[5], ARGV[7], ms, ARGV[3]) end
 redis.call('HSET', KEYS[6], '@' .. string.lower(name), id)
 redis.call('PEXPIRE', KEYS[6], ARGV[3])
-local online = 0
-if redis.call('ZCOUNT', KEYS[3], '(' .. msstr, '+inf') > 0 then online = 1 end""" + _DEDUP_SET + """
+local online = redis.call('EXISTS', KEYS[3])""" + _DEDUP_SET + """
 return {id, msstr, name, online, 0}
 """
 
@@ -312,105 +311,74 @@ for i = 8, #ARGV do redis.call('PUBLISH', ARGV[i], id .. ' ' .. frame) end
 return {id, msstr}
 """
 
-# Shared prelude (after _ANNOUNCE and _NOW): ``hold(conn, node, ttl, channel, user)`` records
-# that ``node`` holds ``user`` (chat:conn:<user>: node -> expiry, ms) for ``ttl`` ms more and
-# announces them online if no live node held them before.  The key is kept 3 ttl, so that a
-# sweeper still finds the expired entry of a node that died (PRESENCE_SWEEP).  Returns 1 when
-# announced, else 0.
-_HOLD = """
-local function hold(conn, node, ttl, channel, user)
-  local before = redis.call('ZCOUNT', conn, '(' .. string.format('%d', now), '+inf')
-  redis.call('ZREMRANGEBYSCORE', conn, '-inf', now)
-  redis.call('ZADD', conn, now + ttl, node)
-  redis.call('PEXPIRE', conn, 3 * ttl)
-  if before == 0 then
-    announce(channel, user, 'true')
-    return 1
-  end
-  return 0
-end
-"""
-
-#: A user is held by this node: run for each socket that opens here (after SOCKET_OPEN), and
-#: by the heartbeat for every user of the node.  KEYS: chat:conn:<user>, chat:sockets:<user>.
-#: ARGV: node, ttl ms, the user's presence channel, the user (registered name), how many
-#: sockets of theirs this node holds.  The node's entry and count are pushed forward; a user
-#: no live node held (swept while this node was too slow to beat, or Redis restarted empty)
-#: is announced online.  Returns 1 when announced, else 0.
-PRESENCE_UP = _ANNOUNCE + _NOW + _HOLD + """
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return hold(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4])
-"""
-
-#: The node is alive: KEYS: chat:nodes.  ARGV: node, ttl ms.  Its entry expires ttl from now.
+#: The process is alive.  KEYS: chat:nodes.  ARGV: holder (the process's presence id), ttl
+#: ms, "known" (it registered before) or "new".  Its entry expires ttl from now.  Returns 0,
+#: changing nothing, when a known holder has no entry any more (it was claimed as dead while
+#: it was late, or Redis forgot it): the process must hold its users again under a new id.
 NODE_BEAT = _NOW + """
+if ARGV[3] == 'known' and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-"""
-
-#: Claim up to ARGV[1] nodes whose entry in chat:nodes (KEYS[1]) expired (their process died,
-#: or is too slow to beat): each is returned to one caller only, which sweeps its users.
-NODES_DEAD = _NOW + """
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-if #dead > 0 then redis.call('ZREM', KEYS[1], unpack(dead)) end
-return dead
-"""
-
-#: May one more socket of a user open?  KEYS: chat:conn:<user>, chat:sockets:<user>.  ARGV:
-#: node, the user's sockets on this node counting the new one, the most a user may have open
-#: (CHAT_MAX_SOCKETS_PER_USER), ttl ms, the user's presence channel, the user.  Counts the
-#: sockets of every live node (a node is live while its chat:conn entry has not expired; the
-#: counts of dead ones are dropped).  If the new socket fits, records this node's count and
-#: entry (announcing the user online if no live node held them) and returns 1; else changes
-#: nothing but the dead counts and returns 0.
-SOCKET_OPEN = _ANNOUNCE + _NOW + _HOLD + """
-local total = tonumber(ARGV[2])
-local counts = redis.call('HGETALL', KEYS[2])
-for i = 1, #counts, 2 do
-  if counts[i] ~= ARGV[1] then
-    local until_ms = redis.call('ZSCORE', KEYS[1], counts[i])
-    if until_ms and tonumber(until_ms) > now then
-      total = total + tonumber(counts[i + 1])
-    else
-      redis.call('HDEL', KEYS[2], counts[i])
-    end
-  end
-end
-if total > tonumber(ARGV[3]) then return 0 end
-hold(KEYS[1], ARGV[1], tonumber(ARGV[4]), ARGV[5], ARGV[6])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
-#: A user's last socket on this node closed.  KEYS: chat:conn:<user>, chat:sockets:<user>.
-#: ARGV: node, user, their presence channel.  Publishes "offline" (and returns 1) when this
-#: removed the last live node holding the user.
-PRESENCE_DOWN = _ANNOUNCE + _NOW + """
-redis.call('HDEL', KEYS[2], ARGV[1])
-local removed = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if removed > 0 and redis.call('ZCARD', KEYS[1]) == 0 then
+#: Claim up to ARGV[1] holders whose entry in chat:nodes (KEYS[1]) expired (their process died,
+#: or is too slow to beat) for ARGV[2] ms: each is renamed ``~<holder>`` with that lease, so
+#: that one caller at a time sweeps it; a lease that expires (its sweeper died) is claimed
+#: again.  The sweeper removes ``~<holder>`` when done.  Returns the holders claimed.
+NODES_DEAD = _NOW + """
+local out = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))) do
+  local holder = m
+  if string.sub(m, 1, 1) == '~' then holder = string.sub(m, 2) else redis.call('ZREM', KEYS[1], m) end
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), '~' .. holder)
+  out[#out + 1] = holder
+end
+return out
+"""
+
+#: May one more socket of a user open?  KEYS: chat:sockets:<user>.  ARGV: holder, the user's
+#: sockets on this process counting the new one, the most a user may have open
+#: (CHAT_MAX_SOCKETS_PER_USER), the user's presence channel, the user.  Counts the sockets of
+#: every process (a dead one's count is removed by its sweep).  If the new socket fits, records
+#: this process's count, announces the user online if nobody held them, and returns 1; else
+#: changes nothing and returns 0.
+SOCKET_OPEN = _ANNOUNCE + """
+local total = tonumber(ARGV[2])
+local counts = redis.call('HGETALL', KEYS[1])
+for i = 1, #counts, 2 do
+  if counts[i] ~= ARGV[1] then total = total + tonumber(counts[i + 1]) end
+end
+if total > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if #counts == 0 then announce(ARGV[4], ARGV[5], 'true') end
+return 1
+"""
+
+#: Hold a user again under a process's new holder id (see NODE_BEAT).  KEYS:
+#: chat:sockets:<user>.  ARGV: holder, the user's sockets on this process, their presence
+#: channel, the user, then the process's retired holder ids (removed).  A user nobody held
+#: (the sweep of the old id announced them offline) is announced online.  Returns 1 when
+#: announced, else 0.
+PRESENCE_UP = _ANNOUNCE + """
+local before = redis.call('HLEN', KEYS[1])
+for i = 5, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if before == 0 then
+  announce(ARGV[3], ARGV[4], 'true')
+  return 1
+end
+return 0
+"""
+
+#: A holder holds no socket of a user any more: the user's last socket on this process closed,
+#: or the holder's process died (the sweep).  KEYS: chat:sockets:<user>.  ARGV: holder, user,
+#: their presence channel.  Publishes "offline" (and returns 1) when this removed the last
+#: holder of the user (once: only the call that removes the last one).
+PRESENCE_DOWN = _ANNOUNCE + """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 0 then
   announce(ARGV[3], ARGV[2], 'false')
   return 1
 end
-return 0
-"""
-
-#: A user of a dead node (see NODES_DEAD): its expired entries are dropped, and when no live
-#: node holds the user any more they are announced offline (once: only the call that removes
-#: the last entry announces).  KEYS: chat:conn:<user>.  ARGV: user, their presence channel.
-PRESENCE_SWEEP = _ANNOUNCE + _NOW + """
-local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if removed > 0 and redis.call('ZCARD', KEYS[1]) == 0 then
-  announce(ARGV[2], ARGV[1], 'false')
-  return 1
-end
-return 0
-"""
-
-#: Is a user online (held by a live node)?  KEYS: chat:conn:<user>.  Returns 1 or 0.
-PRESENCE_READ = _NOW + """
-if redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%d', now), '+inf') > 0 then return 1 end
 return 0
 """
 

@@ -66,7 +66,7 @@ class Store:
         channel = keys.chat_user_channel(receiver)
         mid, ts, name, online, duplicate = self._run(
             self.s_private,
-            [keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.chat_conn(receiver), keys.chat_convs(sender),
+            [keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.chat_sockets(receiver), keys.chat_convs(sender),
              keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender),
              *self._dedup_key(sender, channel, cid)],
             [message_tail(fields), self.maxlen, self.age_ms, channel, self.dedup_window,

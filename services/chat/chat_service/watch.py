@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from webchat_common import keys
 
-from . import metrics, scripts
+from . import metrics
 from .wire import error_frame, text_frame
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ class Watch:
         self.accounts = accounts
         self.broker = broker
         self.batch_seconds = batch_seconds
-        self.s_read = redis.register_script(scripts.PRESENCE_READ)
         self.watchers = {}       # lower(name) -> set of sockets watching that user
         self.watched = {}        # socket -> tuple of the lower-cased names it watches
         self.presence = {}       # lower(name) -> (name, online, seq) of each watched user, once known
@@ -170,7 +169,7 @@ class Watch:
         for i in range(0, len(known), 500):
             pipe = self.redis.pipeline(transaction=False)
             for name in known[i:i + 500]:
-                self.s_read(keys=[keys.chat_conn(name)], client=pipe)
+                pipe.exists(keys.chat_sockets(name))
             states += pipe.execute()
         changed = []
         for name, state in zip(known, states):

@@ -23,7 +23,7 @@ def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_6
     dedup = [keys.chat_cid(sender, channel, cid)] if cid is not None else []
     name = Accounts(r).name(receiver) or receiver
     return r.register_script(scripts.SEND_PRIVATE)(
-        keys=[keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.chat_conn(receiver), keys.chat_convs(sender),
+        keys=[keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.chat_sockets(receiver), keys.chat_convs(sender),
               keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender), *dedup],
         args=[tail, maxlen, age_ms, channel, window, keys.chat_user_channel(sender), sender, "node.1", name])
 
@@ -66,37 +66,42 @@ def test_a_cid_is_remembered_for_the_window_only(r):
     assert later[0] != first[0] and later[4] == 0
 
 
-def presence(r, node, ttl_ms, cap=10):
+def presence(r, node, ttl_ms=3000, cap=10):
     return Presence(r, node, {"CHAT_PRESENCE_TTL": ttl_ms / 1000, "CHAT_MAX_SOCKETS_PER_USER": cap})
 
 
-def open_socket(r, node, user, mine, cap=3, ttl_ms=3000):
-    return int(presence(r, node, ttl_ms, cap).admit(user, mine))
+def open_socket(r, node, user, mine, cap=3):
+    return int(presence(r, node, cap=cap).admit(user, mine))
 
 
-def test_the_socket_cap_counts_every_live_node(r):
+def listen(r, *users):
     ps = r.pubsub()
-    ps.subscribe(keys.chat_presence_channel("bob"))
-    ps.get_message(timeout=1)
+    ps.subscribe(*(keys.chat_presence_channel(u) for u in users))
+    for _ in users:
+        assert ps.get_message(timeout=1)["type"] == "subscribe"
+    return ps
+
+
+def heard(ps, timeout=0.3):
+    """The presence frames published on ``ps`` until it is quiet for ``timeout``."""
+    out = []
+    while (m := ps.get_message(timeout=timeout)) is not None:
+        out.append((json.loads(m["data"])["user"], json.loads(m["data"])["online"]))
+    return out
+
+
+def test_the_socket_cap_counts_every_process(r):
+    ps = listen(r, "bob")
     assert open_socket(r, "n1", "bob", 1) == 1
-    assert json.loads(ps.get_message(timeout=1)["data"]) == {"type": "presence", "user": "bob", "online": True}
     assert open_socket(r, "n1", "bob", 2) == 1
     assert open_socket(r, "n2", "bob", 1) == 1
     assert open_socket(r, "n2", "bob", 2) == 0, "2 on n1 + 2 on n2 > 3"
-    assert r.hgetall(keys.chat_sockets("bob")) == {"n1": "2", "n2": "1"}, "a refusal changes nothing"
-    assert ps.get_message(timeout=0.3) is None, "online is announced by the first socket only"
+    assert r.hgetall(keys.chat_sockets("bob")) == {"n1/0": "2", "n2/0": "1"}, "a refusal changes nothing"
+    assert heard(ps) == [("bob", True)], "online is announced by the first socket only"
     assert open_socket(r, "n1", "carol", 1) == 1, "per user"
     # n1 closes one (as Node.remove records it): room for one more on n2
-    r.hset(keys.chat_sockets("bob"), "n1", 1)
+    presence(r, "n1").closed("bob", 1)
     assert open_socket(r, "n2", "bob", 2) == 1
-
-
-def test_a_dead_nodes_sockets_stop_counting(r):
-    assert open_socket(r, "n1", "bob", 3, ttl_ms=200) == 1
-    assert open_socket(r, "n2", "bob", 1) == 0
-    time.sleep(0.3)  # n1 died without a word: its chat:conn entry expired
-    assert open_socket(r, "n2", "bob", 1) == 1
-    assert r.hgetall(keys.chat_sockets("bob")) == {"n2": "1"}
 
 
 def test_ids_are_global_and_increasing_across_streams(r):
@@ -148,90 +153,92 @@ def test_accounts_give_registered_names_and_keep_only_the_found(r):
 
 
 
-def up(r, node, ttl_ms, *users):
-    """The presence of ``users``, each with one socket on ``node``, pushed forward; how many
-    were announced online."""
-    return presence(r, node, ttl_ms).up([(u, 1) for u in users])
-
-
-def down(r, node, user):
-    """``user``'s last socket on ``node`` closed."""
-    presence(r, node, 3000).closed(user, 0)
-
-
-def online(r, user):
-    return r.register_script(scripts.PRESENCE_READ)(keys=[keys.chat_conn(user)])
-
-
-def test_online_flag_follows_presence(r):
+def test_online_flag_and_presence_follow_sockets(r):
     register(r, "bob")
-    assert up(r, "n1", 3000, "bob") == 1
+    ps = listen(r, "Bob", "carol")
+    n1, n2 = presence(r, "n1"), presence(r, "n2")
+    assert n1.admit("Bob", 1) and n1.admit("carol", 1)
     assert send_private(r, "bob")[3] == 1
-    # a second node: no second "online"
-    assert up(r, "n2", 3000, "bob") == 0
-    down(r, "n1", "bob")
+    assert n2.admit("Bob", 1), "a second process: no second online"
+    n1.closed("Bob", 0)
     assert send_private(r, "bob")[3] == 1, "still on n2"
-    assert online(r, "bob") == 1
-    down(r, "n2", "bob")
+    n2.closed("Bob", 0)
+    n2.closed("Bob", 0)  # (a second close of the same socket: no second offline)
     assert send_private(r, "bob")[3] == 0
-    assert online(r, "bob") == 0
-    assert r.smembers(keys.chat_node("n1")) == set() and r.smembers(keys.chat_node("n2")) == set()
+    assert heard(ps) == [("Bob", True), ("carol", True), ("Bob", False)], "each change once, on the user's own channel"
+    assert r.smembers(keys.chat_node("n1/0")) == {"carol"} and r.smembers(keys.chat_node("n2/0")) == set()
 
 
-def test_presence_is_published_on_the_users_own_channel_once(r):
-    ps = r.pubsub()
-    ps.subscribe(keys.chat_presence_channel("Bob"))
-    assert ps.get_message(timeout=1)["type"] == "subscribe"
-    up(r, "n1", 3000, "Bob")
-    up(r, "n1", 3000, "Carol")
-    down(r, "n1", "Bob")
-    down(r, "n1", "Bob")  # (a second close of the same socket: no second "offline")
-    got = [ps.get_message(timeout=1) for _ in range(3)]
-    assert [m["channel"] for m in got if m] == ["chat:p:bob", "chat:p:bob"], "carol's change is not on bob's channel"
-    assert [json.loads(m["data"]) for m in got if m] == [
-        {"type": "presence", "user": "Bob", "online": True}, {"type": "presence", "user": "Bob", "online": False}]
+def test_a_beat_is_one_command_whatever_the_users(r):
+    node = presence(r, "n1", 60_000)
+    for i in range(50):
+        node.admit(f"u{i}", 1)
+    node.beat(lambda: [], lambda user: True)  # (the first beat loads the script)
+    before = r.info("commandstats")
+    node.beat(lambda: pytest.fail("a beat reads the users only after a renewal"), lambda user: True)
+    after = r.info("commandstats")
+    calls = {k: v["calls"] - before.get(k, {"calls": 0})["calls"] for k, v in after.items()}
+    # one script call (TIME, ZSCORE, ZADD inside it), and the INFO of this test: nothing per user
+    assert {k: n for k, n in calls.items() if n} == {
+        "cmdstat_evalsha": 1, "cmdstat_time": 1, "cmdstat_zscore": 1, "cmdstat_zadd": 1, "cmdstat_info": 1}
+    assert r.zscore(keys.CHAT_NODES, "n1/0") > time.time() * 1000 + 50_000
 
 
-def test_presence_read_gives_the_state(r):
-    up(r, "n1", 60_000, "Bob")
-    up(r, "n1", 200, "carol")
-    assert [online(r, u) for u in ("bob", "ghost", "carol")] == [1, 0, 1]
-    time.sleep(0.3)  # carol's presence expired (her node died without a word): offline
-    assert online(r, "carol") == 0
+def test_sweep_drops_the_users_of_a_dead_process_once(r):
+    dead, alive, other = presence(r, "dead", 300), presence(r, "alive", 60_000), presence(r, "other", 60_000)
+    for user in ("bob", "dave"):
+        dead.admit(user, 1)
+    for user in ("carol", "dave"):
+        alive.admit(user, 1)
+    other.admit("erin", 1)
+    ps = listen(r, "bob", "carol", "dave")
+    assert alive.sweep() == 0, "nobody is dead yet"
+    time.sleep(0.4)  # "dead" stopped beating (SIGKILL)
+    assert [alive.sweep(), other.sweep()] == [1, 0], "one sweeper claims the dead process"
+    assert heard(ps) == [("bob", False)], "dave is still held by a live process"
+    assert [r.exists(keys.chat_sockets(u)) for u in ("bob", "carol", "dave")] == [0, 1, 1]
+    assert not r.exists(keys.chat_node("dead/0")) and set(r.zrange(keys.CHAT_NODES, 0, -1)) == {"alive/0", "other/0"}
 
 
-def test_heartbeat_refreshes_many_users_and_announces_the_swept_again(r):
-    ps = r.pubsub()
-    ps.subscribe(keys.chat_presence_channel("bob"))
-    ps.get_message(timeout=1)
-    assert up(r, "n1", 300, "bob", "carol", "dave") == 3
-    assert up(r, "n1", 60_000, "bob", "carol", "dave") == 0, "a refresh announces nobody"
-    assert r.zscore(keys.chat_conn("carol"), "n1") > time.time() * 1000 + 50_000
-    assert 150_000 < r.pttl(keys.chat_conn("dave")) <= 180_000, "kept 3 TTLs: a sweeper finds the expired entry"
-    assert r.smembers(keys.chat_node("n1")) == {"bob", "carol", "dave"}
-    assert r.zscore(keys.CHAT_NODES, "n1") > time.time() * 1000 + 50_000
-    # bob was swept (this node seemed dead, or Redis lost him): the next beat says he is back
-    r.delete(keys.chat_conn("bob"))
-    assert up(r, "n1", 60_000, "bob", "carol", "dave") == 1
-    msgs = [json.loads(ps.get_message(timeout=1)["data"]) for _ in range(2)]
-    assert msgs == [{"type": "presence", "user": "bob", "online": True}] * 2
+def test_a_sweeper_that_dies_leaves_the_claim_to_another(r):
+    dead = presence(r, "dead", 200)
+    dead.admit("bob", 1)
+    time.sleep(0.3)
+    claimed = r.register_script(scripts.NODES_DEAD)(keys=[keys.CHAT_NODES], args=[10, 200])
+    assert claimed == ["dead/0"]  # (and its sweeper dies here, before sweeping)
+    assert presence(r, "alive", 60_000).sweep() == 0, "claimed: leased to its sweeper"
+    time.sleep(0.3)
+    assert presence(r, "alive", 60_000).sweep() == 1, "the lease expired: swept by another"
+    assert r.zrange(keys.CHAT_NODES, 0, -1) == []
 
 
-def test_sweep_drops_users_of_a_dead_node_once(r):
-    up(r, "dead", 300, "bob", "dave")
-    up(r, "alive", 60_000, "carol", "dave")
-    ps = r.pubsub()
-    ps.subscribe(*(keys.chat_presence_channel(u) for u in ("bob", "carol", "dave")))
-    for _ in range(3):
-        ps.get_message(timeout=1)
-    sweepers = [presence(r, "alive", 60_000), presence(r, "other", 60_000)]
-    assert sweepers[0].sweep() == 0, "nobody is dead yet"
-    time.sleep(0.4)
-    assert [s.sweep() for s in sweepers] == [1, 0], "one sweeper claims the dead node"
-    assert json.loads(ps.get_message(timeout=1)["data"]) == {"type": "presence", "user": "bob", "online": False}
-    assert ps.get_message(timeout=0.3) is None, "dave is still held by a live node"
-    assert [online(r, u) for u in ("bob", "carol", "dave")] == [0, 1, 1]
-    assert not r.exists(keys.chat_node("dead")) and r.zrange(keys.CHAT_NODES, 0, -1) == ["alive"]
+def test_a_late_process_holds_its_users_again_under_a_new_id(r):
+    late, sweeper = presence(r, "late", 200), presence(r, "sweeper", 60_000)
+    held = [("bob", 2), ("carol", 1)]
+    for user, n in held:
+        late.admit(user, n)
+    ps = listen(r, "bob", "carol")
+    time.sleep(0.3)  # late missed its beats: taken for dead and swept
+    assert sweeper.sweep() == 2
+    late.beat(lambda: held, lambda user: True)
+    assert late.holder == "late/1"
+    assert heard(ps) == [("bob", False), ("carol", False), ("bob", True), ("carol", True)]
+    assert r.hgetall(keys.chat_sockets("bob")) == {"late/1": "2"}
+    # a write made under the old id while the renewal ran is removed by the next beat
+    r.hset(keys.chat_sockets("carol"), "late/0", 1)
+    late.beat(lambda: held, lambda user: True)
+    assert r.hgetall(keys.chat_sockets("carol")) == {"late/1": "1"} and late.retired == []
+    assert heard(ps) == []
+
+
+def test_redis_restarted_empty_gets_the_users_back(r):
+    node = presence(r, "n1", 60_000)
+    node.admit("bob", 1)
+    ps = listen(r, "bob")
+    r.flushall()
+    node.beat(lambda: [("bob", 1)], lambda user: True)
+    assert heard(ps) == [("bob", True)]
+    assert r.hgetall(keys.chat_sockets("bob")) == {"n1/1": "1"} and r.zscore(keys.CHAT_NODES, "n1/1")
 
 
 def replay(r, user, since, rooms=(), rooms_since="-"):
