@@ -163,6 +163,17 @@ class ClusterSet:
         """The server whose primary role covers ``key``'s slot now."""
         return self._slot_owner(key_slot(key.encode() if isinstance(key, str) else key))
 
+    def replicated(self, primary):
+        """Every replica of ``primary`` holds every write it took (their acknowledged offsets
+        reached its own): what a kill of ``primary`` now cannot lose."""
+        r = _node(primary.port)
+        try:
+            info = r.info("replication")
+        finally:
+            r.close()
+        offsets = [v["offset"] for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        return len(offsets) >= self.replicas_per_primary and all(o >= info["master_repl_offset"] for o in offsets)
+
     def kill_primary(self, key):
         """SIGKILL the primary of ``key`` (no chance to flush anything); returns it."""
         slot = key_slot(key.encode() if isinstance(key, str) else key)
