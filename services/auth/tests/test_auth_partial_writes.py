@@ -6,8 +6,9 @@ import threading
 
 import redis
 
-from auth_service import users
-from webchat_common import keys
+from auth_service import create_app, users
+from auth_service.config import AuthTestConfig
+from webchat_common import as_mapping, keys
 from webchat_common.sessions import session_key_hash
 
 
@@ -63,3 +64,44 @@ def test_a_session_missing_from_the_active_set_only_skews_the_count(app, redis_u
     assert r.exists("session:" + session_key_hash(sid))
     assert auth.logout().status_code in (302, 303)
     assert client.get("/api/me").status_code == 401
+
+
+def app_as(redis_url, acl_keys, r):
+    """The auth app connected as a Redis user that may touch only ``acl_keys`` (an ACL: a
+    write it may not make fails for real, with NOPERM)."""
+    r.acl_setuser("auth-partial", enabled=True, passwords=["+pw"], commands=["+@all"], keys=acl_keys, reset=True)
+    url = redis_url.replace("redis://", "redis://auth-partial:pw@")
+    return create_app(as_mapping(AuthTestConfig, REDIS_URL=url, TRUSTED_PROXIES=0))
+
+
+def test_a_failure_counted_on_one_throttle_counter_only_leaves_it_with_its_window(app, redis_url, auth):
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    auth.register("dave")
+    auth.logout()
+    try:
+        partial = app_as(redis_url, ["~session:*", "~user:*", "~users", "~sessions:active",
+                                     "~throttle:login:user:*", "%R~throttle:login:ip:*"], r)
+        resp = type(auth)(partial.test_client()).login("dave", password="wrong password")
+        assert resp.status_code == 503  # the address's counter was refused, after the account's
+    finally:
+        r.acl_deluser("auth-partial")
+    assert r.get(keys.login_throttle_user("dave")) == "1"
+    assert 0 < r.ttl(keys.login_throttle_user("dave")) <= app.config["LOGIN_THROTTLE_WINDOW"]
+    assert r.keys("throttle:login:ip:*") == []
+    assert auth.login("dave").status_code == 302  # one failure counted: the login goes on
+
+
+def test_a_scrape_that_could_not_update_the_active_set_leaves_it_for_the_next(app, redis_url, client, auth):
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    auth.register("erin")
+    r.zadd(keys.ACTIVE_SESSIONS, {"0" * 64: 1})  # a member long due, whose session is gone
+    try:
+        partial = app_as(redis_url, ["~session:*", "%R~sessions:active"], r)
+        scrape = partial.test_client().get("/metrics").get_data(as_text=True)
+        assert "webchat_auth_active_sessions " not in scrape  # the update was refused: no figure
+    finally:
+        r.acl_deluser("auth-partial")
+    assert r.zcard(keys.ACTIVE_SESSIONS) == 2
+    assert "webchat_auth_active_sessions 1.0" in client.get("/metrics").get_data(as_text=True)
+    assert r.zrange(keys.ACTIVE_SESSIONS, 0, -1) == [session_key_hash(client.get_cookie(
+        app.config["SESSION_COOKIE_NAME"]).value)]
