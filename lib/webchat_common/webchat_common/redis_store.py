@@ -181,7 +181,10 @@ def _open_cluster(parts, max_connections, pool_timeout, connection):
     (``redis.cluster.REDIS_ALLOWED_KEYS``: not ``health_check_interval``), so the others are
     bound to the pool class here.  ``retry`` is the client's own (see
     :data:`CLUSTER_RETRIES`): redis-py keeps the node connections at no retry, and runs a
-    failed command again itself, after re-reading the slot map.
+    failed command again itself, after re-reading the slot map.  When a primary dies, its
+    commands fail to connect and the map still names it until the Cluster has promoted a
+    replica (``cluster-node-timeout``, then an election): they fail after the retries (503),
+    and the commands after the promotion reach the replica.
 
     ``require_full_coverage=False``: the client starts, and serves the slots that have a
     primary, while some slot has none; whether the Cluster then answers for the covered slots is

@@ -4,7 +4,10 @@ pools, a write acknowledged by a replica (``WAIT 1``) survives a kill -9 of its 
 failover, the same client follows the failover by itself, and stopping and starting the set
 keeps every write."""
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from webchat_common.redis_store import CLUSTER_RETRIES
 from webchat_testing.cluster import ClusterSet
 
 
@@ -29,7 +32,11 @@ def test_keys_spread_over_every_primary_on_blocking_pools(tmp_path):
             assert pool.max_connections == 5 and pool.timeout == 1.5
             assert pool.connection_kwargs["health_check_interval"] == 15
             assert pool.connection_kwargs["decode_responses"] is True
+        assert client.retry.get_retries() == CLUSTER_RETRIES
         client.close()
+        no_retry = cluster.client(retry=Retry(NoBackoff(), 0))  # the caller's retry is the client's
+        assert no_retry.retry.get_retries() == 0 and no_retry.get(keys[0]) == keys[0]
+        no_retry.close()
     finally:
         cluster.stop()
 
