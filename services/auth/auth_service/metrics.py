@@ -14,9 +14,9 @@ Login and registration add, logout and re-login remove.  A scrape looks only at 
 members whose predicted expiry has passed (at most ``CHECK_LIMIT``; their keys are named by
 the session contract): a member whose key is gone is removed; one still alive (it was used
 since, which slides its TTL) gets its real expiry as the new score, if it is still a member
-(``ZADD XX``: a logout meanwhile is not undone).  So each session is looked at about once per idle timeout, and the
-count is exact to within one scrape interval; the cost is one ZCARD plus the sessions that
-came due since the last scrape.  Sessions made by other paths than the login form (none
+(``ZADD XX``: a logout meanwhile is not undone).  So each session is looked at about once per
+idle timeout, and the count is exact to within one scrape interval; the cost is one ZCARD plus
+the sessions that came due since the last scrape.  Sessions made by other paths than the login form (none
 today) would not be counted.
 
 The set and the sessions are in different slots of a Redis Cluster (docs/cluster.md), so
