@@ -130,3 +130,26 @@ def test_chat_refuses_a_cluster_at_start():
                              capture_output=True, text=True, timeout=60)
     assert started.returncode != 0
     assert "chat does not run on yet" in started.stderr and "docs/cluster.md" in started.stderr
+
+
+def test_with_every_node_down_requests_get_503_and_work_again_after(cluster_services):
+    """With no node reachable, redis-py's Cluster client raises its own exception (not a
+    RedisError): the services answer it as Redis being down, not as a bug."""
+    cluster = cluster_services.cluster
+    dana = Person(cluster_services)
+    name = name_on_another_primary(cluster, "dana", keys.USERS)
+    assert dana.register(name).status_code == 303
+    cluster.stop()
+    try:
+        for svc in (cluster_services.auth, cluster_services.files):
+            ready = requests.get(svc.url + "/readyz", timeout=10)
+            assert ready.status_code == 503 and ready.json()["redis"] == "down"
+        assert dana.get("/api/me").status_code == 503
+        assert dana.media().status_code == 503
+    finally:
+        cluster.start()
+    deadline = time.monotonic() + 20
+    while dana.get("/api/me").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert dana.me()["user"] == name and dana.media().status_code == 200

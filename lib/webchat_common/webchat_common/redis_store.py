@@ -36,6 +36,7 @@ import redis
 from flask import current_app
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import REDIS_ALLOWED_KEYS, ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -53,6 +54,9 @@ CLUSTER_RETRIES = 3
 CLUSTER_BACKOFF = (0.1, 1.0)
 #: Seconds a Sentinel query may take when the caller gave no timeout.
 SENTINEL_TIMEOUT = 2.0
+#: What a Redis call raises when Redis cannot answer it: redis-py's errors, and a Cluster
+#: client's own exception, which is not one of them (no node reachable, a slot not covered...).
+REDIS_ERRORS = (RedisError, RedisClusterException)
 _HOST_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 
 

@@ -31,10 +31,10 @@ import time
 from flask import g, request_finished, session
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
-from redis.exceptions import RedisError
 
 from webchat_common import get_redis, keys
 from webchat_common.metrics import register_collector
+from webchat_common.redis_store import REDIS_ERRORS
 from webchat_common.sessions import key_of_hash
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def _after_save(app, response, **_):
     pipe.zadd(ACTIVE_SESSIONS_KEY, {session.key_hash: _now_ms() + app.config["SESSION_IDLE_TIMEOUT"] * 1000})
     try:
         pipe.execute()
-    except RedisError:  # the login stands; only the gauge misses it (see the module docstring)
+    except REDIS_ERRORS:  # the login stands; only the gauge misses it (see the module docstring)
         log.warning("could not add a new session to %s; the active-sessions gauge misses it", ACTIVE_SESSIONS_KEY)
 
 
