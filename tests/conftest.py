@@ -3,6 +3,7 @@ free ports, started by the same code as ``make run``; the chat tests' and the fa
 stacks; browsers; gunicorn around the ops test app.  Every fixture of tests/ is here; the
 helpers they use are in ``tests/support`` and ``webchat_testing``."""
 import re
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -13,6 +14,7 @@ from support.faults import FAULT_ENV, FAULT_FIGURES
 from support.gunicorn import Gunicorn
 from support.tls import self_signed
 from support.web import Browser
+from webchat_testing.cluster import ClusterSet
 from webchat_testing.sessions import COOKIE
 
 
@@ -248,3 +250,25 @@ def gunicorn(tmp_path, redis_url):
     yield start
     for g in started:
         g.stop()
+
+
+# ---- auth and files on a Redis Cluster (tests/test_cluster_services.py) ----------------------
+
+@pytest.fixture(scope="module")
+def cluster_services(tmp_path_factory):
+    """A :class:`ClusterSet` (3 primaries, 3 replicas) with auth and files under gunicorn on it,
+    each run as its image runs it (no gateway, no chat: chat does not run on a Cluster yet)."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    cluster = ClusterSet(tmp / "redis").start()
+    media = tmp / "media"
+    media.mkdir()
+    auth = Gunicorn(tmp, cluster.url, app=None, name="auth")
+    files = Gunicorn(tmp, cluster.url, app=None, name="files", MEDIA_ROOT=str(media))
+    try:
+        auth.start()
+        files.start()
+        yield SimpleNamespace(cluster=cluster, auth=auth, files=files)
+    finally:
+        auth.stop()
+        files.stop()
+        cluster.stop()

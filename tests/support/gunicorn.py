@@ -1,6 +1,7 @@
 """One gunicorn master with the services' shared config (``webchat_common.gunicorn_conf``) around
 ``tests/ops_app.py``, for the operations tests (``tests/test_ops_lifecycle.py``; the fixture that
-starts and stops them is ``gunicorn`` in ``tests/conftest.py``)."""
+starts and stops them is ``gunicorn`` in ``tests/conftest.py``), or around a service as its image
+and the local stack run it (``app=None``: ``SERVICE_NAME`` names it; tests/test_cluster_services.py)."""
 import os
 import signal
 import subprocess
@@ -17,7 +18,9 @@ DRAIN = 4.0  # SHUTDOWN_DRAIN_SECONDS for these tests
 
 
 class Gunicorn:
-    """One gunicorn master (and its workers) with the services' config, output to a file."""
+    """One gunicorn master (and its workers) with the services' config, output to a file.
+    ``app=None``: the service ``name``, with the app, worker class and workers its
+    ``service.toml`` declares (the command line of ``localstack.Stack.service_args``)."""
 
     def __init__(self, tmp_path, redis_url, app="ops_app:create_app()", worker_class="gthread", workers=2,
                  name="ops", **env):
@@ -29,7 +32,9 @@ class Gunicorn:
                         SHUTDOWN_DRAIN_SECONDS=str(DRAIN))
         self.env.update(env)
         self.args = [sys.executable, "-m", "gunicorn", "-c", "python:webchat_common.gunicorn_conf",
-                     "-b", f"127.0.0.1:{self.port}", "-k", worker_class, "-w", str(workers), app]
+                     "-b", f"127.0.0.1:{self.port}"]
+        if app is not None:
+            self.args += ["-k", worker_class, "-w", str(workers), app]
         self.proc = None
 
     @property

@@ -1,6 +1,8 @@
-"""``REDIS_URL`` in its Sentinel form (``redis+sentinel://``): parsed whole or refused with a
-reason, and turned into a client of the primary on a blocking pool like the single-Redis one.
-(The failover itself, with real Sentinels: tests/test_sentinel.py.)"""
+"""``REDIS_URL`` in its Sentinel form (``redis+sentinel://``) and its Cluster form
+(``redis+cluster://``): parsed whole or refused with a reason, and turned into a client of the
+primary on a blocking pool like the single-Redis one.  (The failover itself, with real
+Sentinels: tests/test_sentinel.py; the Cluster client on a real Cluster:
+lib/webchat_testing/tests/test_cluster_set.py.)"""
 import string
 from urllib.parse import quote
 
@@ -8,8 +10,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from webchat_common.redis_store import (SENTINEL_PORT, SENTINEL_TIMEOUT, BlockingSentinelPool, SentinelURL, is_sentinel_url,
-                                        open_client, parse_sentinel_url)
+from webchat_common.redis_store import (CLUSTER_PORT, SENTINEL_PORT, SENTINEL_TIMEOUT, BlockingSentinelPool, ClusterURL,
+                                        SentinelURL, is_cluster_url, is_sentinel_url, open_client, parse_cluster_url,
+                                        parse_sentinel_url)
 
 hosts = st.one_of(
     st.text(string.ascii_letters + string.digits + ".-_", min_size=1, max_size=30),
@@ -20,12 +23,16 @@ ports = st.one_of(st.none(), st.integers(1, 65535))
 secrets_ = st.one_of(st.none(), st.text(min_size=1, max_size=20))
 
 
-def build(sentinels, service, db, username, password):
+def authority(hosts, username, password):
     auth = ""
     if username or password is not None:
         auth = quote(username or "", safe="") + (":" + quote(password, safe="") if password is not None else "") + "@"
-    netloc = ",".join(h if p is None else f"{h}:{p}" for h, p in sentinels)
-    return f"redis+sentinel://{auth}{netloc}/{quote(service, safe='')}" + ("" if db is None else f"/{db}")
+    return auth + ",".join(h if p is None else f"{h}:{p}" for h, p in hosts)
+
+
+def build(sentinels, service, db, username, password):
+    return (f"redis+sentinel://{authority(sentinels, username, password)}/{quote(service, safe='')}"
+            + ("" if db is None else f"/{db}"))
 
 
 @given(st.lists(st.tuples(hosts, ports), min_size=1, max_size=4), st.text(min_size=1, max_size=20),
@@ -92,3 +99,69 @@ def test_a_sentinel_client_is_the_primary_on_a_blocking_pool():
 def test_sentinel_queries_time_out_even_when_the_caller_sets_no_timeout():
     sentinels = open_client("redis+sentinel://a/webchat").connection_pool.sentinel_manager.sentinels
     assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == SENTINEL_TIMEOUT
+
+
+@given(st.lists(st.tuples(hosts, ports), min_size=1, max_size=6), st.sampled_from(["", "/", "/0"]),
+       st.one_of(st.none(), st.text(min_size=1, max_size=10)), secrets_)
+def test_a_cluster_url_round_trips(nodes, path, username, password):
+    parsed = parse_cluster_url(f"redis+cluster://{authority(nodes, username, password)}{path}")
+    expect = tuple((h.strip("[]"), CLUSTER_PORT if p is None else p) for h, p in nodes)
+    assert parsed == ClusterURL(expect, username, password)
+
+
+@given(st.text(max_size=80))
+@example("h:65536")
+@example("[::1")
+@example("h:1:2")
+@example("h/1")
+@example("h/0/")
+@example("h,")
+@example("h:١")
+def test_any_text_is_a_cluster_url_or_refused_with_a_reason(rest):
+    try:
+        parsed = parse_cluster_url("redis+cluster://" + rest)
+    except ValueError as exc:
+        assert str(exc)
+        return
+    assert parsed.nodes
+    assert all(0 < port < 65536 and host for host, port in parsed.nodes)
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("redis+cluster://", "bad Cluster node address"),
+    ("redis+cluster://h,,k", "bad Cluster node address"),
+    ("redis+cluster://h:0", "bad Cluster node port"),
+    ("redis+cluster://h:x", "bad Cluster node port"),
+    ("redis+cluster://[::1", r"\[IPV6\]:PORT"),
+    ("redis+cluster://h/1", "only database 0"),
+    ("redis+cluster://h/0/x", "only database 0"),
+    ("redis+cluster://h?read_from_replicas=1", "no query or fragment"),
+    ("redis+cluster://h#x", "no query or fragment"),
+    ("redis://h", "starts with redis\\+cluster://"),
+])
+def test_bad_cluster_urls_say_what_is_wrong(url, reason):
+    """Refused before any node is contacted (these hosts do not exist)."""
+    with pytest.raises(ValueError, match=reason):
+        parse_cluster_url(url)
+    if is_cluster_url(url):
+        with pytest.raises(ValueError, match=reason):
+            open_client(url)
+
+
+def test_only_the_cluster_scheme_is_a_cluster_url():
+    assert is_cluster_url("redis+cluster://h") and is_cluster_url("REDIS+CLUSTER://h:1,k:2/")
+    assert not is_cluster_url("redis://h:6379/0") and not is_cluster_url("redis+sentinel://h/s")
+
+
+def test_a_service_that_cannot_run_on_a_cluster_refuses_a_cluster_url_at_start():
+    from flask import Flask
+
+    from webchat_common import Config, load_config
+
+    class NotYet(Config):
+        redis_cluster_refused = "this service does not run on a Redis Cluster yet"
+
+    with pytest.raises(RuntimeError, match="does not run on a Redis Cluster yet"):
+        load_config(Flask(__name__), NotYet, environ={"REDIS_URL": "redis+cluster://h:7000"})
+    load_config(Flask(__name__), NotYet, environ={"REDIS_URL": "redis+sentinel://h/webchat"})
+    load_config(Flask(__name__), Config, environ={"REDIS_URL": "redis+cluster://h:7000"})

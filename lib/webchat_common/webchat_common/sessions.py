@@ -26,11 +26,10 @@ import secrets
 import time
 
 from flask.sessions import SessionInterface, SessionMixin
-from redis.exceptions import RedisError
 from werkzeug.datastructures import CallbackDict
 from werkzeug.sansio.http import parse_cookie
 
-from .redis_store import get_redis
+from .redis_store import REDIS_ERRORS, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class RedisSessionInterface(SessionInterface):
         try:
             raw = get_redis(app).getex(session_key(sid), ex=max(1, math.ceil(idle)))
             refreshed_at = time.monotonic()
-        except RedisError:
+        except REDIS_ERRORS:
             log.warning("session store unreachable")
             return UnavailableSession()
         except UnicodeDecodeError:
@@ -140,7 +139,7 @@ class RedisSessionInterface(SessionInterface):
         if ttl < idle:  # the absolute timeout is nearer than the idle one: cap the TTL
             try:
                 get_redis(app).expire(session_key(sid), ttl)
-            except RedisError:
+            except REDIS_ERRORS:
                 log.warning("session store unreachable")
                 return UnavailableSession()
         session.refreshed_at = refreshed_at
@@ -157,7 +156,7 @@ class RedisSessionInterface(SessionInterface):
             r = get_redis(app)
             r.delete(session_key(sid))
             r.publish(ENDED_CHANNEL, session_key_hash(sid))
-        except RedisError:
+        except REDIS_ERRORS:
             log.warning("could not delete session; it will expire by its TTL")
 
     def _ttl(self, app, session):

@@ -29,14 +29,13 @@ import uuid
 from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, abort, current_app, g, jsonify, make_response, redirect, render_template, request, session
-from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import RequestRedirect
 
 from . import lifecycle, metrics
 from .logs import setup_logging
-from .redis_store import get_redis, init_redis, make_client
+from .redis_store import REDIS_ERRORS, init_redis, make_client
 from .sessions import RedisSessionInterface, UnavailableSession
 
 access_log = logging.getLogger("webchat.access")
@@ -186,14 +185,16 @@ def _wrap_errors(app):
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
         return error_response(exc.code, exc.description, headers)
 
-    @app.errorhandler(RedisError)
     def redis_error(exc):
         log.warning("redis error: %s", exc.__class__.__name__)
         return error_response(503, REDIS_DOWN)
 
+    for error in REDIS_ERRORS:
+        app.register_error_handler(error, redis_error)
+
     @app.errorhandler(InternalServerError)
     def server_error(exc):
-        if isinstance(exc.original_exception, RedisError):
+        if isinstance(exc.original_exception, REDIS_ERRORS):
             return redis_error(exc.original_exception)
         return error_response(500, "Something went wrong on our side. It has been logged.")
 
@@ -216,15 +217,16 @@ def readyz():
     if lifecycle.draining():
         return jsonify(status="shutting down"), 503
     app = current_app._get_current_object()
-    client = app.extensions.get("redis_ready")
-    if client is None:
-        # Its own tiny pool: a probe must not queue behind a busy request pool, and must be
-        # answered within READY_TIMEOUT whatever Redis does.
-        client = app.extensions["redis_ready"] = make_client(
-            app.config["REDIS_URL"], max_connections=2, pool_timeout=READY_TIMEOUT, socket_timeout=READY_TIMEOUT)
     try:
+        client = app.extensions.get("redis_ready")
+        if client is None:
+            # Its own tiny pool: a probe must not queue behind a busy request pool, and must be
+            # answered within READY_TIMEOUT whatever Redis does.  (A Cluster client reads the
+            # slot map when it is made, so making it can fail too.)
+            client = app.extensions["redis_ready"] = make_client(
+                app.config["REDIS_URL"], max_connections=2, pool_timeout=READY_TIMEOUT, socket_timeout=READY_TIMEOUT)
         client.ping()
-    except RedisError:
+    except REDIS_ERRORS:
         return jsonify(status="unavailable", redis="down"), 503
     return jsonify(status="ok", redis="up")
 

@@ -12,13 +12,20 @@ keyspace (conversations, users, ...) on every scrape.  Instead auth keeps a sort
 never the cookie), score = when that session would expire if unused (ms since the epoch).
 Login and registration add, logout and re-login remove.  A scrape looks only at the
 members whose predicted expiry has passed (at most ``CHECK_LIMIT``; their keys are named by
-the session contract, and one Lua script updates them atomically): a member whose key is
-gone is removed; one still alive (it was used since, which slides its TTL) gets its real
-expiry as the new score.  So each session is looked at about once per idle timeout, and the
-count is exact to within one scrape interval; the cost is one ZCARD plus the sessions that
-came due since the last scrape.  Sessions made by other paths than the login form (none
+the session contract): a member whose key is gone is removed; one still alive (it was used
+since, which slides its TTL) gets its real expiry as the new score, if it is still a member
+(``ZADD XX``: a logout meanwhile is not undone).  So each session is looked at about once per
+idle timeout, and the count is exact to within one scrape interval; the cost is one ZCARD plus
+the sessions that came due since the last scrape.  Sessions made by other paths than the login form (none
 today) would not be counted.
+
+The set and the sessions are in different slots of a Redis Cluster (docs/cluster.md), so
+nothing here is a transaction across them: a session is stored first and joins the set after
+(:func:`_after_save`), and a scrape reads the due sessions' TTLs, then updates the set.  A
+failure in between only skews the count: a session missing from the set is not counted (it
+works all the same), and a stale member is re-checked at the next scrape.
 """
+import logging
 import time
 
 from flask import g, request_finished, session
@@ -27,8 +34,10 @@ from prometheus_client.core import GaugeMetricFamily
 
 from webchat_common import get_redis, keys
 from webchat_common.metrics import register_collector
+from webchat_common.redis_store import REDIS_ERRORS
 from webchat_common.sessions import key_of_hash
 
+log = logging.getLogger(__name__)
 LOGINS = Counter("webchat_auth_logins_total", "Login attempts that reached the password check, by result.",
                  ["result"])
 LOGINS_THROTTLED = Counter("webchat_auth_login_throttled_total",
@@ -41,30 +50,23 @@ ACTIVE_SESSIONS_KEY = keys.ACTIVE_SESSIONS
 #: Most members a scrape re-checks; the rest wait for the next scrape.
 CHECK_LIMIT = 1000
 
-#: KEYS: sessions:active, then the keys of the due sessions.  ARGV: now (ms), then their hashes.
-#: A member still there (no logout meanwhile) whose key is gone is removed; one still alive
-#: gets its real expiry.  Returns the count.
-_PRUNE = """
-local now = tonumber(ARGV[1])
-for i = 2, #KEYS do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    local ttl = redis.call('PTTL', KEYS[i])
-    if ttl < 0 then
-      redis.call('ZREM', KEYS[1], ARGV[i])
-    else
-      redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
-    end
-  end
-end
-return redis.call('ZCARD', KEYS[1])
-"""
-
-
 def _prune(r):
     """Re-check the members whose predicted expiry has passed; returns the count."""
     now = _now_ms()
     due = r.zrangebyscore(ACTIVE_SESSIONS_KEY, "-inf", now, start=0, num=CHECK_LIMIT)
-    return r.eval(_PRUNE, 1 + len(due), ACTIVE_SESSIONS_KEY, *(key_of_hash(h) for h in due), now, *due)
+    pipe = r.pipeline(transaction=False)
+    for h in due:
+        pipe.pttl(key_of_hash(h))
+    ttls = pipe.execute() if due else []
+    gone = [h for h, ttl in zip(due, ttls) if ttl < 0]
+    alive = {h: now + ttl for h, ttl in zip(due, ttls) if ttl >= 0}
+    pipe = r.pipeline(transaction=False)
+    if gone:
+        pipe.zrem(ACTIVE_SESSIONS_KEY, *gone)
+    if alive:
+        pipe.zadd(ACTIVE_SESSIONS_KEY, alive, xx=True)
+    pipe.zcard(ACTIVE_SESSIONS_KEY)
+    return pipe.execute()[-1]
 
 
 def _now_ms():
@@ -87,11 +89,14 @@ def _after_save(app, response, **_):
     pending = g.pop("auth_new_session", None)
     if pending is None or not session.sid or response.status_code >= 400:
         return
-    pipe = get_redis(app).pipeline()
+    pipe = get_redis(app).pipeline(transaction=True)  # one key: one slot of a Cluster
     if pending["replaces"]:
         pipe.zrem(ACTIVE_SESSIONS_KEY, pending["replaces"])
     pipe.zadd(ACTIVE_SESSIONS_KEY, {session.key_hash: _now_ms() + app.config["SESSION_IDLE_TIMEOUT"] * 1000})
-    pipe.execute()
+    try:
+        pipe.execute()
+    except REDIS_ERRORS:  # the login stands; only the gauge misses it (see the module docstring)
+        log.warning("could not add a new session to %s; the active-sessions gauge misses it", ACTIVE_SESSIONS_KEY)
 
 
 def init_app(app):

@@ -37,22 +37,34 @@ def password_error(password):
     return None
 
 
-# Check-and-create in one atomic step, so two registrations of one name cannot both win and
-# a crash cannot leave half a user behind.
+# Check-and-create of the account, atomic on the account's own key (one slot of a Cluster):
+# two registrations of one name cannot both win, and a crash cannot leave half an account.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'password', ARGV[2], 'created', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
 
 def create_user(name, password):
-    """Store a new user; raise UsernameTaken if the name (in any letter case) exists."""
+    """Store a new user; raise UsernameTaken if the name (in any letter case) exists.
+
+    Two writes, in this order, because the account and the ``users`` index are in different
+    slots of a Cluster (docs/cluster.md): the account (created only if absent), then the
+    user's entry in the index.  If the second write is lost (a failure in between), the
+    account exists and works, its name is taken, and only the contacts list misses it until
+    its next login puts it back (:func:`authenticate`)."""
     pw_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
-    created = get_redis().eval(_CREATE, 2, keys.user(name), keys.USERS, name, pw_hash, int(time.time()))
-    if not created:
+    created = int(time.time())
+    r = get_redis()
+    if not r.eval(_CREATE, 1, keys.user(name), name, pw_hash, created):
         raise UsernameTaken(name)
+    _index(r, name, created)
+
+
+def _index(r, name, created):
+    """The user's entry in the ``users`` index (kept if there: its score is the registration)."""
+    r.zadd(keys.USERS, {name: created}, nx=True)
 
 
 def get_user(name):
@@ -73,13 +85,18 @@ def _dummy_hash():
 
 def authenticate(name, password):
     """The registered name if the password is right, else None.  An unknown user costs the
-    same hash as a known one, so timing does not tell which names exist."""
-    stored = get_redis().hmget(keys.user(name), "name", "password") if is_user_name(name) else [None, None]
-    registered, pw_hash = stored
+    same hash as a known one, so timing does not tell which names exist.  A login also puts
+    the user back in the ``users`` index if a failed registration left them out of it."""
+    r = get_redis()
+    stored = r.hmget(keys.user(name), "name", "password", "created") if is_user_name(name) else [None] * 3
+    registered, pw_hash, created = stored
     if pw_hash is None:
         check_password_hash(_dummy_hash(), password)
         return None
-    return registered if check_password_hash(pw_hash, password) else None
+    if not check_password_hash(pw_hash, password):
+        return None
+    _index(r, registered, int(created))
+    return registered
 
 
 def list_users(offset, limit):

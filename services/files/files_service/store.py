@@ -7,6 +7,13 @@ whole, is the only name this module ever opens or deletes.  An upload is written
 atomic step, so no reader ever sees a partial file under a media name; the metadata is written
 after the link, and a file without metadata is never served (the metadata is the permission).
 
+A file's metadata, its readers and its owner's list are in different slots of a Redis Cluster
+(docs/cluster.md), so they are written one after the other, never in one transaction, in the
+order that makes a partial failure harmless: an upload adds the name to its owner's list
+first and writes the metadata last (a name in the list without metadata is skipped by
+:func:`list_for`); a deletion removes the metadata first (the file stops being served at
+once), then the readers and the list entry.
+
 Who may read a file (:func:`may_read`):
 
 - its owner (the uploader);
@@ -131,10 +138,9 @@ def save(upload, owner, kind="upload", allowed=None):
         "kind": kind,
     }
     try:
-        pipe = get_redis().pipeline(transaction=True)
-        pipe.hset(keys.media(name), mapping=meta)
-        pipe.zadd(keys.media_by_owner(owner), {name: meta["uploaded_at"]})
-        pipe.execute()
+        r = get_redis()
+        r.zadd(keys.media_by_owner(owner), {name: meta["uploaded_at"]})
+        r.hset(keys.media(name), mapping=meta)
     except BaseException:
         (root() / name).unlink(missing_ok=True)
         raise
@@ -195,11 +201,10 @@ def delete(name):
     """Remove a media file and its records (its owner's avatar being replaced, say)."""
     meta = metadata(name)
     r = get_redis()
-    pipe = r.pipeline(transaction=True)
-    pipe.delete(keys.media(name), keys.media_readers(name))
+    r.delete(keys.media(name))
+    r.delete(keys.media_readers(name))
     if meta:
-        pipe.zrem(keys.media_by_owner(meta["owner"]), name)
-    pipe.execute()
+        r.zrem(keys.media_by_owner(meta["owner"]), name)
     if is_media_name(name):
         (root() / name).unlink(missing_ok=True)
 
