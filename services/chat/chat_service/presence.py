@@ -112,6 +112,8 @@ class Presence:
             gone, self.left_since_renewal = self.left_since_renewal, set()
             for old in retired:
                 self._sweep(old, list(gone))
+                # (an admit made under the old id after its sweep wrote its list again)
+                self.redis.delete(keys.chat_node(old))
             self.retired = []
         return announced
 

@@ -227,8 +227,10 @@ def test_a_late_process_holds_its_users_again_under_a_new_id(r):
     assert r.hgetall(keys.chat_sockets("bob")) == {"late/1": "2"}
     # a write made under the old id while the renewal ran is removed by the next beat
     r.hset(keys.chat_sockets("carol"), "late/0", 1)
+    r.sadd(keys.chat_node("late/0"), "carol")
     late.beat(lambda: held, lambda user: True)
     assert r.hgetall(keys.chat_sockets("carol")) == {"late/1": "1"} and late.retired == []
+    assert not r.exists(keys.chat_node("late/0"))
     assert heard(ps) == []
 
 
