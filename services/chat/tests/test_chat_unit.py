@@ -153,6 +153,15 @@ def test_accounts_give_registered_names_and_keep_only_the_found(r):
 
 
 
+def test_a_dead_process_sockets_stop_counting_once_swept(r):
+    presence(r, "n1", 200, cap=3).admit("bob", 3)
+    assert open_socket(r, "n2", "bob", 1) == 0
+    time.sleep(0.3)  # n1 died without a word: its chat:nodes entry expired
+    presence(r, "n2").sweep()
+    assert open_socket(r, "n2", "bob", 1) == 1
+    assert r.hgetall(keys.chat_sockets("bob")) == {"n2/0": "1"}
+
+
 def test_online_flag_and_presence_follow_sockets(r):
     register(r, "bob")
     ps = listen(r, "Bob", "carol")
