@@ -234,7 +234,7 @@ def test_presence_on_and_off_across_processes(chat_stack, r):
     assert not [f for f in sc.collect(0.5) if f.get("type") == "presence"], "presence goes to watchers only"
     # a new list replaces the old one: bob is no longer watched, nor heard by any process
     assert sa.watch(carol.name)["online"] == [carol.name]
-    wait_until(lambda: r.pubsub_numsub(keys.chat_presence_channel(bob.name))[0][1] == 0, timeout=5,
+    wait_until(lambda: r.pubsub_shardnumsub(keys.chat_presence_channel(bob.name))[0][1] == 0, timeout=5,
                what="bob's presence channel left")
     sb = bob.connect()
     assert not [f for f in sa.collect(1.5) if f.get("type") == "presence" and f["user"] == bob.name]
@@ -242,7 +242,7 @@ def test_presence_on_and_off_across_processes(chat_stack, r):
         s.close()
     # every watcher gone: no process listens to anyone's presence channel any more
     chans = [keys.chat_presence_channel(p.name) for p in (alice, bob, carol)]
-    wait_until(lambda: all(n == 0 for _, n in r.pubsub_numsub(*chans)), timeout=5, what="presence channels left")
+    wait_until(lambda: all(n == 0 for _, n in r.pubsub_shardnumsub(*chans)), timeout=5, what="presence channels left")
 
 
 def test_watch_bad_input_and_limits(chat_stack):
@@ -485,7 +485,7 @@ def test_pubsub_reconnect_catches_every_socket_up(chat_stack, r):
     assert got == sent, "every message exactly once, in order, after the subscriber came back"
     logs = "".join(p.read_text() for p in chat_stack.log_dir.glob("chat-*.log"))
     assert "pub/sub connection lost" in logs and "pub/sub back: caught up" in logs
-    assert r.pubsub_numsub(keys.chat_user_channel(bob.name))[0][1] >= 1
+    assert r.pubsub_shardnumsub(keys.chat_user_channel(bob.name))[0][1] >= 1
     # presence too: a change made while the subscriber was away is not lost
     carol = person(chat_stack)
     sc = carol.connect()
@@ -493,7 +493,7 @@ def test_pubsub_reconnect_catches_every_socket_up(chat_stack, r):
     assert r.client_kill_filter(_type="pubsub") >= 1
     sc.close()
     wait_online(sa, carol.name, online=False, timeout=10)
-    assert r.pubsub_numsub(keys.chat_presence_channel(carol.name))[0][1] >= 1
+    assert r.pubsub_shardnumsub(keys.chat_presence_channel(carol.name))[0][1] >= 1
     sa.close()
     sb.close()
 

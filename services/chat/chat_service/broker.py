@@ -4,12 +4,22 @@ Rule: a channel counts as heard only once Redis confirmed the subscription
 (:meth:`Broker.subscribe` with ``wait``), so whoever reads history after that cannot miss a
 message published in between.  The connection is PINGed when idle; when it fails or stops
 answering, the listener (and only the listener: see ``transport.PubSub``) makes a new one,
-subscribes to every channel still wanted, and says so through ``on_lost`` / ``on_back``, so
-the owner can catch its sockets up from history: a message published while the connection
-was down was never heard.
+subscribes to every channel still wanted, each with its own kind, and says so through
+``on_lost`` / ``on_back``, so the owner can catch its sockets up from history: a message
+published while the connection was down was never heard.
 
-The broker knows nothing of sockets or users: its owner tells it which channels are wanted and
-what to do with a message.
+Two kinds of channel share the connection.  Chat's own channels (``chat:u:``, ``chat:r:``,
+``chat:p:``) are sharded channels: published with SPUBLISH, heard with SSUBSCRIBE (confirmed
+by ``ssubscribe``, delivered as ``smessage``).  On a Redis Cluster an SPUBLISH is handled only
+by the shard that owns the channel's slot, where a PUBLISH is sent to every node of the
+Cluster: fan-out would otherwise cost every shard for every message (docs/cluster.md,
+"Fan-out: sharded pub/sub").  The channels the owner names as ``classic`` (``sessions:ended``,
+published by every service) are heard with SUBSCRIBE.  On one Redis or a Sentinel's primary
+both kinds live on one connection, in the order Redis ran the publishes; on a Cluster the
+sharded ones will need a connection per shard (not built).
+
+The broker knows nothing of sockets or users: its owner tells it which channels are wanted,
+which of them are classic, and what to do with a message.
 """
 import logging
 import time
@@ -29,15 +39,20 @@ from .transport import PubSub
 
 log = logging.getLogger(__name__)
 
+#: What redis-py calls a published message and a subscription's confirmation, of either kind.
+_MESSAGE = ("smessage", "message")
+_CONFIRMED = ("ssubscribe", "subscribe")
+
 
 class Broker:
     """``wanted()``: every channel (bytes) wanted now; ``still_wanted(channel)``: whether one
     is; ``on_message(channel, data)``: a published message (bytes, undecoded); ``on_lost()``:
     the connection was lost (messages published from now until ``on_back`` are not heard);
-    ``on_back()``: every wanted channel is heard again.  The callbacks run in the listener's
+    ``on_back()``: every wanted channel is heard again; ``classic``: the channels heard with
+    SUBSCRIBE (every other one is sharded: SSUBSCRIBE).  The callbacks run in the listener's
     greenlet and must not block (``on_back`` spawns its catch-up)."""
 
-    def __init__(self, cfg, wanted, still_wanted, on_message, on_lost, on_back):
+    def __init__(self, cfg, wanted, still_wanted, on_message, on_lost, on_back, classic=()):
         # Raw bytes (frames are forwarded without decoding) and no silent retries, so a
         # dropped connection surfaces here and the owner catches up.
         # With a Sentinel URL each new connection asks the Sentinels for the primary, so the
@@ -49,6 +64,7 @@ class Broker:
         self.interval = cfg["CHAT_PUBSUB_HEALTH_INTERVAL"]
         self.wanted, self.still_wanted = wanted, still_wanted
         self.on_message, self.on_lost, self.on_back = on_message, on_lost, on_back
+        self.classic = frozenset(classic)
         self.subscribed = set()  # channels the server confirmed
         self.pending = {}        # channel -> Event set on confirmation
         self.ps = None
@@ -73,7 +89,7 @@ class Broker:
         if new and self.ps is not None:
             try:
                 with self.lock:
-                    self.ps.subscribe(*new)
+                    self._send(self.ps, new, subscribe=True)
             except (RedisError, OSError):
                 pass  # the listener reconnects and subscribes to every wanted channel
         if wait:
@@ -92,7 +108,7 @@ class Broker:
         if self.ps is not None:
             try:
                 with self.lock:
-                    self.ps.unsubscribe(*chans)
+                    self._send(self.ps, chans, subscribe=False)
             except (RedisError, OSError):
                 pass
 
@@ -113,8 +129,18 @@ class Broker:
                 self.pending[ch] = old.pop(ch, None) or Event()
             for ev in old.values():
                 ev.set()
-            ps.subscribe(*wanted)
+            self._send(ps, wanted, subscribe=True)
         return ps
+
+    def _send(self, ps, chans, subscribe):
+        """(UN)SUBSCRIBE the classic channels of ``chans`` and S(UN)SUBSCRIBE the others, on
+        ``ps`` (the caller holds the lock)."""
+        classic = [c for c in chans if c in self.classic]
+        sharded = [c for c in chans if c not in self.classic]
+        if sharded:
+            (ps.ssubscribe if subscribe else ps.sunsubscribe)(*sharded)
+        if classic:
+            (ps.subscribe if subscribe else ps.unsubscribe)(*classic)
 
     def _listen(self):
         first = True
@@ -126,9 +152,9 @@ class Broker:
                 ps = self._connect()
                 caught_up = first
                 for kind, channel, data in self._messages(ps):
-                    if kind == "message":
+                    if kind in _MESSAGE:
                         self.on_message(channel, data)
-                    elif kind == "subscribe":
+                    elif kind in _CONFIRMED:
                         self._confirmed(channel)
                         if not caught_up and not self.pending:
                             caught_up, lost, backoff = True, False, 0.1

@@ -219,10 +219,10 @@ class Commands:
             conn.reply(mine)
             return
         pipe = self.redis.pipeline(transaction=False)
-        pipe.publish(keys.chat_user_channel(conn.user), control_payload(mine))
+        pipe.spublish(keys.chat_user_channel(conn.user), control_payload(mine))
         if place.peer is not None and place.peer.lower() != conn.lower:
-            pipe.publish(keys.chat_user_channel(place.peer),
-                         control_payload({"type": "read", "user": conn.user, "with": conn.user, "up_to": marker}))
+            pipe.spublish(keys.chat_user_channel(place.peer),
+                          control_payload({"type": "read", "user": conn.user, "with": conn.user, "up_to": marker}))
         pipe.execute()
 
     def typing(self, conn, msg, cid):
@@ -242,9 +242,9 @@ class Commands:
                     else self.redis.scard(keys.chat_members(place.room)))
             if size > self.typing_max_members:
                 return
-            self.redis.publish(keys.chat_room_channel(place.room), control_payload({**frame, "room": place.room}))
+            self.redis.spublish(keys.chat_room_channel(place.room), control_payload({**frame, "room": place.room}))
         elif place.peer.lower() != conn.lower:
-            self.redis.publish(keys.chat_user_channel(place.peer), control_payload({**frame, "with": conn.user}))
+            self.redis.spublish(keys.chat_user_channel(place.peer), control_payload({**frame, "with": conn.user}))
 
     # ---- watch -----------------------------------------------------------------------------
 
@@ -290,9 +290,9 @@ class Commands:
         if kind == "join":
             frame["since"] = format_id(since)  # for the user's other sockets: see Connection.follow
         pipe = r.pipeline(transaction=False)
-        pipe.publish(keys.chat_user_channel(conn.user), control_payload(frame))
-        pipe.publish(keys.chat_room_channel(room),
-                     control_payload({"type": "member", "action": kind, "room": room, "user": conn.user}))
+        pipe.spublish(keys.chat_user_channel(conn.user), control_payload(frame))
+        pipe.spublish(keys.chat_room_channel(room),
+                      control_payload({"type": "member", "action": kind, "room": room, "user": conn.user}))
         pipe.execute()
 
     def _joined(self, user, room):

@@ -1,12 +1,13 @@
 """One chat process ("node"): its open sockets, and the parts that serve them all.
 
 Rule: a message reaches a socket only through this process's one pub/sub connection, and
-only after Redis stored it.  Fan-out: a message is stored and published in one Lua call to the
-receiver's channel ``chat:u:<user>`` or the room's ``chat:r:<room>`` (:mod:`.store`).  A node
+only after Redis stored it.  Fan-out: a message is stored and published (SPUBLISH: chat's
+channels are sharded channels, see :mod:`.broker`) in one Lua call to the receiver's channel
+``chat:u:<user>`` or the room's ``chat:r:<room>`` (:mod:`.store`).  A node
 subscribes only to the channels of the users and rooms it has sockets for, and of the users
 its sockets watch (:mod:`.broker`, :mod:`.watch`); each frame heard is encoded once, as
 WebSocket bytes, and queued on the local sockets that want it (:meth:`Node._dispatch`).
-Nothing is sent to every node except ``sessions:ended``.
+Nothing is sent to every node except ``sessions:ended`` (a classic channel).
 
 Ordering and resume: ids are global and increase in the order Redis ran the sends, and one
 pub/sub connection delivers in that order, so each socket sees ids in increasing order and
@@ -88,7 +89,7 @@ class Node:
         self.conversations = app.extensions["chat_conversations"]
         self.presence = Presence(self.redis, self.id, cfg)
         self.broker = Broker(cfg, self._wanted_channels, self._still_wanted, self._dispatch,
-                             self._pubsub_lost, self._pubsub_back)
+                             self._pubsub_lost, self._pubsub_back, classic=(_ENDED,))
         self.watch = Watch(self.redis, self.conversations.accounts, self.broker, cfg["CHAT_PRESENCE_BATCH"])
         self.commands = Commands(self)
         self.polls = Polls(self)

@@ -86,8 +86,8 @@ class PollClient(Client):
             users = _names(watched)
             if users:
                 self.node.watch.set(self, {u.lower(): u for u in users}, None)
-        redis.publish(keys.chat_user_channel(self.user),
-                      control_payload({"type": "poll", "poll": self.pid, "taken": self.gen}))
+        redis.spublish(keys.chat_user_channel(self.user),
+                       control_payload({"type": "poll", "poll": self.pid, "taken": self.gen}))
 
     def wait(self, timeout, hangup):
         """Wait until something is queued, the client must close, ``timeout`` passes, or the
@@ -238,7 +238,7 @@ class Polls:
             body = b'{"type":"poll","poll":"' + c.pid.encode() + b'","to":' + str(gen).encode() + \
                 b',"frames":[' + b",".join(texts) + b"]}"
             try:
-                self.node.redis.publish(keys.chat_user_channel(c.user), b"- " + body)
+                self.node.redis.spublish(keys.chat_user_channel(c.user), b"- " + body)
             except RedisError as exc:
                 log.warning("could not pass a poll client's frames on (%s)", exc.__class__.__name__)
 
@@ -319,8 +319,8 @@ class Sender:
         record = keys.chat_poll(self.user, self.pid)
         pipe.hset(record, "watch", json.dumps(names))
         pipe.expire(record, self.polls.cfg["CHAT_POLL_RECORD_TTL"])
-        pipe.publish(keys.chat_user_channel(self.user),
-                     control_payload({"type": "poll", "poll": self.pid, "watch": names, "cid": cid}))
+        pipe.spublish(keys.chat_user_channel(self.user),
+                      control_payload({"type": "poll", "poll": self.pid, "watch": names, "cid": cid}))
         pipe.execute()
 
 

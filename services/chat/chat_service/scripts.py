@@ -4,7 +4,7 @@ Message ids
     Every stored message gets an id ``<ms>-<seq>`` made here, not by XADD: ``ms`` is Redis'
     clock (never going back: ``chat:clock`` keeps the highest ms used) and ``seq`` one counter
     for the whole system.  So ids are unique *across* streams and increase in the order Redis
-    executed the sends.  Because a script stores (XADD) and publishes (PUBLISH) atomically, and
+    executed the sends.  Because a script stores (XADD) and publishes (SPUBLISH) atomically, and
     each chat process reads every channel over one pub/sub connection, a process sees
     messages in id order whatever stream they belong to: one id is a complete resume cursor
     for all of a user's conversations, private and rooms.
@@ -26,6 +26,11 @@ presence scripts work on one user's keys.  The replay computes the private strea
 from its arguments (``chat:dm:<a>:<b>``) and the send and replay scripts mix keys of several
 people: fine on one Redis (or a primary with replicas), not yet on Redis Cluster
 (docs/cluster.md).
+
+Publishing is SPUBLISH (sharded pub/sub, :mod:`.broker`).  On a Cluster a script may only
+SPUBLISH to a channel in the slot of its keys: ``SEND_PRIVATE`` (the receiver's and the
+sender's channels) and ``CHANGE`` (both people's channels) publish to two owners and will have
+to be split in two calls (docs/cluster.md, "Fan-out: sharded pub/sub").
 """
 
 # Shared prelude: a new id in ``id``, ``ms`` (string) from chat:clock (KEYS[1]).
@@ -45,11 +50,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# Shared prelude: announce(channel, user, state) publishes a presence frame on the user's
-# presence channel; state is 'true' or 'false'.
+# Shared prelude: announce(channel, user, state) publishes (SPUBLISH) a presence frame on the
+# user's presence channel; state is 'true' or 'false'.
 _ANNOUNCE = """
 local function announce(channel, user, state)
-  redis.call('PUBLISH', channel, '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":' .. state .. '}')
+  redis.call('SPUBLISH', channel, '{"type":"presence","user":' .. cjson.encode(user) .. ',"online":' .. state .. '}')
 end
 """
 
@@ -115,11 +120,11 @@ else
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
+redis.call('SPUBLISH', ARGV[4], id .. ' ' .. frame)
 if ARGV[6] ~= ARGV[4] then
   local open = 0
   for _, n in ipairs(redis.call('HVALS', KEYS[7])) do open = open + tonumber(n) end
-  if open > 1 then redis.call('PUBLISH', ARGV[6], id .. '/' .. ARGV[8] .. ' ' .. frame) end
+  if open > 1 then redis.call('SPUBLISH', ARGV[6], id .. '/' .. ARGV[8] .. ' ' .. frame) end
 end
 remember(KEYS[4], name, ms, ARGV[3])
 if KEYS[5] ~= KEYS[4] then remember(KEYS[5], ARGV[7], ms, ARGV[3]) end
@@ -136,7 +141,7 @@ SEND_ROOM = _dedup(4, "{sid, sts, 1}") + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',' .. ARGV[1]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[4], id .. ' ' .. frame)
+redis.call('SPUBLISH', ARGV[4], id .. ' ' .. frame)
 redis.call('HSET', KEYS[3], '#' .. ARGV[6], id)
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 local name""" + _DEDUP_SET + """
@@ -307,7 +312,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], id, 'f', frame, 'e', '1')
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
-for i = 8, #ARGV do redis.call('PUBLISH', ARGV[i], id .. ' ' .. frame) end
+for i = 8, #ARGV do redis.call('SPUBLISH', ARGV[i], id .. ' ' .. frame) end
 return {id, msstr}
 """
 

@@ -75,10 +75,11 @@ def open_socket(r, node, user, mine, cap=3):
 
 
 def listen(r, *users):
+    """A connection hearing ``users``' presence channels (sharded: SSUBSCRIBE)."""
     ps = r.pubsub()
-    ps.subscribe(*(keys.chat_presence_channel(u) for u in users))
+    ps.ssubscribe(*(keys.chat_presence_channel(u) for u in users))
     for _ in users:
-        assert ps.get_message(timeout=1)["type"] == "subscribe"
+        assert ps.get_message(timeout=1)["type"] == "ssubscribe"
     return ps
 
 
@@ -129,15 +130,15 @@ def test_clock_never_goes_back(r):
 def test_private_message_is_stored_as_the_frame_and_published(r):
     register(r, "bob")
     ps = r.pubsub()
-    ps.subscribe(keys.chat_user_channel("bob"))
-    ps.get_message(timeout=1)
+    ps.ssubscribe(keys.chat_user_channel("bob"))
+    assert ps.get_message(timeout=1)["type"] == "ssubscribe"
     mid, ts, name, online, duplicate = send_private(r, "BOB", 'quote " and <tag> and ünïcode')
     (sid, fields), = r.xrange(keys.chat_dm("alice", "bob"))
     frame = json.loads(fields["f"])
     assert sid == mid and frame == {"type": "message", "id": mid, "ts": int(ts), "receiver": "bob",
                                     "sender": "alice", "data": 'quote " and <tag> and ünïcode'}
     msg = ps.get_message(timeout=1)
-    assert msg["data"] == mid + " " + fields["f"]
+    assert msg["type"] == "smessage" and msg["data"] == mid + " " + fields["f"]
     assert 0 < r.pttl(keys.chat_dm("alice", "bob")) <= 3_600_000
 
 
@@ -370,10 +371,11 @@ def test_chat_page_needs_login(app, r):
         assert js.status_code == 200 and js.mimetype == "text/javascript", module  # (modules need a JS type)
 
 
-def test_pubsub_never_reconnects_inside_a_subscribe(app, r):
-    """A socket greenlet's SUBSCRIBE on a dropped pub/sub connection raises and leaves the
-    connection closed: only the dispatcher reconnects (redis-py's own PubSub would reconnect
-    and resubscribe right there, reading the socket the dispatcher reads)."""
+@pytest.mark.parametrize("kind", ["subscribe", "ssubscribe"])
+def test_pubsub_never_reconnects_inside_a_subscribe(app, r, kind):
+    """A socket greenlet's SUBSCRIBE or SSUBSCRIBE on a dropped pub/sub connection raises and
+    leaves the connection closed: only the dispatcher reconnects (redis-py's own PubSub would
+    reconnect and resubscribe right there, reading the socket the dispatcher reads)."""
     import redis as redis_lib
 
     from chat_service.transport import PubSub
@@ -381,14 +383,16 @@ def test_pubsub_never_reconnects_inside_a_subscribe(app, r):
     client = redis_lib.Redis.from_url(app.config["REDIS_URL"],
                                       retry=redis_lib.retry.Retry(redis_lib.backoff.NoBackoff(), 0))
     ps = PubSub(client.connection_pool)
-    ps.subscribe("chat:u:someone")
-    assert ps.get_message(timeout=1)["type"] == "subscribe"
+    subscribe = getattr(ps, kind)
+    subscribe("chat:u:someone")
+    assert ps.get_message(timeout=1)["type"] == kind
     assert r.client_kill_filter(_type="pubsub") == 1
     with pytest.raises(redis_lib.ConnectionError):
         for _ in range(3):  # the first write may still fit in the dead socket's buffer
-            ps.subscribe("chat:u:other")
+            subscribe("chat:u:other")
             ps.get_message(timeout=0.5)
-    assert r.pubsub_numsub("chat:u:someone")[0][1] == 0, "not reconnected and resubscribed behind our back"
+    numsub = r.pubsub_numsub if kind == "subscribe" else r.pubsub_shardnumsub
+    assert numsub("chat:u:someone")[0][1] == 0, "not reconnected and resubscribed behind our back"
     ps.reset()
     client.close()
 
