@@ -57,8 +57,11 @@ class Presence:
         pipe = self.redis.pipeline(transaction=False)
         self.s_open(keys=[keys.chat_sockets(user)],
                     args=[self.holder, mine, self.max_sockets, keys.chat_presence_channel(user), user], client=pipe)
-        pipe.sadd(keys.chat_node(self.holder), user)  # (harmless when refused: the sweep finds no field)
-        return bool(pipe.execute()[0])
+        pipe.sadd(keys.chat_node(self.holder), user)  # (listed with the check: one round trip)
+        admitted = bool(pipe.execute()[0])
+        if not admitted and mine == 1:  # refused, and no other socket of theirs here: unlisted
+            self.redis.srem(keys.chat_node(self.holder), user)
+        return admitted
 
     def closed(self, user, left, client=None):
         """A socket of ``user`` closed here, ``left`` of theirs remaining: their count, or (the

@@ -97,6 +97,8 @@ def test_the_socket_cap_counts_every_process(r):
     assert open_socket(r, "n1", "bob", 2) == 1
     assert open_socket(r, "n2", "bob", 1) == 1
     assert open_socket(r, "n2", "bob", 2) == 0, "2 on n1 + 2 on n2 > 3"
+    assert open_socket(r, "n3", "bob", 1) == 0
+    assert not r.exists(keys.chat_node("n3/0")), "a process holding none of bob's sockets does not list him"
     assert r.hgetall(keys.chat_sockets("bob")) == {"n1/0": "2", "n2/0": "1"}, "a refusal changes nothing"
     assert heard(ps) == [("bob", True)], "online is announced by the first socket only"
     assert open_socket(r, "n1", "carol", 1) == 1, "per user"
