@@ -16,3 +16,8 @@ SLOW_CONSUMER_CLOSES = Counter("webchat_chat_slow_consumer_closes_total",
 REDIS_RECONNECTS = Counter("webchat_chat_redis_reconnects_total", "Pub/sub connections lost and re-made.")
 HANDSHAKES_REFUSED = Counter("webchat_chat_handshakes_refused_total", "WebSocket handshakes refused, by reason.",
                              ["reason"])
+PRESENCE_SWEPT = Counter("webchat_chat_presence_swept_total",
+                         "Chat processes this one found dead (no beat for CHAT_PRESENCE_TTL) and swept.")
+PRESENCE_RENEWED = Counter("webchat_chat_presence_renewed_total",
+                           "Times this process found itself taken for dead (late, or Redis restarted empty) and held "
+                           "its users again under a new id.")

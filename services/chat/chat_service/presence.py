@@ -22,7 +22,7 @@ import logging
 
 from webchat_common import keys
 
-from . import scripts
+from . import metrics, scripts
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class Presence:
         if not self.s_beat(keys=[keys.CHAT_NODES], args=[self.holder, self.ttl_ms, "known"]):
             log.warning("presence: this process was taken for dead (late, or Redis restarted empty); holding its "
                         "users again under a new id")
+            metrics.PRESENCE_RENEWED.inc()
             self.retired = (self.retired + [self.holder])[-3:]
             self.generation += 1
             self.holder = f"{self.node_id}/{self.generation}"
@@ -126,6 +127,7 @@ class Presence:
         announced = 0
         for holder in self.s_dead(keys=[keys.CHAT_NODES], args=[DEAD_PER_SWEEP, self.ttl_ms]):
             holder = holder.decode() if isinstance(holder, bytes) else holder
+            metrics.PRESENCE_SWEPT.inc()
             users = list(self.redis.sscan_iter(keys.chat_node(holder), count=SLICE))
             announced += self._sweep(holder, users)
             self.redis.delete(keys.chat_node(holder))

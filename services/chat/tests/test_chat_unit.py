@@ -4,6 +4,7 @@ import json
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from chat_service import scripts
 from chat_service.accounts import Accounts
@@ -72,6 +73,10 @@ def presence(r, node, ttl_ms=3000, cap=10):
 
 def open_socket(r, node, user, mine, cap=3):
     return int(presence(r, node, cap=cap).admit(user, mine))
+
+
+def counted(name):
+    return REGISTRY.get_sample_value(name) or 0
 
 
 def listen(r, *users):
@@ -206,7 +211,9 @@ def test_sweep_drops_the_users_of_a_dead_process_once(r):
     ps = listen(r, "bob", "carol", "dave")
     assert alive.sweep() == 0, "nobody is dead yet"
     time.sleep(0.4)  # "dead" stopped beating (SIGKILL)
+    swept = counted("webchat_chat_presence_swept_total")
     assert [alive.sweep(), other.sweep()] == [1, 0], "one sweeper claims the dead process"
+    assert counted("webchat_chat_presence_swept_total") == swept + 1
     assert heard(ps) == [("bob", False)], "dave is still held by a live process"
     assert [r.exists(keys.chat_sockets(u)) for u in ("bob", "carol", "dave")] == [0, 1, 1]
     assert not r.exists(keys.chat_node("dead/0")) and set(r.zrange(keys.CHAT_NODES, 0, -1)) == {"alive/0", "other/0"}
@@ -232,8 +239,9 @@ def test_a_late_process_holds_its_users_again_under_a_new_id(r):
     ps = listen(r, "bob", "carol")
     time.sleep(0.3)  # late missed its beats: taken for dead and swept
     assert sweeper.sweep() == 2
+    renewed = counted("webchat_chat_presence_renewed_total")
     late.beat(lambda: held, lambda user: True)
-    assert late.holder == "late/1"
+    assert late.holder == "late/1" and counted("webchat_chat_presence_renewed_total") == renewed + 1
     got = heard(ps)
     assert sorted(got[:2]) == [("bob", False), ("carol", False)] and got[2:] == [("bob", True), ("carol", True)]
     assert r.hgetall(keys.chat_sockets("bob")) == {"late/1": "2"}
