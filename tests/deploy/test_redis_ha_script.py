@@ -262,6 +262,9 @@ def start_and_fail_over(c):
     rp = c.redis_port
     start_settled(c)
     assert cli(REDIS[0], rp, c.password, "SET", "before", "1") == "OK"
+    # Both replicas hold it before the crash (replication is asynchronous: without this the
+    # kill may come first, and the write is lost as Redis documents, not by the script).
+    assert cli(REDIS[0], rp, c.password, "WAIT", "2", "5000") == "2"
     c.stop("redis-0", signal.SIGKILL)
     new = wait_for("a failover", lambda: all(c.sentinel_primary(i)[0] != REDIS[0] for i in range(3)) and c.sentinel_primary(0)[0], timeout=40)
     (other,) = [r for r in REDIS[1:] if r != new]
