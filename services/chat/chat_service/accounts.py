@@ -35,5 +35,5 @@ class Accounts:
                 self.known.clear()
             for u, name in found.items():
                 if name is not None:
-                    self.known[u] = name.decode() if isinstance(name, bytes) else name
+                    self.known[u] = name
         return {u: self.known.get(u) for u in lowered}

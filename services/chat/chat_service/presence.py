@@ -126,7 +126,6 @@ class Presence:
         their users nobody else holds.  Returns how many were announced."""
         announced = 0
         for holder in self.s_dead(keys=[keys.CHAT_NODES], args=[DEAD_PER_SWEEP, self.ttl_ms]):
-            holder = holder.decode() if isinstance(holder, bytes) else holder
             metrics.PRESENCE_SWEPT.inc()
             users = list(self.redis.sscan_iter(keys.chat_node(holder), count=SLICE))
             announced += self._sweep(holder, users)
@@ -139,7 +138,6 @@ class Presence:
         for i in range(0, len(users), SLICE):
             pipe = self.redis.pipeline(transaction=False)
             for user in users[i:i + SLICE]:
-                user = user.decode() if isinstance(user, bytes) else user
                 self.s_down(keys=[keys.chat_sockets(user)], args=[holder, user, keys.chat_presence_channel(user)],
                             client=pipe)
             announced += sum(pipe.execute())

@@ -33,22 +33,22 @@ sender's channels) and ``CHANGE`` (both people's channels) publish to two owners
 to be split in two calls (docs/cluster.md, "Fan-out: sharded pub/sub").
 """
 
-# Shared prelude: a new id in ``id``, ``ms`` (string) from chat:clock (KEYS[1]).
-_NEW_ID = """
+# Shared prelude: ``now``, Redis' clock in ms.
+_NOW = """
 local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Shared prelude (after _NOW): a new id in ``id``, ``ms`` (string) from chat:clock (KEYS[1]).
+_ID = """
+local ms = now
 local last = tonumber(redis.call('HGET', KEYS[1], 'ms') or '0')
 if ms < last then ms = last else redis.call('HSET', KEYS[1], 'ms', string.format('%d', ms)) end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local msstr = string.format('%d', ms)
 local id = msstr .. '-' .. seq
 """
-
-# Shared prelude: ``now``, Redis' clock in ms.
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
+_NEW_ID = _NOW + _ID
 
 # Shared prelude: announce(channel, user, state) publishes (SPUBLISH) a presence frame on the
 # user's presence channel; state is 'true' or 'false'.
@@ -239,8 +239,8 @@ end
 if ARGV[2] ~= '-' then
   for i = 2, #KEYS do out[#out + 1] = read(KEYS[i], ARGV[2]) end
 end
-local t = redis.call('TIME')
-out[#out + 1] = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+""" + _NOW + """
+out[#out + 1] = string.format('%d', now)
 return out
 """
 
@@ -300,12 +300,11 @@ return {moved, cur, unread(KEYS[2], cur, ARGV[3])}
 #: when the message changed since the caller read it, or {"too_late"}.
 CHANGE = """
 local cur = redis.call('HGET', KEYS[3], ARGV[1]) or ''
-if cur ~= ARGV[2] then return {'changed'} end
-local t0 = redis.call('TIME')
+if cur ~= ARGV[2] then return {'changed'} end""" + _NOW + """
 local written = tonumber(string.match(ARGV[1], '^(%d+)-'))
-if tonumber(t0[1]) * 1000 + math.floor(tonumber(t0[2]) / 1000) - written > tonumber(ARGV[4]) then
+if now - written > tonumber(ARGV[4]) then
   return {'too_late'}
-end""" + _NEW_ID + """
+end""" + _ID + """
 local frame = '{"type":"' .. ARGV[5] .. '","id":"' .. id .. '","ts":' .. msstr .. ',"target":"' .. ARGV[1] ..
   '","message":' .. ARGV[3] .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], id, 'f', frame, 'e', '1')
