@@ -124,8 +124,7 @@ class ClusterSet:
         """Every running node says ``cluster_state:ok`` and sees every slot served, and every
         primary has its replicas connected (``WAIT`` needs them)."""
         for server in self._live():
-            r = _node(server.port)
-            try:
+            with _node(server.port) as r:
                 info = r.cluster("info")
                 if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != SLOTS:
                     return False
@@ -135,8 +134,6 @@ class ClusterSet:
                         return False
                 elif replication["role"] == "slave" and replication.get("master_link_status") != "up":
                     return False
-            finally:
-                r.close()
         return True
 
     @staticmethod
@@ -146,13 +143,11 @@ class ClusterSet:
     def _slot_owner(self, slot):
         """The server that a running node names as the primary of ``slot`` (None if none)."""
         for server in self._live():
-            r = _node(server.port)
             try:
-                ranges = r.execute_command("CLUSTER SLOTS")
+                with _node(server.port) as r:
+                    ranges = r.execute_command("CLUSTER SLOTS")
             except redis.RedisError:
                 continue
-            finally:
-                r.close()
             for start, end, primary, *_ in ranges:
                 if int(start) <= slot <= int(end):
                     return next((s for s in self.servers if s.port == int(primary[1])), None)
@@ -166,11 +161,8 @@ class ClusterSet:
     def replicated(self, primary):
         """Every replica of ``primary`` holds every write it took (their acknowledged offsets
         reached its own): what a kill of ``primary`` now cannot lose."""
-        r = _node(primary.port)
-        try:
+        with _node(primary.port) as r:
             info = r.info("replication")
-        finally:
-            r.close()
         offsets = [v["offset"] for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
         return len(offsets) >= self.replicas_per_primary and all(o >= info["master_repl_offset"] for o in offsets)
 
@@ -191,19 +183,13 @@ class ClusterSet:
             new = self._slot_owner(slot)
             if new is None or new is old:
                 return None
-            r = _node(new.port)
-            try:
+            with _node(new.port) as r:
                 if r.info("replication")["role"] != "master":
                     return None
-            finally:
-                r.close()
             for server in self._live():
-                r = _node(server.port)
-                try:
+                with _node(server.port) as r:
                     if r.cluster("info")["cluster_state"] != "ok":
                         return None
-                finally:
-                    r.close()
             return new
         return wait_until(promoted, timeout=timeout, interval=0.1, what="a Cluster failover")
 
@@ -222,23 +208,17 @@ class ClusterSet:
     @staticmethod
     def synced(server):
         """``server`` is a replica with a live link to its primary."""
-        r = _node(server.port)
-        try:
+        with _node(server.port) as r:
             replication = r.info("replication")
             return replication["role"] == "slave" and replication.get("master_link_status") == "up"
-        finally:
-            r.close()
 
     def stop(self):
         """Stop every server (SIGTERM: each writes its AOF and nodes.conf), replicas first, so
         that no replica sees its primary go and starts an election meanwhile."""
         def role(server):
             try:
-                r = _node(server.port)
-                try:
+                with _node(server.port) as r:
                     return r.info("replication")["role"]
-                finally:
-                    r.close()
             except redis.RedisError:
                 return "master"
         live = self._live()
