@@ -152,16 +152,3 @@ def test_only_the_cluster_scheme_is_a_cluster_url():
     assert is_cluster_url("redis+cluster://h") and is_cluster_url("REDIS+CLUSTER://h:1,k:2/")
     assert not is_cluster_url("redis://h:6379/0") and not is_cluster_url("redis+sentinel://h/s")
 
-
-def test_a_service_that_cannot_run_on_a_cluster_refuses_a_cluster_url_at_start():
-    from flask import Flask
-
-    from webchat_common import Config, load_config
-
-    class NotYet(Config):
-        redis_cluster_refused = "this service does not run on a Redis Cluster yet"
-
-    with pytest.raises(RuntimeError, match="does not run on a Redis Cluster yet"):
-        load_config(Flask(__name__), NotYet, environ={"REDIS_URL": "redis+cluster://h:7000"})
-    load_config(Flask(__name__), NotYet, environ={"REDIS_URL": "redis+sentinel://h/webchat"})
-    load_config(Flask(__name__), Config, environ={"REDIS_URL": "redis+cluster://h:7000"})

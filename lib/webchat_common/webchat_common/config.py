@@ -64,10 +64,6 @@ def load_config(app, defaults, overrides=None, environ=os.environ):
     can come from a file instead (a Kubernetes Secret mounted as a volume, a compose secret):
     ``<NAME>_FILE`` names it, and its content less a final newline is the value; setting both
     is an error.
-
-    A service that cannot run on a Redis Cluster yet says why in its config class's
-    ``redis_cluster_refused`` (lower-case: not a setting), and refuses a ``redis+cluster://``
-    ``REDIS_URL`` with that sentence.
     """
     app.config.from_object(defaults)
     if overrides is None:
@@ -85,13 +81,6 @@ def load_config(app, defaults, overrides=None, environ=os.environ):
     missing = [n for n in required_settings(defaults) if not app.config.get(n)]
     if missing:
         raise RuntimeError("missing required setting(s): " + ", ".join(missing))
-    refused = getattr(defaults, "redis_cluster_refused", None)
-    if refused:
-        # Here, not at the top: the gateway's renderer loads this file alone for its constants.
-        from .redis_store import is_cluster_url
-
-        if is_cluster_url(app.config["REDIS_URL"]):
-            raise RuntimeError(refused)
 
 
 def _read_secret(path):

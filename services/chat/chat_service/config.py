@@ -6,9 +6,6 @@ from webchat_common import Config, TestConfig
 
 
 class ChatConfig(Config):
-    #: Chat's scripts touch keys of several slots; its Cluster design is docs/cluster.md.
-    redis_cluster_refused = ("REDIS_URL is a Redis Cluster (redis+cluster://), which chat does not run on yet: "
-                             "its scripts touch keys of several slots; see docs/cluster.md")
     #: Under gevent every socket may need Redis at once (send, join, resume); they queue for
     #: this many pooled connections (plus one pub/sub connection per process).
     REDIS_MAX_CONNECTIONS = 64

@@ -417,3 +417,15 @@ def test_a_send_that_cannot_be_encoded_fails_alone(app):
     with pytest.raises(UnicodeEncodeError):
         store.send_room("mallory", "lobby", {"sender": "mallory", "data": "\ud800"}, None)
     assert store.sends == [], "nothing queued for the batch"
+
+
+def test_chat_refuses_a_redis_cluster_at_start(redis_url):
+    """Chat's scripts still touch keys of several slots (docs/cluster.md): a Cluster URL stops
+    it at start with a sentence saying so, before any Redis is contacted."""
+    from chat_service import create_app
+    from chat_service.config import ChatTestConfig
+    from webchat_common import as_mapping
+
+    with pytest.raises(RuntimeError, match="chat does not run on yet.*docs/cluster.md"):
+        create_app(as_mapping(ChatTestConfig, REDIS_URL="redis+cluster://h:7000"))
+    create_app(as_mapping(ChatTestConfig, REDIS_URL=redis_url))
