@@ -59,7 +59,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -122,16 +122,25 @@ class PollError(Exception):
 # --------------------------------------------------------------------------------------------
 # the two polling protocols (client side)
 
+def positions_query(answer):
+    """The query part (``&last_id=..&rooms=..``) that polls on from a poll's answer."""
+    query = {"rooms": ",".join(f"{room}:{mid}" for room, mid in answer["rooms"].items())}
+    if answer["last_id"]:
+        query["last_id"] = answer["last_id"]
+    return "&" + urlencode(query)
+
+
 class LongPollProto:
-    """The chat service's long-polling API (docs/chat.md): ``GET /chat/api/events?poll=&last_id=``
-    answers ``{"frames": [...], "last_id": ..}``; ``POST /chat/api/messages?poll=`` takes one
+    """The chat service's long-polling API (docs/chat.md): ``GET /chat/api/events?poll=&last_id=&rooms=``
+    answers ``{"frames": [...], "last_id": .., "rooms": {..}}`` (the positions to poll from
+    next); ``POST /chat/api/messages?poll=`` takes one
     client frame and answers ``{"frames": [ack]}`` or a 4xx ``{"error", "code", "frames"}``."""
 
     sticky = False  # any chat process answers any request: there is no process to pair across
 
     def __init__(self, cfg, user, sid):
         self.poll_id = secrets.token_urlsafe(12)  # one "tab"
-        self.last_id = None
+        self.positions = ""   # the query of the positions answered last
         self.headers = {"Cookie": f"{COOKIE}={sid}", "Origin": cfg["origin"]}
         self.post_headers = dict(self.headers, **{"X-CSRF-Token": cfg["csrf"], "Content-Type": "application/json"})
 
@@ -144,13 +153,13 @@ class LongPollProto:
         return hello.get("node"), [(k, f) for k, f in frames if k != "hello"]
 
     def poll(self, get):
-        path = f"/chat/api/events?poll={self.poll_id}" + (f"&last_id={self.last_id}" if self.last_id else "")
+        path = f"/chat/api/events?poll={self.poll_id}" + self.positions
         status, body = get.request("GET", path, headers=self.headers)
         if status != 200:
             raise PollError(status, body)
         doc = json.loads(body)
-        if doc.get("last_id"):
-            self.last_id = doc["last_id"]
+        if "rooms" in doc:
+            self.positions = positions_query(doc)
         frames = [(f.get("type") or "untyped", f) for f in doc.get("frames") or []]
         if doc.get("superseded"):  # a newer poll of this tab took over (we never send two at once)
             frames.append(("superseded", doc))
@@ -633,7 +642,7 @@ def measure_parked(args):
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
             body = json.loads(await reader.readexactly(length))
-            await get(f"poll={pid}&last_id={body['last_id']}")
+            await get(f"poll={pid}" + positions_query(body))
             return writer
 
         async def run():

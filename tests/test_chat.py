@@ -116,7 +116,10 @@ def test_offline_notice_then_delivery_on_connect(chat_stack):
     sb.close()
 
 
-def test_reconnect_with_last_id_gets_exactly_the_missed_messages(chat_stack):
+def missed_while_away(chat_stack):
+    """Bob, in a room with carol, saw p1 from alice and r1 from carol, then went away; four
+    more came: private and room, interleaved.  Returns (people, sockets, room, his positions,
+    the missed messages' cids in id order, their acks by cid)."""
     alice, bob, carol = person(chat_stack), person(chat_stack), person(chat_stack)
     room = "r" + uuid.uuid4().hex[:8]
     sb = bob.connect()
@@ -126,10 +129,9 @@ def test_reconnect_with_last_id_gets_exactly_the_missed_messages(chat_stack):
     sc.send(type="join", room=room)
     sc.expect("room", room=room)
     sa.send(receiver=bob.name, data="p1")
-    sb.expect("message", data="p1")
+    p1 = sb.expect("message", data="p1")["id"]
     sc.send(room=room, data="r1")
-    seen = sb.expect("message", data="r1")
-    last = seen["id"]
+    r1 = sb.expect("message", data="r1")["id"]
     sb.close()
     # Missed while away: private and room, interleaved; bob's presence may lag, so no notice check.
     sa.send(receiver=bob.name, data="p2", cid="p2")
@@ -142,18 +144,28 @@ def test_reconnect_with_last_id_gets_exactly_the_missed_messages(chat_stack):
             acks[cid] = s.expect("ack", cid=cid)["id"]
     # Ids are global and increase in the order Redis stored the messages.
     expected = sorted(acks, key=lambda c: tuple(map(int, acks[c].split("-"))))
-    sb2 = bob.connect(last_id=last, sync=False)
+    return (alice, bob, carol), (sa, sc), room, (p1, {room: r1}), expected, acks
+
+
+def replayed(sock):
+    """The messages a socket is sent before its ``sync``, and the ``sync``."""
     frames = []
     while True:
-        f = sb2.recv()
+        f = sock.recv()
         if f["type"] == "sync":
-            break
+            return frames, f
         if f["type"] == "message":
             frames.append(f)
+
+
+def test_reconnect_from_its_positions_gets_exactly_the_missed_messages(chat_stack):
+    (alice, bob, carol), (sa, sc), room, (last, rooms), expected, acks = missed_while_away(chat_stack)
+    sb2 = bob.connect(last_id=last, rooms=rooms, sync=False)
+    frames, sync = replayed(sb2)
     assert [f["data"] for f in frames] == expected, "missed ones, in id order, once"
     assert [f["id"] for f in frames] == [acks[c] for c in expected]
-    ids = [f["id"] for f in frames]
-    assert len(set(ids)) == 4 and all(i != last for i in ids)
+    # The sync names where the socket is now, per clock: what a client resumes from next.
+    assert sync["last_id"] == acks["p3"] and sync["rooms"][room] == acks["r3"]
     # Then live, with no duplicate of the replay.
     sa.send(receiver=bob.name, data="p4")
     live = sb2.expect("message")
@@ -161,6 +173,32 @@ def test_reconnect_with_last_id_gets_exactly_the_missed_messages(chat_stack):
     assert not [f for f in sb2.collect(0.5) if f.get("type") == "message"]
     for s in (sa, sc, sb2):
         s.close()
+
+
+def test_a_room_given_no_position_is_replayed_from_the_start_of_its_history(chat_stack):
+    """A client that resumes names a position per room; a room it names none for (an older
+    client sends only ``last_id``) could have missed anything: it gets the room's whole kept
+    history again (repeats, never a gap), and its private messages exactly."""
+    (alice, bob, carol), (sa, sc), room, (last, rooms), expected, acks = missed_while_away(chat_stack)
+    sb2 = bob.connect(last_id=last, sync=False)
+    frames, sync = replayed(sb2)
+    mine = [f["data"] for f in frames if "room" not in f]
+    in_room = [f["data"] for f in frames if f.get("room") == room]
+    assert mine == [c for c in expected if c.startswith("p")]
+    assert in_room == ["r1", "r2", "r3"]
+    assert sync["rooms"][room] == acks["r3"]
+    for s in (sa, sc, sb2):
+        s.close()
+
+
+def test_bad_positions_are_refused_before_the_upgrade(chat_stack):
+    alice = person(chat_stack)
+    for query in ("rooms=lobby", "rooms=lobby:1-2,lobby:3-4", "rooms=:1-2", "rooms=lo%20bby:1-2",
+                  "rooms=" + ",".join(f"r{i}:1-2" for i in range(60)), "last_id=1-2&rooms=x:y"):
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            websocket.create_connection(alice.url() + "?" + query, cookie=alice.cookie, origin=chat_stack.url,
+                                        timeout=5)
+        assert info.value.status_code == 400, query
 
 
 def test_gap_beyond_history_is_told(chat_stack):
@@ -502,7 +540,7 @@ def test_sigterm_closes_with_1012_and_clients_resume_elsewhere(chat_stack):
     alice, bob = person(chat_stack), person(chat_stack)
     sa, sb = two_nodes(alice, bob)
     sa.send(receiver=bob.name, data="before")
-    last = sb.expect("message", data="before")["id"]
+    sb.expect("message", data="before")
     procs = [p for p in chat_stack.services["chat"].procs if p.poll() is None]
     victim = next(p for p in procs if sb.pid in _worker_pids(p.pid))
     victim.send_signal(signal.SIGTERM)
@@ -516,7 +554,7 @@ def test_sigterm_closes_with_1012_and_clients_resume_elsewhere(chat_stack):
         resumed = None
         while resumed is None and time.monotonic() < deadline:
             try:
-                resumed = bob.connect(last_id=last, sync=False)
+                resumed = bob.connect(**sb.positions(), sync=False)
             except (websocket.WebSocketBadStatusException, ConnectionError, OSError,
                     websocket.WebSocketException):
                 time.sleep(0.2)

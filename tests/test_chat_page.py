@@ -1,10 +1,13 @@
 """The chat page in a real browser (headless Chromium via Playwright) against the chat test
 stack: contacts with presence, a private conversation, the offline notice, and the automatic
-reconnect that resumes from the last id after the browser's chat process is killed."""
+reconnect that resumes from its positions (the private one and each room's) after the
+browser's chat process is killed."""
 import os
 import re
 import signal
 import time
+import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -100,4 +103,42 @@ def test_page_reconnects_and_resumes_after_its_process_dies(chat_page, chat_stac
     expect(pb.locator("#messages li")).to_have_count(3)
     time.sleep(0.5)
     expect(pb.locator("#messages li")).to_have_count(3)
+    sa.close()
+
+
+def test_page_resumes_each_room_from_its_own_position(chat_page, chat_stack):
+    """The page keeps a position per room (and one for its private messages): when its process
+    dies it reconnects with ``rooms=<room>:<id>,...`` naming each of its rooms at the last id
+    it saw there (or the one ``sync`` named), and a room message sent meanwhile shows once."""
+    alice, bob = Person(chat_stack), Person(chat_stack)
+    room = "pg" + uuid.uuid4().hex[:8]
+    sb = bob.connect()
+    sb.send(type="join", room=room, cid="j")
+    sb.expect("room", cid="j")
+    default = sb.hello["default_room"]
+    sb.close()
+    pb = chat_page(bob)
+    urls = []
+    pb.on("websocket", lambda ws: urls.append(ws.url))
+    node = pb.locator("#chat").get_attribute("data-node")
+    sa = alice.connect_not_on(node)
+    sa.send(type="join", room=room, cid="j")
+    sa.expect("room", cid="j")
+    sa.send(room=room, data="one", cid="one")
+    one = sa.expect("ack", cid="one")["id"]
+    pb.click(f"#rooms li[data-room='{room}']")
+    expect(pb.locator("#messages li.msg")).to_have_count(1)
+
+    os.kill(int(node.split("-")[-2]), signal.SIGKILL)
+    expect(pb.locator("#chat-status")).not_to_have_attribute("data-state", "online")
+    sa.send(room=room, data="two", cid="two")
+    sa.expect("ack", cid="two")
+    expect(pb.locator("#chat-status")).to_have_attribute("data-state", "online", timeout=20_000)
+    expect(pb.locator("#messages li.msg")).to_have_count(2)
+    expect(pb.locator("#messages li.msg").nth(1)).to_contain_text("two")
+    query = parse_qs(urlsplit(urls[-1]).query)
+    positions = dict(part.split(":") for part in query["rooms"][0].split(","))
+    assert set(positions) == {room, default} and positions[room] == one
+    time.sleep(0.5)
+    expect(pb.locator("#messages li.msg")).to_have_count(2)
     sa.close()

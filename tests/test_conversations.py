@@ -127,10 +127,10 @@ def test_every_socket_of_the_sender_gets_its_message_and_resumes_exactly(chat_st
     assert not [f for f in a1.collect(0.5) if f.get("type") == "message"]
     a3.close()
     # a2 goes away; two messages later it comes back with its last id and gets exactly those
-    last = other["id"]
+    assert a2.last_id == other["id"]
     a2.close()
     ids = [send(a1, "m2", receiver=bob.name, data="two")["id"], send(sb, "m3", receiver=alice.name, data="three")["id"]]
-    back = alice.connect(last_id=last, sync=False)
+    back = alice.connect(**a2.positions(), sync=False)
     got = [back.expect("message")["id"] for _ in ids]
     sync = back.expect("sync")
     assert got == ids and sync["replayed"] == 2 and sync["last_id"] == ids[-1]
@@ -228,7 +228,7 @@ def test_edit_and_delete_reach_everyone_and_history(chat_stack):
     sb.send(type="delete", target=mid, cid="y", **{"with": alice.name})
     assert sb.expect("error", cid="y")["code"] == "not_author"
     # a socket that was away gets the change in order when it resumes
-    late = bob.connect(last_id=before_edit, sync=False)
+    late = bob.connect(last_id=before_edit, rooms=sb.rooms, sync=False)
     assert late.expect("edit", target=mid)["message"]["data"] == "hello"
     # delete: a tombstone everywhere
     a1.send(type="delete", target=mid, cid="d1", **{"with": bob.name})

@@ -2,8 +2,9 @@
 delivered twice, and messages flow again within a bound.
 
 The rule: for each fault below, users who resume as docs/chat.md says (on any close,
-reconnect with backoff to ``/chat/<user>?last_id=<highest id received>`` and re-send every
-message not yet acknowledged with the same ``cid``; an ``error`` ``unavailable`` means "not
+reconnect with backoff to ``/chat/<user>?last_id=<id>&rooms=<room>:<id>,...``, its positions:
+the highest id received of its private messages and of each room, and re-send every message
+not yet acknowledged with the same ``cid``; an ``error`` ``unavailable`` means "not
 stored, send again later") never lose an acknowledged message, never see a message twice,
 never get a re-sent ``cid`` stored twice, stay logged in, and are sending and receiving again
 within :data:`RECOVERY_BOUND` seconds of the fault.
@@ -103,9 +104,11 @@ class Outgoing:
 class ResumingClient:
     """One user's chat client in a thread of its own, resuming as the docs say.
 
-    It keeps the highest message id it received (``last_id``) and the messages not yet
-    acknowledged (``pending``, by ``cid``). On any close or failed handshake it reconnects
-    with backoff to ``?last_id=``; once connected it re-sends every pending message with its
+    It keeps its positions, the highest message id it received per clock (its private
+    messages' and each room's, as a ``sync`` named them or a message moved them), and the
+    messages not yet acknowledged (``pending``, by ``cid``). On any close or failed handshake
+    it reconnects with backoff to ``?last_id=...&rooms=...``; once connected it re-sends every
+    pending message with its
     ``cid``. An ``unavailable`` error re-sends that message after :data:`RETRY_UNAVAILABLE`.
     Everything it saw is kept, with monotonic timestamps, for the scenario's figures."""
 
@@ -121,7 +124,7 @@ class ResumingClient:
         self.ws = None
         self.node = None
         self.synced = False
-        self.last_id = None
+        self.positions = {}                    # clock ("" private, else the room) -> highest id seen
         self.n = 0
         self.next_send = 0.0
         self.attempt = 0
@@ -133,7 +136,7 @@ class ResumingClient:
         self.seen = set()                      # ids received
         self.received = []                     # (id, sender, cid, t)
         self.seen_twice = []                   # ids received again
-        self.out_of_order = []                 # (id, last_id before it)
+        self.out_of_order = []                 # (id, its clock's position before it)
         self.disruptions = []                  # (t, what)
         self.refusals = []                     # handshake HTTP statuses
         self.errors = []                       # error frames other than unavailable
@@ -208,9 +211,10 @@ class ResumingClient:
                 self.ack_lost += 1
 
     def _connect(self):
-        last = "%d-%d" % self.last_id if self.last_id else None
+        with self.lock:
+            at = {clock: "%d-%d" % mid for clock, mid in self.positions.items()}
         try:
-            ws = self.person.open(last_id=last, timeout=3)
+            ws = self.person.open(last_id=at.pop("", None), rooms=at, timeout=3)
         except websocket.WebSocketBadStatusException as exc:
             with self.lock:
                 self.refusals.append(exc.status_code)
@@ -293,15 +297,17 @@ class ResumingClient:
         with self.lock:
             if kind == "message":
                 mid = parse_id(f["id"])
+                clock = f.get("room", "")
+                at = self.positions.get(clock)
                 if f["id"] in self.seen:
                     self.seen_twice.append(f["id"])
                 else:
                     self.seen.add(f["id"])
-                    if self.last_id and mid < self.last_id:
-                        self.out_of_order.append((f["id"], self.last_id))
+                    if at and mid < at:
+                        self.out_of_order.append((f["id"], at))
                     self.received.append((f["id"], f["sender"], f.get("cid"), now))
-                if not self.last_id or mid > self.last_id:
-                    self.last_id = mid
+                if not at or mid > at:
+                    self.positions[clock] = mid
             elif kind == "ack":
                 cid = f.get("cid")
                 self.acks[cid].append((f["id"], bool(f.get("duplicate")), now))
@@ -316,6 +322,11 @@ class ResumingClient:
                     self.errors.append(f)
             elif kind == "sync":
                 self.synced = True
+                named = {"": f["last_id"], **f["rooms"]}
+                for clock, mid in named.items():
+                    mid = parse_id(mid) if mid else None
+                    if mid and (clock not in self.positions or mid > self.positions[clock]):
+                        self.positions[clock] = mid
 
     # ---- read by the scenario (under the lock) --------------------------------------------
 

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import threading
 import time
-from urllib.parse import urlsplit
+import uuid
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -61,8 +62,8 @@ def test_an_empty_poll_waits_then_answers_its_last_id(chat_stack):
     t0 = time.monotonic()
     assert pa.poll() == []
     assert 2.5 < time.monotonic() - t0 < 6
-    res = events(alice, poll=pa.pid, **({"last_id": pa.last_id} if pa.last_id else {}))
-    assert res.json()["last_id"] == pa.last_id
+    res = events(alice, poll=pa.pid, **pa.positions())
+    assert res.json()["last_id"] == pa.last_id and res.json()["rooms"] == pa.rooms
 
 
 def node_pid(node):
@@ -134,6 +135,37 @@ def test_what_a_tab_was_queued_without_an_id_follows_it_to_another_process(chat_
             break
     assert moved >= 3, "her polls never changed process"
     assert [f["type"] for f in pa.frames].count("hello") == 1
+
+
+def test_a_tab_in_rooms_moving_between_processes_gets_each_room_message_once(chat_stack, r):
+    """A tab in the default room and a named one polls both processes (each poll on a new
+    connection to the chat service's port): each process that picks it up resumes every room
+    from the positions the last answer named, so each room message comes once, in order, and
+    no room's older history comes again."""
+    alice, bob = person(chat_stack), person(chat_stack)
+    room = "lp" + uuid.uuid4().hex[:8]
+    sb = bob.connect()
+    sb.send(type="join", room=room, cid="bj")
+    sb.expect("room", cid="bj")
+    pa = Poller(alice, direct=f"http://127.0.0.1:{chat_stack.services['chat'].port}")
+    hello = pa.poll()[0]
+    pa.send(type="join", room=room, cid="j")
+    pa.until("room", cid="j")
+    acked, moved = [], 0
+    for i in range(40):
+        before = holders(r, alice.name)
+        sb.send(room=room, data=f"r{i}", cid=f"r{i}")
+        acked.append(sb.expect("ack", cid=f"r{i}")["id"])
+        while not any(f.get("cid") == f"r{i}" for f in pa.frames):
+            pa.poll()
+        moved += bool(holders(r, alice.name) - before)
+        if moved >= 3:
+            break
+    assert moved >= 3, "her polls never changed process"
+    got = [f for f in pa.frames if f["type"] == "message"]
+    assert [f["id"] for f in got] == acked and {f["room"] for f in got} == {room}
+    assert [f["type"] for f in pa.frames].count("hello") == 1
+    assert set(pa.rooms) == {hello["default_room"], room} and pa.rooms[room] == acked[-1]
 
 
 def test_a_lost_answer_is_sent_again_from_the_last_id_the_tab_saw(chat_stack):
@@ -233,7 +265,7 @@ def test_a_tab_that_stops_polling_goes_offline(chat_stack):
     # A poll left waiting, then its connection closed (the browser went away).
     u = urlsplit(chat_stack.url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
-    conn.request("GET", f"/chat/api/events?poll={pa.pid}&last_id={pa.last_id or ''}",
+    conn.request("GET", "/chat/api/events?" + urlencode({"poll": pa.pid, **pa.positions()}),
                  headers={"Cookie": alice.cookie, "Accept": "application/json"})
     time.sleep(0.5)
     t0 = time.monotonic()
@@ -249,16 +281,16 @@ def test_one_poll_waits_per_tab_the_newer_takes_over(chat_stack):
     pa = Poller(alice)
     pa.poll()
     answers = []
-    older = threading.Thread(target=lambda: answers.append(events(alice, poll=pa.pid, last_id=pa.last_id).json()))
+    older = threading.Thread(target=lambda: answers.append(events(alice, poll=pa.pid, **pa.positions()).json()))
     older.start()
     time.sleep(0.5)
-    res = events(alice, poll=pa.pid, last_id=pa.last_id)
+    res = events(alice, poll=pa.pid, **pa.positions())
     older.join()
     assert res.status_code == 200
     # The older answers at once, empty: on the same process it was superseded, on the other
     # its client was taken over (a close frame tells it not to wait there again).
     assert answers and [f["type"] for f in answers[0]["frames"]] in ([], ["close"])
-    assert answers[0]["last_id"] == pa.last_id
+    assert answers[0]["last_id"] == pa.last_id and answers[0]["rooms"] == pa.rooms
 
 
 def test_logging_out_ends_the_tab_s_poll(chat_stack):
@@ -266,7 +298,7 @@ def test_logging_out_ends_the_tab_s_poll(chat_stack):
     pa = Poller(alice)
     pa.poll()
     answers = []
-    waiting = threading.Thread(target=lambda: answers.append(events(alice, poll=pa.pid, last_id=pa.last_id)))
+    waiting = threading.Thread(target=lambda: answers.append(events(alice, poll=pa.pid, **pa.positions())))
     waiting.start()
     time.sleep(0.5)
     assert alice.browser.logout().status_code == 303

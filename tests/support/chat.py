@@ -5,6 +5,7 @@ import json
 import struct
 import time
 import uuid
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -24,11 +25,14 @@ class Closed(Exception):
 
 
 class ChatSock:
-    """A chat WebSocket as a test sees it: JSON frames in, JSON frames out, close codes."""
+    """A chat WebSocket as a test sees it: JSON frames in, JSON frames out, close codes, and
+    its positions as a client keeps them (:meth:`positions`)."""
 
     def __init__(self, ws):
         self.ws = ws
         self.pings = 0
+        self.last_id = None
+        self.rooms = {}
         self.hello = self.expect("hello")
         self.node = self.hello["node"]
         self.sync = None
@@ -63,13 +67,32 @@ class ChatSock:
             except (websocket.WebSocketConnectionClosedException, ConnectionError) as exc:
                 raise Closed(1006, str(exc)) from None
             if op == ABNF.OPCODE_TEXT:
-                return json.loads(frame.data)
+                f = json.loads(frame.data)
+                self._saw(f)
+                return f
             if op == ABNF.OPCODE_CLOSE:
                 data = frame.data
                 code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
                 raise Closed(code, data[2:].decode("utf-8", "replace"))
             if op == ABNF.OPCODE_PING:
                 self.pings += 1
+
+    def _saw(self, f):
+        """Follow the positions as the page does: a ``sync`` names them; a frame with an id
+        moves its clock's (its room's, else the private one)."""
+        if f.get("type") == "sync":
+            self.last_id = f["last_id"] or self.last_id
+            self.rooms.update(f["rooms"])
+        elif f.get("type") in ("message", "edit", "delete") and "id" in f:
+            room = f.get("room") or (f.get("message") or {}).get("room")
+            if room:
+                self.rooms[room] = f["id"]
+            else:
+                self.last_id = f["id"]
+
+    def positions(self):
+        """What a client resumes from: ``connect(**sock.positions())``."""
+        return {"last_id": self.last_id, "rooms": dict(self.rooms)}
 
     def expect(self, kind, timeout=5.0, **match):
         """Skip other frames until one of type ``kind`` whose fields match."""
@@ -119,11 +142,12 @@ class Person:
     def cookie(self):
         return f"{COOKIE}=" + self.browser.sid
 
-    def url(self, who=None, last_id=None):
+    def url(self, who=None, last_id=None, rooms=None):
         u = f"ws://127.0.0.1:{self.stack.gateway_port}/chat/{who or self.name}"
-        return u + (f"?last_id={last_id}" if last_id else "")
+        query = urlencode(resume(last_id, rooms))
+        return u + ("?" + query if query else "")
 
-    def open(self, who=None, last_id=None, origin="default", timeout=5):
+    def open(self, who=None, last_id=None, origin="default", timeout=5, rooms=None):
         """The raw websocket (raises WebSocketBadStatusException when refused)."""
         kw = {"cookie": self.cookie, "timeout": timeout}
         if origin == "default":
@@ -132,10 +156,11 @@ class Person:
             kw["suppress_origin"] = True
         else:
             kw["origin"] = origin
-        return websocket.create_connection(self.url(who, last_id), **kw)
+        return websocket.create_connection(self.url(who, last_id, rooms), **kw)
 
-    def connect(self, last_id=None, sync=True):
-        s = ChatSock(self.open(last_id=last_id))
+    def connect(self, last_id=None, sync=True, rooms=None):
+        """A socket resuming from ``last_id`` (its private messages) and ``rooms`` (room -> id)."""
+        s = ChatSock(self.open(last_id=last_id, rooms=rooms))
         if sync:
             s.sync = s.expect("sync")
         return s
@@ -156,6 +181,16 @@ class Person:
                 return s
             s.close()
         raise AssertionError("never landed on that chat process")
+
+
+def resume(last_id=None, rooms=None):
+    """The query that resumes from positions: ``last_id`` and ``rooms=<room>:<id>,...``."""
+    params = {}
+    if last_id:
+        params["last_id"] = last_id
+    if rooms:
+        params["rooms"] = ",".join(f"{room}:{mid}" for room, mid in rooms.items())
+    return params
 
 
 def person(chat_stack):
@@ -180,22 +215,26 @@ def wait_online(sock, who, online=True, timeout=10):
 
 class Poller:
     """One tab of ``who`` on the long-poll transport: ``poll()`` is ``GET /chat/api/events``
-    (from the last id it saw), ``send(...)`` one frame as ``POST /chat/api/messages``."""
+    (from the positions answered last: ``last_id`` and ``rooms``), ``send(...)`` one frame as
+    ``POST /chat/api/messages``."""
 
     def __init__(self, who, pid=None, direct=None):
         self.who = who
         self.pid = pid or uuid.uuid4().hex[:16]
         self.direct = direct  # a chat service's own address: each poll on a new connection to it
         self.last_id = None
+        self.rooms = {}
         self.csrf = who.browser.me()["csrf_token"]
         self.frames = []     # every frame polled so far, in order
 
+    def positions(self):
+        """The query of the positions answered last."""
+        return resume(self.last_id, self.rooms)
+
     def poll(self, timeout=35, last_id="mine", ok=(200,)):
-        """One poll (its frames); a status in ``ok`` other than 200 counts as an empty answer."""
-        params = {"poll": self.pid}
-        since = self.last_id if last_id == "mine" else last_id
-        if since:
-            params["last_id"] = since
+        """One poll (its frames), from the positions answered last (``last_id``: another
+        private position); a status in ``ok`` other than 200 counts as an empty answer."""
+        params = {"poll": self.pid, **resume(self.last_id if last_id == "mine" else last_id, self.rooms)}
         if self.direct:
             # The processes of a chat service share its port: the kernel gives each new
             # connection to one of them, so consecutive polls reach either.
@@ -211,6 +250,7 @@ class Poller:
         body = res.json()
         if body["last_id"]:
             self.last_id = body["last_id"]
+        self.rooms = body["rooms"]
         self.frames += body["frames"]
         return body["frames"]
 

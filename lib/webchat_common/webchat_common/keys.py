@@ -90,8 +90,16 @@ def chat_read(name):
     return "chat:read:" + name.lower()
 
 
-def chat_cursor(name):
-    """The id up to which ``name`` was delivered messages (offline delivery starts after it)."""
+def chat_cursors(name):
+    """Hash of where ``name`` was delivered messages up to, per clock: ``@`` (their private
+    messages) or ``#<room>`` -> id (a new socket's replay starts after it)."""
+    return "chat:cursors:" + name.lower()
+
+
+def chat_cursor_v1(name):
+    """The one id up to which ``name`` was delivered messages, from before positions per clock
+    (``chat:cursors``): read where ``chat:cursors`` has no field, never written; it expires
+    CHAT_HISTORY_AGE after it was last written."""
     return "chat:cursor:" + name.lower()
 
 

@@ -2,10 +2,14 @@
 long-poll, :mod:`.poll`): its queue and id order, its replay, its rooms, its rate limit and the
 answers to what it sends.
 
-Rule: frames with an id go out once each, in id order.  The client remembers the highest id it
-queued and drops anything not above it; a replay from history (on connect, after a room join,
-after the process's pub/sub reconnected) holds the live frames that arrive meanwhile and
-releases them after it (:meth:`Client.hold`), so nothing is skipped or doubled.
+Rule: frames with an id go out once each, in id order per clock.  A clock is what numbers a
+stream of frames: the user's private messages have one (:data:`.wire.PRIVATE`), and each room
+its own, named by the room.  The client remembers its *position* in each clock, the highest id
+of it queued, and drops anything not above it; a replay from history (on connect, after a room
+join, after the process's pub/sub reconnected) holds the live frames that arrive meanwhile and
+releases them after it (:meth:`Client.hold`), so nothing is skipped or doubled.  A client
+resumes from its positions: ``last_id`` for the private clock, ``rooms`` for the rooms
+(docs/chat.md, "Resume and offline delivery").
 
 Nobody else writes to a client's transport: they append to its bounded queue (:meth:`Client.push`)
 and wake it (:meth:`Client.wake`, the transport's own); when the queue is full the client is
@@ -17,30 +21,33 @@ import time
 from redis.exceptions import RedisError
 
 from . import metrics
-from .wire import ZERO, Refused, error_frame, format_id, parse_frame, text_frame, ws_frame
+from .store import LIVE
+from .wire import PRIVATE, ZERO, Refused, error_frame, format_id, format_rooms, parse_frame, text_frame, ws_frame
 
 log = logging.getLogger(__name__)
 
 
 class Client:
     """What every transport shares.  A subclass gives :attr:`token`, :meth:`wake` and the loop
-    that writes :attr:`out` (pairs of id or None and a WebSocket text frame: built once per
-    message for every socket, unwrapped by a long-poll)."""
+    that writes :attr:`out` (triples of id or None, a WebSocket text frame: built once per
+    message for every socket, unwrapped by a long-poll, and the id's clock)."""
 
     def __init__(self, node, user, session_hash, rooms, since):
+        """``since``: the positions the client resumes from (clock -> id), or None (it gave
+        none: a new client)."""
         cfg = node.cfg
         self.node = node
         self.user = user
         self.lower = user.lower()
         self.session_hash = session_hash
         self.rooms = set(rooms)
-        self.since = since                 # the client's last id (tuple) or None
-        self.out = []                      # (mid or None, frame bytes); a list: 700 B less than a deque
+        self.since = since                 # the client's positions (clock -> id), or None
+        self.out = []                      # (mid or None, frame bytes, clock); a list: 700 B less than a deque
         self.held = None                   # live frames arriving while a replay is read
         self.holds = 0                     # replays in progress (held is a list while > 0)
-        self.enq_last = ZERO               # highest id queued
-        self.sent_last = ZERO              # highest id written to the client
-        self.cursor_saved = ZERO           # highest id saved as the user's delivered cursor
+        self.enq = {}                      # clock -> highest id queued
+        self.sent = {}                     # clock -> highest id written to the client
+        self.saved = {}                    # clock -> highest id saved as the user's delivered cursor
         self.closing = None                # (code, reason) once the client must close
         self.rate = cfg["CHAT_RATE_LIMIT"]
         self.burst = cfg["CHAT_RATE_BURST"]
@@ -68,23 +75,23 @@ class Client:
 
     # ---- called by other greenlets (never block) -------------------------------------------
 
-    def push(self, mid, frame):
-        """Queue a frame.  Frames with an id go out once, in id order."""
+    def push(self, mid, frame, clock=PRIVATE):
+        """Queue a frame.  Frames with an id go out once, in id order per ``clock``."""
         if self.closing is not None:
             return
         if mid is not None:
             if self.held is not None:
-                self.held.append((mid, frame))
+                self.held.append((mid, frame, clock))
                 return
-            if mid <= self.enq_last:
+            if mid <= self.enq.get(clock, ZERO):
                 return
-            self.enq_last = mid
+            self.enq[clock] = mid
         if len(self.out) >= self.node.send_queue:
             metrics.SLOW_CONSUMER_CLOSES.inc()
             log.warning("closing slow consumer %s: send queue full (%d frames)", self.user, len(self.out))
             self.doom(1008, "too slow: send queue overflow; reconnect to resume")
             return
-        self.out.append((mid, frame))
+        self.out.append((mid, frame, clock))
         self.wake()
 
     def doom(self, code, reason):
@@ -103,66 +110,88 @@ class Client:
         self.holds -= 1
         if self.holds == 0:
             held, self.held = self.held, None
-            for mid, frame in held:
-                self.push(mid, frame)
+            for mid, frame, clock in held:
+                self.push(mid, frame, clock)
             self.wake()
 
-    def unsaved_cursor(self):
-        """The highest id written to this socket if it is not yet saved as the delivered
-        cursor, else None."""
-        return self.sent_last if self.sent_last > self.cursor_saved else None
+    def written(self, mid, clock):
+        """A frame with an id went out to the client."""
+        if mid > self.sent.get(clock, ZERO):
+            self.sent[clock] = mid
 
-    def cursor_saved_up_to(self, mid):
-        self.cursor_saved = max(self.cursor_saved, mid)
+    def unsaved_cursor(self):
+        """The positions written to this client and not yet saved as the delivered cursor
+        (clock -> id), or None."""
+        saved = self.saved
+        moved = {c: mid for c, mid in self.sent.items() if mid > saved.get(c, ZERO)}
+        return moved or None
+
+    def cursor_saved_up_to(self, positions):
+        for clock, mid in positions.items():
+            if mid > self.saved.get(clock, ZERO):
+                self.saved[clock] = mid
+
+    def positions(self):
+        """Where the client is in every clock it follows: queued up to (clock -> id)."""
+        return {c: self.enq[c] for c in (PRIVATE, *self.rooms) if c in self.enq}
 
     def catch_up(self):
         """After the process's pub/sub reconnected (this socket was put on hold when it was
         lost): queue what was published meanwhile, then the live frames held since."""
         try:
             if self.closing is None:
-                return self.resync(self.enq_last, announce=False)[0]
+                return self.resync({c: self.enq.get(c) for c in (PRIVATE, *self.rooms)}, announce=False)[0]
             return 0
         finally:
             self.release()
 
     # ---- replay -------------------------------------------------------------------------------
 
-    def resync(self, since, announce, explicit=False, sync=True):
-        """Queue the stored messages after ``since`` (None: the private conversations only,
-        from the start of the history) before any live message that arrives meanwhile; with
-        ``announce``, a ``system`` frame if some were older than the history kept, then (with
-        ``sync``) the ``sync`` frame.  Returns (count, gap)."""
+    def resync(self, start, announce, explicit=False, sync=True):
+        """Queue the stored frames of the clocks in ``start`` (clock -> the id to start after;
+        None: the start of the history; :data:`.store.LIVE`: none) before any live frame that
+        arrives meanwhile.  A clock started at an id is positioned at least there (nothing up
+        to it is queued again), one started at LIVE at its last id issued.  With ``explicit``
+        (positions the client gave), a start older than the history is a gap if anything was
+        issued after it.  With ``announce``, a ``system`` frame if some were older than the
+        history kept, then (with ``sync``) the ``sync`` frame.  Returns (count, gap, the last
+        id issued per clock read)."""
         store = self.node.store
         self.hold()
         try:
             floor = store.floor()
-            gap_age = False
-            if since is None:
-                private, rooms = format_id(floor), "-"
-            else:
-                if explicit and ZERO < since < floor:
-                    gap_age = True
-                private = rooms = format_id(max(since, floor))
-            entries, gap = store.replay(self.user, sorted(self.rooms), private, rooms, self.replay_skips)
+            given = {c: mid if mid is LIVE else max(mid or floor, floor) for c, mid in start.items()}
+            entries, gap, issued = store.replay(self.user, given, self.replay_skips)
+            enq = self.enq
+            for clock, mid in start.items():
+                if mid is LIVE:
+                    mid = issued[clock]
+                elif mid is None:
+                    continue
+                elif explicit and ZERO < mid < floor and mid < issued[clock]:
+                    gap = True
+                if clock not in enq or mid > enq[clock]:
+                    enq[clock] = mid  # (0-0 too: a clock that never issued an id)
             n = 0
-            for mid, frame in entries:
-                if mid > self.enq_last:
-                    self.enq_last = mid
-                    self.out.append((mid, ws_frame(0x1, frame.encode())))
+            for mid, frame, clock in entries:
+                if mid > enq.get(clock, ZERO):
+                    enq[clock] = mid
+                    self.out.append((mid, ws_frame(0x1, frame.encode()), clock))
                     n += 1
             metrics.REPLAYED.inc(n)
-            gap = gap or gap_age
             if announce:
                 if gap:
                     self.reply({"type": "system", "sender": "system", "receiver": self.user, "code": "history_gap",
                                 "data": "Some messages you missed are older than the history kept and could not be "
                                         "replayed."})
                 if sync:
+                    positions = self.positions()
+                    last = positions.get(PRIVATE)
                     self.reply({"type": "sync", "replayed": n, "gap": gap,
-                                "last_id": format_id(self.enq_last) if self.enq_last > ZERO else None})
+                                "last_id": format_id(last) if last else None, "rooms": format_rooms(positions)})
         finally:
             self.release()
-        return n, gap
+        return n, gap, issued
 
     def join(self, room, record):
         """Join ``room`` here: ``record(user, room)`` stores the membership and returns the last
@@ -190,7 +219,7 @@ class Client:
             if room not in self.rooms:
                 self.rooms.add(room)
                 self.node.joined_room(self, room)
-            self.resync(max(since, self.enq_last), announce=False)
+            self.resync({room: max(since, self.enq.get(room, ZERO))}, announce=False)
         finally:
             self.release()
 
@@ -241,12 +270,23 @@ class Client:
 
     def _start(self):
         """hello, then the replay.  A method of its own so that its temporaries are freed
-        before the client's long wait, not kept for its life."""
+        before the client's long wait, not kept for its life.  Returns the last id issued per
+        clock before the replay."""
         self.reply(self.hello())
-        since, explicit = self.since, self.since is not None
-        if since is None:
-            since = self.node.store.cursor(self.user)
-        self.resync(since, announce=True, explicit=explicit)
+        return self.resync(self.first_start(), announce=True, explicit=self.since is not None)[2]
+
+    def first_start(self):
+        """Where the first replay starts, per clock (see :meth:`resync`).  Resuming: after the
+        positions given; a room given no position starts at the beginning of the history (a
+        gap would lose messages, a repeat only costs bytes: the page drops ids it has).  New
+        (no positions): after the user's delivered cursor; a room never delivered to them,
+        from now on."""
+        if self.since is not None:
+            return {c: self.since.get(c) for c in (PRIVATE, *self.rooms)}
+        cursor = self.node.store.cursor(self.user, self.rooms)
+        start = {room: cursor.get(room, LIVE) for room in self.rooms}
+        start[PRIVATE] = cursor.get(PRIVATE)
+        return start
 
     # ---- incoming frames ----------------------------------------------------------------------
 
@@ -264,11 +304,11 @@ class Client:
 
     def reply(self, frame):
         """Queue an answer to this socket's client (a dict: ack, error, pong, ...)."""
-        self.out.append((None, text_frame(frame)))
+        self.out.append((None, text_frame(frame), None))
 
     def error(self, code, message, cid=None):
         metrics.FRAMES_REFUSED.labels(reason=code).inc()
-        self.out.append((None, error_frame(code, message, cid)))
+        self.out.append((None, error_frame(code, message, cid), None))
 
     def watch(self, given, cid):
         """Watch exactly the users of ``given`` (lower-cased name -> name as sent): their

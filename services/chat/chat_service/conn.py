@@ -127,21 +127,20 @@ class Connection(Client):
     def flush(self):
         out = self.out
         batch = []
-        last = None
         first = None
         n = 0
         taken = out[:BATCH]
         del out[:BATCH]
-        for mid, frame in taken:
+        for _, frame, _ in taken:
             batch.append(frame)
+        self.send_raw(batch[0] if len(batch) == 1 else b"".join(batch))
+        for mid, _, clock in taken:
             if mid is not None:
-                last = mid
+                self.written(mid, clock)
                 n += 1
                 if first is None:
                     first = mid
-        self.send_raw(batch[0] if len(batch) == 1 else b"".join(batch))
-        if last is not None:
-            self.sent_last = last
+        if first is not None:
             metrics.MESSAGES_OUT.inc(n)
             metrics.DELIVERY.observe(max(0.0, time.time() - first[0] / 1000.0))
 

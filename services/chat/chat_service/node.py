@@ -9,10 +9,12 @@ its sockets watch (:mod:`.broker`, :mod:`.watch`); each frame heard is encoded o
 WebSocket bytes, and queued on the local sockets that want it (:meth:`Node._dispatch`).
 Nothing is sent to every node except ``sessions:ended`` (a classic channel).
 
-Ordering and resume: ids are global and increase in the order Redis ran the sends, and one
-pub/sub connection delivers in that order, so each socket sees ids in increasing order and
-drops anything not above the last id it queued.  After the subscriber reconnects, every local
-socket is caught up from the streams before the live messages that arrived meanwhile.
+Ordering and resume: each clock's ids (the user's private messages', a room's) increase in the
+order Redis ran its sends, and its frames come over one pub/sub connection in that order, so
+each socket sees each clock's ids in increasing order and drops anything not above its
+position in that clock (the channel a frame came on names the clock: :mod:`.client`).  After
+the subscriber reconnects, every local socket is caught up from the streams before the live
+messages that arrived meanwhile.
 
 Following one message: a client's frame is read by its socket's greenlet (:mod:`.conn`),
 parsed (:func:`.wire.parse_frame`) and run (:mod:`.commands`), which stores and publishes it
@@ -44,7 +46,7 @@ from .poll import CONTROL as POLL_CONTROL, Polls
 from .presence import SLICE, Presence
 from .store import Store
 from .watch import Watch
-from .wire import ZERO, parse_id, split_published, ws_frame
+from .wire import PRIVATE, ZERO, parse_id, split_published, ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +207,11 @@ class Node:
     def _dispatch(self, channel, data):
         if channel.startswith(_USER_PREFIX) or channel.startswith(_ROOM_PREFIX):
             if channel.startswith(_USER_PREFIX):
+                clock = PRIVATE
                 conns = self.by_user.get(channel[len(_USER_PREFIX):].decode())
             else:
-                conns = self.by_room.get(channel[len(_ROOM_PREFIX):].decode())
+                clock = channel[len(_ROOM_PREFIX):].decode()
+                conns = self.by_room.get(clock)
             if not conns:
                 return
             published = split_published(data)
@@ -220,7 +224,7 @@ class Node:
             frame = ws_frame(0x1, body)
             for conn in list(conns):
                 if origin is None or origin != conn.token:
-                    conn.push(mid, frame)
+                    conn.push(mid, frame, clock)
         elif self.watch.is_presence(channel):
             self.watch.heard(channel, data)
         elif channel == _ENDED:
@@ -319,13 +323,16 @@ class Node:
         """Push this process's presence entry forward (one command, whatever its number of
         users), save the delivered cursors that moved, sweep the dead."""
         self.presence.beat(self._held, lambda user: user.lower() in self.by_user)
-        moved = {}   # user -> (highest id written to their sockets, those sockets), if not saved
+        moved = {}   # user -> (positions written to their sockets and not saved, those sockets)
         for conns in self.by_user.values():
             for c in conns:
                 unsaved = c.unsaved_cursor()
                 if unsaved is not None:
-                    sent, cs = moved.get(c.user, (ZERO, []))
-                    moved[c.user] = (max(sent, unsaved), cs + [c])
+                    sent, cs = moved.setdefault(c.user, ({}, []))
+                    for clock, mid in unsaved.items():
+                        if mid > sent.get(clock, ZERO):
+                            sent[clock] = mid
+                    cs.append(c)
         moved = list(moved.items())
         for i in range(0, len(moved), SLICE):  # in slices: Redis is never busy long for us
             pipe = self.redis.pipeline(transaction=False)

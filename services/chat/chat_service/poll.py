@@ -30,7 +30,8 @@ from webchat_common import keys
 
 from . import metrics, scripts, transport
 from .client import Client
-from .wire import ZERO, Refused, control_payload, error, format_id, http_status, parse_frame, payloads, text_frame
+from .wire import (PRIVATE, Refused, control_payload, error, format_id, format_rooms, http_status, parse_frame, payloads,
+                   text_frame)
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,16 @@ class PollClient(Client):
         pipe.hget(self.record, "watch")
         pipe.hincrby(self.record, "gen", 1)
         pipe.expire(self.record, self.node.cfg["CHAT_POLL_RECORD_TTL"])
-        pipe.hmget(keys.CHAT_CLOCK, "ms", "seq")
-        created, watched, self.gen, _, (ms, seq) = pipe.execute()
+        created, watched, self.gen, _ = pipe.execute()
         if created or self.since is None:
-            # Its first answer names a last id even when it holds no message: the last one
-            # issued before the replay, so that a poll picked up elsewhere resumes from there.
-            self.sent_last = int(ms or 0), int(seq or 0)
-            super()._start()
+            # Its first answer names a position in every clock even when it holds no message:
+            # the last id issued before the replay, so that a poll picked up elsewhere resumes
+            # from there.
+            self.sent = dict(super()._start())
         else:
-            self.enq_last = self.sent_last = self.since
-            self.resync(self.since, announce=True, explicit=True, sync=False)
+            start = self.first_start()
+            self.sent = {clock: mid for clock, mid in start.items() if mid is not None}
+            self.resync(start, announce=True, explicit=True, sync=False)
             users = _names(watched)
             if users:
                 self.node.watch.set(self, {u.lower(): u for u in users}, None)
@@ -113,18 +114,22 @@ class PollClient(Client):
 
     def take(self):
         texts = []
-        last = None
         n = 0
-        for mid, frame in self.out:
+        for mid, frame, clock in self.out:
             texts += payloads(frame)
             if mid is not None:
-                last = mid
+                self.written(mid, clock)
                 n += 1
         self.out = []
-        if last is not None:
-            self.sent_last = last
+        if n:
             metrics.MESSAGES_OUT.inc(n)
         return texts
+
+    def answer(self, texts):
+        """A poll's answer: the frames (JSON texts, joined as they are, not parsed and encoded
+        again) and the positions to poll from next (never missing: a new client's are the last
+        ids issued before its replay)."""
+        return (b'{"frames":[' + b",".join(texts) + b"]," + _positions_json(self.sent)[1:])
 
     def expire_later(self, grace, end):
         self.expiry = gevent.spawn_later(grace, end, self)
@@ -144,20 +149,20 @@ class Polls:
         return (user.lower(), pid) in self.clients
 
     def events(self, user, session_hash, pid, since, rooms, sock):
-        """One poll: ``(status, body)``.  ``rooms``: a function returning the user's rooms
-        (read only for a client new here); ``sock``: the poll's connection, watched for hangup
-        while it waits."""
+        """One poll: ``(status, body)``.  ``since``: the positions the tab polls from (clock ->
+        id), or None; ``rooms``: a function returning the user's rooms (read only for a client
+        new here); ``sock``: the poll's connection, watched for hangup while it waits."""
         node = self.node
         key = (user.lower(), pid)
         c = self.clients.get(key)
         carried = []
         if c is not None and (c.closing is not None or c.session_hash != session_hash
-                              or (since or ZERO) != c.sent_last):
+                              or (since or {}) != c.sent):
             # Not where this tab is: its last answer was lost (it asks from further back), or it
             # was served elsewhere meanwhile (from further on): start again from its last_id,
             # with what was queued without an id (a replay cannot give that).
             if c.session_hash == session_hash:
-                carried = [frame for mid, frame in c.out if mid is None]  # (the same process: in order)
+                carried = [frame for mid, frame, _ in c.out if mid is None]  # (the same process: in order)
             self.end(c)
             c = None
         if c is None:
@@ -177,16 +182,14 @@ class Polls:
                 c.push(None, frame)
         texts = c.wait(self.cfg["CHAT_POLL_TIMEOUT"], lambda cb: transport.on_hangup(sock, cb))
         if texts is None:
-            return 200, {"frames": [], "last_id": format_id(since) if since else None, "superseded": True}
+            return 200, b'{"frames":[],"superseded":true,' + _positions_json(since or {})[1:]
         if c.closing is not None:
             code, reason = c.closing
             texts.append(json.dumps({"type": "close", "code": code, "reason": reason}).encode())
             self.end(c)
         else:
             c.expire_later(self.cfg["CHAT_POLL_GRACE"], self._expired)
-        # The queued frames are JSON already: joined, not parsed and encoded again.  The last
-        # id is never missing (a new client's is the last one issued before its replay).
-        return 200, (b'{"frames":[' + b",".join(texts) + b'],"last_id":"' + format_id(c.sent_last).encode() + b'"}')
+        return 200, c.answer(texts)
 
     def _expired(self, c):
         c.expiry = None  # (this greenlet: end() must not kill it halfway)
@@ -231,7 +234,7 @@ class Polls:
                 self.node.watch.set(conn, {u.lower(): u for u in ctl["watch"]}, ctl.get("cid"))
 
     def _hand_over(self, c, gen):
-        texts = [t for mid, frame in c.out if mid is None for t in payloads(frame) if not t.startswith(_PRESENCE)]
+        texts = [t for mid, frame, _ in c.out if mid is None for t in payloads(frame) if not t.startswith(_PRESENCE)]
         c.out = []
         self.end(c)
         if texts:
@@ -330,3 +333,10 @@ def _names(stored):
     except ValueError:
         return []
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _positions_json(positions):
+    """``{"last_id": id or null, "rooms": {room: id}}`` of positions (clock -> id), as bytes."""
+    last = positions.get(PRIVATE)
+    return json.dumps({"last_id": format_id(last) if last else None, "rooms": format_rooms(positions)},
+                      separators=(",", ":")).encode()

@@ -4,10 +4,11 @@ Message ids
     Every stored message gets an id ``<ms>-<seq>`` made here, not by XADD: ``ms`` is Redis'
     clock (never going back: ``chat:clock`` keeps the highest ms used) and ``seq`` one counter
     for the whole system.  So ids are unique *across* streams and increase in the order Redis
-    executed the sends.  Because a script stores (XADD) and publishes (SPUBLISH) atomically, and
-    each chat process reads every channel over one pub/sub connection, a process sees
-    messages in id order whatever stream they belong to: one id is a complete resume cursor
-    for all of a user's conversations, private and rooms.
+    executed the sends.  Because a script stores (XADD) and publishes (SPUBLISH) atomically, a
+    process hears each channel's messages in id order.  Clients resume from a position per
+    clock (their private messages, each room: :mod:`.client`); while every clock reads this
+    one counter, a single id would do, and a Redis Cluster will give each its own
+    (docs/cluster.md).
 
 Conversation streams
     Each private conversation (``chat:dm:<a>:<b>``) and each room (``chat:room:<room>``) is one
@@ -202,20 +203,21 @@ local function page(stream, edits, before, want)
 end
 """
 
-#: Read what a user missed, atomically across all their conversations (one snapshot, so
-#: nothing published between two reads is lost or doubled).  KEYS: chat:convs:<user>, then the
-#: streams of the user's rooms.  ARGV: exclusive start id of the private conversations,
-#: exclusive start id of the rooms ("-": read no room), max entries per stream, the prefix of
-#: the private streams, the lower-cased user.  The private streams read are those of the
-#: conversations with a message since the start's ms (``chat:convs`` scores them by their last
-#: message).  Returns, per stream read, {boundary, {entries...}, start}, and last: Redis' ms.
-#: ``boundary`` is the first kept entry when older ones were trimmed ("0-0" otherwise): a start
-#: below it means messages may have been lost (reported conservatively: also when the client
-#: missed exactly the whole kept history).
+#: Read what a user missed, atomically across the clocks asked (one snapshot, so nothing
+#: published between two reads is lost or doubled).  KEYS: chat:convs:<user>, chat:clock, then
+#: the streams of rooms.  ARGV: the exclusive start id of the private conversations ("-": read
+#: none), max entries per stream, the prefix of the private streams, the lower-cased user,
+#: then each room's exclusive start id ("$": read none).  The private streams read are those
+#: of the conversations with a message since the start's ms (``chat:convs`` scores them by
+#: their last message).  Returns, per room in order and then per private stream read,
+#: {boundary, {entries...}, start}, and last: the last id issued ("<ms>-<seq>").  ``boundary``
+#: is the first kept entry when older ones were trimmed ("0-0" otherwise): a start below it
+#: means messages may have been lost (reported conservatively: also when the client missed
+#: exactly the whole kept history).
 REPLAY = """
-local count = ARGV[3]
+local count = ARGV[2]
 local function read(key, start)
-  if redis.call('EXISTS', key) == 0 then return {'0-0', {}, start} end
+  if start == '$' or redis.call('EXISTS', key) == 0 then return {'0-0', {}, start} end
   -- Trimming (MAXLEN ~) removes the oldest entries: if any was removed, everything older
   -- than the first kept entry may be gone, so a cursor older than it may have missed some.
   -- (Redis 7.0 does not update max-deleted-entry-id on trimming, so it cannot be used.)
@@ -229,18 +231,18 @@ local function read(key, start)
   return {boundary, redis.call('XRANGE', key, rng, '+', 'COUNT', count), start}
 end
 local out = {}
-local since_ms = string.match(ARGV[1], '^(%d+)-')
-local me = ARGV[5]
-for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since_ms, '+inf')) do
-  local a, b = me, string.lower(peer)
-  if b < a then a, b = b, a end
-  out[#out + 1] = read(ARGV[4] .. a .. ':' .. b, ARGV[1])
+for i = 3, #KEYS do out[#out + 1] = read(KEYS[i], ARGV[i + 2]) end
+if ARGV[1] ~= '-' then
+  local since_ms = string.match(ARGV[1], '^(%d+)-')
+  local me = ARGV[4]
+  for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since_ms, '+inf')) do
+    local a, b = me, string.lower(peer)
+    if b < a then a, b = b, a end
+    out[#out + 1] = read(ARGV[3] .. a .. ':' .. b, ARGV[1])
+  end
 end
-if ARGV[2] ~= '-' then
-  for i = 2, #KEYS do out[#out + 1] = read(KEYS[i], ARGV[2]) end
-end
-""" + _NOW + """
-out[#out + 1] = string.format('%d', now)
+local clock = redis.call('HMGET', KEYS[2], 'ms', 'seq')
+out[#out + 1] = (clock[1] or '0') .. '-' .. (clock[2] or '0')
 return out
 """
 
@@ -386,23 +388,19 @@ end
 return 0
 """
 
-#: Advance a stored cursor, never moving it back.  KEYS: chat:cursor:<user>.  ARGV: id, ttl s.
-CURSOR_MAX = """
-local cur = redis.call('GET', KEYS[1])
-local function parse(s)
-  local a, b = string.match(s, '^(%d+)-(%d+)$')
-  return tonumber(a), tonumber(b)
-end
-local nm, ns = parse(ARGV[1])
-if cur then
-  local cm, cs = parse(cur)
-  if cm and (cm > nm or (cm == nm and cs >= ns)) then
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
-    return 0
+#: Advance a user's delivered cursor, never moving a clock's back.  KEYS: chat:cursors:<user>.
+#: ARGV: ttl s, then pairs of a clock's field and an id.  Returns how many fields moved.
+CURSOR_MAX = _AFTER + """
+local moved = 0
+for i = 2, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if not cur or after(ARGV[i + 1], cur) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    moved = moved + 1
   end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return moved
 """
 
 #: Take ``cost`` tokens from a token bucket (refilled at ``rate`` a second up to ``burst``) if it

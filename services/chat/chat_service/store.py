@@ -30,10 +30,13 @@ from redis.exceptions import NoScriptError, RedisError
 from webchat_common import keys
 
 from . import scripts
-from .wire import ZERO, format_id, message_tail, parse_id, stored_json
+from .wire import PRIVATE, ZERO, format_id, message_tail, parse_id, stored_json
 
 #: Sends one pipeline carries at most.
 BATCH = 256
+
+#: A replay's start for a clock that is not read: its position becomes the last id issued.
+LIVE = "$"
 
 
 class NotReplicated(RedisError):
@@ -160,17 +163,23 @@ class Store:
         """The oldest id history may still hold (CHAT_HISTORY_AGE ago)."""
         return (int(time.time() * 1000) - self.age_ms, 0)
 
-    def replay(self, user, rooms, since, rooms_since, origin=None):
-        """Read what ``user`` missed in one atomic script: their private conversations after
-        ``since`` (an id string) and ``rooms`` after ``rooms_since`` (``"-"``: none of them),
-        but not the private messages sent from ``origin`` (a long-poll tab's token: it has
-        their acks).  Returns (entries sorted by id as (mid, frame json), gap?)."""
+    def replay(self, user, start, origin=None):
+        """Read what ``user`` missed in one atomic script: per clock of ``start`` (clock ->
+        the id to start after, or :data:`LIVE`: read nothing), their private conversations or
+        a room, but not the private messages sent from ``origin`` (a long-poll tab's token: it
+        has their acks).  Returns (entries sorted by id as (mid, frame json, clock), gap?, the
+        last id issued per clock of ``start``)."""
         count = self.maxlen * 2 + 100
-        res = self.s_replay(keys=[keys.chat_convs(user), *(keys.chat_room(r) for r in rooms)],
-                            args=[since, rooms_since, count, keys.CHAT_DM_PREFIX, user.lower()])
+        rooms = sorted(c for c in start if c != PRIVATE)
+        private = start.get(PRIVATE, LIVE)
+        res = self.s_replay(
+            keys=[keys.chat_convs(user), keys.CHAT_CLOCK, *(keys.chat_room(r) for r in rooms)],
+            args=["-" if private is LIVE else format_id(private), count, keys.CHAT_DM_PREFIX, user.lower(),
+                  *("$" if start[r] is LIVE else format_id(start[r]) for r in rooms)])
         entries, gap = [], False
-        for boundary, items, start in res[:-1]:
-            s = parse_id(start) or ZERO
+        for i, (boundary, items, begin) in enumerate(res[:-1]):
+            clock = rooms[i] if i < len(rooms) else PRIVATE
+            s = parse_id(begin) or ZERO
             if (parse_id(boundary) or ZERO) > s:
                 gap = True
             if len(items) >= count:
@@ -181,18 +190,38 @@ class Store:
                     fields = dict(zip(fields[::2], fields[1::2]))
                 frame = fields.get("f")
                 if mid and frame and (origin is None or fields.get("o") != origin):
-                    entries.append((mid, frame))
+                    entries.append((mid, frame, clock))
         entries.sort(key=lambda e: e[0])
-        return entries, gap
+        issued = parse_id(res[-1]) or ZERO
+        return entries, gap, {clock: issued for clock in start}
 
     # ---- delivered cursors -----------------------------------------------------------------
 
-    def cursor(self, user):
-        """The id up to which ``user`` was delivered messages, or None."""
-        stored = self.redis.get(keys.chat_cursor(user))
-        return parse_id(stored) if stored else None
+    def cursor(self, user, rooms):
+        """Where ``user`` was delivered up to, per clock (their private one and ``rooms``):
+        clock -> id, for the clocks they have a position in."""
+        clocks = [PRIVATE, *rooms]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.chat_cursors(user), [_cursor_field(c) for c in clocks])
+        pipe.get(keys.chat_cursor_v1(user))
+        stored, legacy = pipe.execute()
+        legacy = parse_id(legacy) if legacy else None
+        out = {}
+        for clock, mid in zip(clocks, stored):
+            mid = parse_id(mid) if mid else legacy
+            if mid is not None:
+                out[clock] = mid
+        return out
 
-    def save_cursor(self, user, mid, client=None):
-        """Move ``user``'s delivered cursor up to ``mid`` (never back); on ``client`` (a
-        pipeline) when given."""
-        self.s_cursor(keys=[keys.chat_cursor(user)], args=[format_id(mid), self.age_ms // 1000], client=client)
+    def save_cursor(self, user, positions, client=None):
+        """Move ``user``'s delivered cursor up to ``positions`` (clock -> id; never back); on
+        ``client`` (a pipeline) when given."""
+        args = [self.age_ms // 1000]
+        for clock, mid in positions.items():
+            args += [_cursor_field(clock), format_id(mid)]
+        self.s_cursor(keys=[keys.chat_cursors(user)], args=args, client=client)
+
+
+def _cursor_field(clock):
+    """A clock's field in chat:cursors: ``@`` for the private one, ``#<room>`` for a room."""
+    return "#" + clock if clock != PRIVATE else "@"

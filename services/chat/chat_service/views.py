@@ -5,7 +5,7 @@
 Rule: a WebSocket is refused before the upgrade unless its session is valid, the address is
 the session's user's and the ``Origin`` is allowed.  That check is a ``before_request`` hook,
 because flask-sock answers 101 inside the route, before the handler body runs: a visitor gets
-401, someone else's address or a foreign ``Origin`` 403, a bad ``last_id`` 400, a process that
+401, someone else's address or a foreign ``Origin`` 403, a bad ``last_id`` or ``rooms`` 400, a process that
 is shutting down 503, all before any upgrade.
 """
 import json
@@ -21,7 +21,7 @@ from . import metrics
 from webchat_common.names import is_user_name
 
 from .conversations import Refusal
-from .wire import parse_id, poll_id
+from .wire import PRIVATE, parse_id, parse_rooms, poll_id
 
 bp = Blueprint("chat", __name__, url_prefix="/chat", template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -131,6 +131,26 @@ def _rooms(node, user):
     return {node.default_room, *node.redis.smembers(keys.chat_rooms(user))}
 
 
+def _positions():
+    """The positions a client resumes from (clock -> id: ``last_id`` for its private messages,
+    ``rooms=<room>:<id>,...`` for rooms), None when it gave neither, or the sentence saying
+    what is wrong with them."""
+    args = request.args
+    if not args.get("last_id") and "rooms" not in args:
+        return None
+    positions = {}
+    if args.get("last_id"):
+        positions[PRIVATE] = parse_id(args["last_id"])
+        if positions[PRIVATE] is None:
+            return "last_id must look like <ms>-<seq>"
+    most = current_app.config["CHAT_MAX_ROOMS"] + 1
+    rooms = parse_rooms(args.get("rooms", ""), most)
+    if rooms is None:
+        return f"rooms must look like <room>:<ms>-<seq>,... (each room once, at most {most})"
+    positions.update(rooms)
+    return positions
+
+
 def _bad_poll():
     return error_response(400, "poll must be 8-64 letters, digits, - or _: an id the tab chose")
 
@@ -139,17 +159,16 @@ def _bad_poll():
 @login_required
 def events():
     """Long-polling, for networks that block WebSockets: ``poll=<id>`` (one per tab, chosen by
-    the client), ``last_id=<id>`` (the last message id it saw).  Waits until there is something
-    to send (at most CHAT_POLL_TIMEOUT), then ``{"frames": [...], "last_id": id}``: the frames a
-    socket would get; the first poll starts with ``hello`` (see :mod:`.poll`)."""
+    the client), ``last_id=<id>`` and ``rooms=<room>:<id>,...`` (its positions, as answered
+    by the last poll: see :mod:`.client`).  Waits until there is something to send (at most
+    CHAT_POLL_TIMEOUT), then ``{"frames": [...], "last_id": id, "rooms": {room: id}}``: the
+    frames a socket would get; the first poll starts with ``hello`` (see :mod:`.poll`)."""
     pid = poll_id(request.args.get("poll"))
     if pid is None:
         return _bad_poll()
-    since = None
-    if request.args.get("last_id"):
-        since = parse_id(request.args["last_id"])
-        if since is None:
-            return error_response(400, "last_id must look like <ms>-<seq>")
+    since = _positions()
+    if isinstance(since, str):
+        return error_response(400, since)
     node = _node()
     if node.shutting_down:
         return error_response(503, "this chat process is restarting: poll again")
@@ -220,9 +239,8 @@ def check_handshake():
         return _refuse(503, "shutting_down", "this chat process is restarting: reconnect")
     if node is not None and node.full():
         return _full()
-    last = request.args.get("last_id")
-    if last and parse_id(last) is None:
-        return _refuse(400, "bad_last_id", "last_id must look like <ms>-<seq>")
+    if isinstance(_positions(), str):
+        return _refuse(400, "bad_last_id", _positions())
     # No permessage-deflate: chat frames are small, and a zlib context per socket would cost
     # ~300 KiB of memory each (simple-websocket would otherwise accept the browser's offer).
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
@@ -244,6 +262,5 @@ def socket(ws, username):
     except RedisError:
         ws.close(reason=1011, message="chat store unavailable: try again shortly")
         return
-    last = request.args.get("last_id")
-    conn = Connection(node, ws, username, session.key_hash, rooms, parse_id(last) if last else None)
+    conn = Connection(node, ws, username, session.key_hash, rooms, _positions())
     conn.run()

@@ -19,6 +19,8 @@ It is assembled in Redis by the send scripts (``scripts.SEND_PRIVATE``, ``SEND_R
 import json
 import re
 
+from webchat_common.names import is_room_name
+
 #: A message id ``<ms>-<seq>``: ASCII digits only, matched whole.
 ID_RE = re.compile(r"([0-9]{1,16})-([0-9]{1,19})")
 ZERO = (0, 0)
@@ -45,6 +47,37 @@ def poll_id(text):
 
 def format_id(mid):
     return f"{mid[0]}-{mid[1]}"
+
+
+#: The clock of a user's private messages, in a map of resume positions (:func:`parse_rooms`);
+#: each room has its own, named by the room.  (No room name is empty.)
+PRIVATE = ""
+
+
+def parse_rooms(text, most):
+    """A resume position per room, as a client sends it (``rooms=<room>:<id>,...``): a dict
+    room -> id tuple, or None when the text is not that, names a room twice, or names more
+    than ``most`` rooms.  ``""`` is no room.  Total: any ``str`` gives a dict or None."""
+    if not isinstance(text, str):
+        return None
+    out = {}
+    if text == "":
+        return out
+    parts = text.split(",")
+    if len(parts) > most:
+        return None
+    for part in parts:
+        room, sep, mid = part.partition(":")
+        mid = parse_id(mid)
+        if not sep or mid is None or not is_room_name(room) or room in out:
+            return None
+        out[room] = mid
+    return out
+
+
+def format_rooms(positions):
+    """The rooms' positions of a map of positions (clock -> id), as answered: room -> id text."""
+    return {clock: format_id(mid) for clock, mid in sorted(positions.items()) if clock != PRIVATE}
 
 
 def ws_frame(opcode, payload):

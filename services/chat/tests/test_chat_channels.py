@@ -98,7 +98,7 @@ def test_every_publish_of_chat_is_sharded(app, r, heard):
     expect(("chat:u:alice", "room"), ("chat:r:den", "member"), ("chat:u:alice", "room"), ("chat:r:den", "member"))
     # a long-poll tab's watch list (poll.Sender.watch), and its frames handed over (poll.Polls._hand_over)
     run(alice, type="watch", users=["bob"])
-    old = SimpleNamespace(user="alice", lower="alice", pid="tab-alice-1", out=[(None, text_frame({"type": "typing"}))],
+    old = SimpleNamespace(user="alice", lower="alice", pid="tab-alice-1", out=[(None, text_frame({"type": "typing"}), None)],
                           expiry=None, closing=None, wake=lambda: None)
     polls._hand_over(old, 2)
     assert [f for f in expect(("chat:u:alice", "poll"), ("chat:u:alice", "poll"))][1]["frames"] == [{"type": "typing"}]

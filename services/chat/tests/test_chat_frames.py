@@ -6,7 +6,9 @@ import json
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chat_service.wire import Refused, parse_frame, parse_id, payloads, poll_id, text_frame, ws_frame
+from chat_service.wire import (PRIVATE, Refused, format_id, format_rooms, parse_frame, parse_id, parse_rooms, payloads,
+                               poll_id, text_frame, ws_frame)
+from webchat_common.names import is_room_name
 
 # Any JSON value, with every kind of string: lone surrogates included (Python's json writes
 # them as \udXXX escapes, as a hostile client would).
@@ -122,3 +124,40 @@ def test_a_poll_id_is_8_to_64_ascii_letters_digits_dash_or_underscore(text):
     ok = (isinstance(text, str) and 8 <= len(text) <= 64
           and all(c.isascii() and (c.isalnum() or c in "-_") for c in text))
     assert poll_id(text) == (text if ok else None)
+
+
+room_names = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+ids = st.tuples(st.integers(0, 10 ** 16 - 1), st.integers(0, 10 ** 19 - 1))
+
+
+@given(st.one_of(st.text(max_size=120), st.text(alphabet="ab:,-0123456789", max_size=40), st.none(), st.integers()))
+@example("lobby:1-2,lobby:3-4")
+@example("lobby:1-2,")
+@example("lobby1-2")
+@example(":1-2")
+@example("lobby:1-2\n")
+@example("l\u00f6bby:1-2")
+def test_any_rooms_text_gives_positions_or_none(text):
+    """``rooms=`` is total: a dict of valid room names to ids, or None; never an exception."""
+    got = parse_rooms(text, 51)
+    if not isinstance(text, str):
+        assert got is None
+    if got is not None:
+        assert all(is_room_name(room) and parse_id(format_id(mid)) == mid for room, mid in got.items())
+        assert len(got) == (text.count(",") + 1 if text else 0), "every part is a room"
+        assert parse_rooms(",".join(f"{room}:{format_id(mid)}" for room, mid in got.items()), 51) == got
+
+
+@given(st.dictionaries(room_names, ids, max_size=51))
+def test_positions_round_trip_through_the_rooms_text(positions):
+    text = ",".join(f"{room}:{format_id(mid)}" for room, mid in positions.items())
+    assert parse_rooms(text, 51) == positions
+    assert format_rooms({PRIVATE: (1, 2), **positions}) == {room: format_id(mid) for room, mid in positions.items()}
+
+
+@given(st.lists(room_names, min_size=1, max_size=5, unique=True), ids)
+def test_a_room_named_twice_or_too_many_rooms_are_refused(rooms, mid):
+    text = ",".join(f"{room}:{format_id(mid)}" for room in rooms)
+    assert parse_rooms(text + "," + f"{rooms[0]}:{format_id(mid)}", 51) is None
+    assert parse_rooms(text, len(rooms) - 1) is None
+    assert parse_rooms(text, len(rooms)) is not None

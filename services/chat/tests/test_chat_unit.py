@@ -264,11 +264,14 @@ def test_redis_restarted_empty_gets_the_users_back(r):
     assert r.hgetall(keys.chat_sockets("bob")) == {"n1/1": "1"} and r.zscore(keys.CHAT_NODES, "n1/1")
 
 
-def replay(r, user, since, rooms=(), rooms_since="-"):
+def replay(r, user, since, rooms=()):
+    """REPLAY: the private conversations after ``since`` ("-": none), each room of ``rooms``
+    (room -> start, "$": none) after its start; returns (results, the last id issued)."""
+    rooms = dict(rooms)
     res = r.register_script(scripts.REPLAY)(
-        keys=[keys.chat_convs(user), *(keys.chat_room(x) for x in rooms)],
-        args=[since, rooms_since, 1000, keys.CHAT_DM_PREFIX, user.lower()])
-    return res[:-1], int(res[-1])
+        keys=[keys.chat_convs(user), keys.CHAT_CLOCK, *(keys.chat_room(x) for x in rooms)],
+        args=[since, 1000, keys.CHAT_DM_PREFIX, user.lower(), *rooms.values()])
+    return res[:-1], res[-1]
 
 
 def test_replay_reads_after_the_cursor_and_reports_trimmed_history(r):
@@ -277,36 +280,38 @@ def test_replay_reads_after_the_cursor_and_reports_trimmed_history(r):
     # MAXLEN ~ trims whole stream nodes: the oldest are gone, the newest kept.
     kept = [sid for sid, _ in r.xrange(keys.chat_dm("alice", "bob"))]
     assert kept[-1] == ids[-1] and kept[0] != ids[0]
-    [(boundary, entries, start)], now = replay(r, "bob", ids[0])
+    [(boundary, entries, start)], issued = replay(r, "bob", ids[0])
     assert boundary == kept[0] and parse_id(boundary) > parse_id(ids[0]), "trimmed after the cursor: a gap"
     assert [e[0] for e in entries] == kept and start == ids[0]
-    [(boundary, entries, _)], now = replay(r, "bob", ids[-3])
+    [(boundary, entries, _)], issued = replay(r, "bob", ids[-3])
     assert [e[0] for e in entries] == ids[-2:] and parse_id(boundary) < parse_id(ids[-3])
     # the sender's replay reads the same conversation: both directions are one stream
-    [(_, entries, _)], now = replay(r, "alice", ids[-3])
+    [(_, entries, _)], issued = replay(r, "alice", ids[-3])
     assert [e[0] for e in entries] == ids[-2:]
     register(r, "carol")
     send_private(r, "carol")
-    [(boundary, entries, _)], now = replay(r, "carol", "0-0")
+    [(boundary, entries, _)], issued = replay(r, "carol", "0-0")
     assert boundary == "0-0" and len(entries) == 1, "never trimmed: no gap"
     # a conversation whose last message is older than the cursor's ms is not read at all
-    res, now = replay(r, "carol", f"{now + 1000}-0")
-    assert res == []
-    # "-" reads no room; a missing stream is empty
-    res, now = replay(r, "nobody", "0-0", rooms=["nowhere"], rooms_since="-")
-    assert res == [] and now > 0
-    res, now = replay(r, "nobody", "0-0", rooms=["nowhere"], rooms_since="0-0")
-    assert res == [["0-0", [], "0-0"]]
+    later = parse_id(issued)[0] + 1000
+    res, issued = replay(r, "carol", f"{later}-0")
+    assert res == [] and parse_id(issued) > parse_id(ids[-1]), "the last id issued: carol's message"
+    # "$" reads no room and "-" no private conversation; a missing stream is empty; rooms come
+    # first, in the order asked
+    res, _ = replay(r, "nobody", "-", rooms={"nowhere": "$"})
+    assert res == [["0-0", [], "$"]]
+    res, _ = replay(r, "nobody", "0-0", rooms={"nowhere": "0-0", "elsewhere": "$"})
+    assert res == [["0-0", [], "0-0"], ["0-0", [], "$"]]
 
 
-def test_cursor_only_moves_forward(r):
+def test_cursor_only_moves_forward_per_clock(r):
     cur = r.register_script(scripts.CURSOR_MAX)
-    k = keys.chat_cursor("bob")
-    assert cur(keys=[k], args=["100-5", 60]) == 1
-    assert cur(keys=[k], args=["100-4", 60]) == 0
-    assert cur(keys=[k], args=["99-9", 60]) == 0
-    assert cur(keys=[k], args=["101-0", 60]) == 1
-    assert r.get(k) == "101-0"
+    k = keys.chat_cursors("bob")
+    assert cur(keys=[k], args=[60, "@", "100-5", "#lobby", "90-1"]) == 2
+    assert cur(keys=[k], args=[60, "@", "100-4", "#lobby", "90-2"]) == 1
+    assert cur(keys=[k], args=[60, "@", "99-9"]) == 0
+    assert cur(keys=[k], args=[60, "@", "101-0"]) == 1
+    assert r.hgetall(k) == {"@": "101-0", "#lobby": "90-2"} and 0 < r.ttl(k) <= 60
 
 
 def test_ids_parse_and_compare():

@@ -120,11 +120,12 @@ function markRead(c) {
 // ---- frames ----------------------------------------------------------------------------------
 
 function onFrame(f) {
-  if (f.id && (f.type === "message" || f.type === "edit" || f.type === "delete")) socket.saw(f.id);
+  if (f.id && (f.type === "message" || f.type === "edit" || f.type === "delete")) socket.saw(f);
   switch (f.type) {
     case "hello":
       root.dataset.node = f.node;  // which chat process serves us (shown for support and tests)
       rooms = new Set(f.rooms || [defaultRoom]);
+      socket.inRooms(rooms);
       limits = f.limits || {};
       watchSent = null;
       sendWatch();

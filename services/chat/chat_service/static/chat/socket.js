@@ -1,6 +1,8 @@
 // The chat connection: a WebSocket, one at a time, reconnected by itself with jittered
-// exponential backoff, resuming with ?last_id=<the highest id seen> so the server replays what
-// was missed before the live frames (ids are global and increasing).  Where WebSockets cannot
+// exponential backoff, resuming from its positions so the server replays what was missed
+// before the live frames: ?last_id=<the highest id seen of its private messages>&rooms=
+// <room>:<the highest id seen in that room>,...  (each room numbers its own frames, and the
+// private messages theirs).  Where WebSockets cannot
 // open (a proxy that breaks the upgrade, a browser without them), it falls back by itself to
 // long-polling (GET /chat/api/events, each frame a POST /chat/api/messages: the same frames,
 // ids and resume) and tries a WebSocket again now and then, going back to it when one opens.
@@ -16,19 +18,57 @@ export class ChatSocket {
     this.onRefused = onRefused;
     this.ws = null;
     this.attempt = 0;
-    this.lastId = null;
-    this.storeKey = "webchat.lastId." + user;
-    try { this.lastId = window.sessionStorage.getItem(this.storeKey); } catch (e) { /* storage off */ }
-    this.poll = null;           // while long-polling: {id, last, ready, online, csrf, abort, posting, tries}
+    this.positions = { last_id: null, rooms: {} };
+    this.storeKey = "webchat.positions." + user;
+    try {
+      const stored = JSON.parse(window.sessionStorage.getItem(this.storeKey));
+      if (stored && typeof stored.rooms === "object") this.positions = stored;
+    } catch (e) { /* storage off, or nothing stored */ }
+    this.poll = null;           // while long-polling: {id, at, ready, online, csrf, abort, posting, tries}
     this.probeDelay = 10000;    // before the next WebSocket try while long-polling
   }
 
-  // Frames with an id move the resume point (in the order they arrive, which is id order).
-  saw(id) {
-    if (id && (!this.lastId || cmpId(id, this.lastId) > 0)) {
-      this.lastId = id;
-      try { window.sessionStorage.setItem(this.storeKey, id); } catch (e) { /* ignore */ }
+  // A frame with an id moves the position of its clock: its room's (a message's room, or the
+  // room of the message an edit or deletion changes), else the private one.
+  saw(f) {
+    const room = f.room || (f.message && f.message.room);
+    const at = room ? this.positions.rooms[room] : this.positions.last_id;
+    if (at && cmpId(f.id, at) <= 0) return;
+    if (room) this.positions.rooms[room] = f.id;
+    else this.positions.last_id = f.id;
+    this.keep();
+  }
+
+  // The sync after a replay names the positions the server has for this client: a room it
+  // has seen nothing of yet is followed from there.
+  adopt(sync) {
+    const later = (id, at) => id && (!at || cmpId(id, at) > 0);
+    if (later(sync.last_id, this.positions.last_id)) this.positions.last_id = sync.last_id;
+    for (const [room, id] of Object.entries(sync.rooms || {})) {
+      if (later(id, this.positions.rooms[room])) this.positions.rooms[room] = id;
     }
+    this.keep();
+  }
+
+  // Only the rooms the user is in are resumed (hello names them; a room left is forgotten).
+  inRooms(rooms) {
+    for (const room of Object.keys(this.positions.rooms)) {
+      if (!rooms.has(room)) delete this.positions.rooms[room];
+    }
+    this.keep();
+  }
+
+  keep() {
+    try { window.sessionStorage.setItem(this.storeKey, JSON.stringify(this.positions)); } catch (e) { /* ignore */ }
+  }
+
+  // The query that resumes from positions ("" when there are none).
+  static resume(positions) {
+    const q = [];
+    if (positions.last_id) q.push("last_id=" + encodeURIComponent(positions.last_id));
+    const rooms = Object.entries(positions.rooms).map(([room, id]) => room + ":" + id);
+    if (rooms.length) q.push("rooms=" + encodeURIComponent(rooms.join(",")));
+    return q.join("&");
   }
 
   get open() {
@@ -54,7 +94,8 @@ export class ChatSocket {
     if (!probing) this.onState(this.attempt ? "reconnecting" : "connecting");
     let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/chat/" +
       encodeURIComponent(this.user);
-    if (this.lastId) url += "?last_id=" + encodeURIComponent(this.lastId);
+    const resume = ChatSocket.resume(this.positions);
+    if (resume) url += "?" + resume;
     let opened = false;
     let ended = false;
     let ws;
@@ -73,13 +114,13 @@ export class ChatSocket {
     ws.onopen = () => {
       opened = true;
       clearTimeout(stuck);
-      if (this.poll !== null) this.stopPolling();  // back on a WebSocket: it resumes from lastId
+      if (this.poll !== null) this.stopPolling();  // back on a WebSocket: it resumes from its positions
     };
     ws.onmessage = (ev) => {
       let f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
       if (f.type === "hello") this.attempt = 0;
-      if (f.type === "sync") this.onState("online");
+      if (f.type === "sync") { this.adopt(f); this.onState("online"); }
       this.onFrame(f);
     };
     ws.onclose = (ev) => closed(ev.code, ev.reason);
@@ -114,7 +155,7 @@ export class ChatSocket {
     const bytes = new Uint8Array(12);
     crypto.getRandomValues(bytes);
     const id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    const poll = { id, last: this.lastId, ready: false, online: false, csrf: null, abort: null,
+    const poll = { id, at: { last_id: this.positions.last_id, rooms: { ...this.positions.rooms } }, ready: false, online: false, csrf: null, abort: null,
       posting: Promise.resolve(), tries: 0 };
     this.poll = poll;
     this.onState(this.attempt ? "reconnecting" : "connecting", POLL_NOTE);
@@ -139,7 +180,8 @@ export class ChatSocket {
     try {
       if (poll.csrf === null) poll.csrf = (await (await fetch("/api/me", { credentials: "same-origin" })).json()).csrf_token;
       let url = "/chat/api/events?poll=" + poll.id;
-      if (poll.last) url += "&last_id=" + encodeURIComponent(poll.last);
+      const resume = ChatSocket.resume(poll.at);
+      if (resume) url += "&" + resume;
       poll.abort = new AbortController();
       const r = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, signal: poll.abort.signal });
       if (this.poll !== poll) return;
@@ -155,13 +197,14 @@ export class ChatSocket {
       poll.tries = 0;
       poll.ready = true;
       this.attempt = 0;
-      if (body.last_id) poll.last = body.last_id;
+      if (body.last_id) poll.at = { last_id: body.last_id, rooms: body.rooms || {} };
       for (const f of body.frames) {
         if (this.poll !== poll) return;
         if (f.type === "close") {
           if (f.code === 1008 && /session/.test(f.reason)) { toLogin(); return; }
           continue;  // its client there ended (a restart, a takeover): the next poll resumes
         }
+        if (f.type === "sync") this.adopt(f);
         this.onFrame(f);
       }
       if (this.poll === poll && !poll.online) { poll.online = true; this.onState("online", POLL_NOTE); }
