@@ -45,6 +45,7 @@ def media_by_owner(user):
 
 
 # Chat (services/chat; docs/chat.md explains how they work together).
+#: Hash (fields ms, seq): the clock of private messages, which makes their ids.
 CHAT_CLOCK = "chat:clock"
 #: Zset: the chat processes (holder ids), scored by the expiry (ms) each pushes forward on its
 #: heartbeat; one whose entry expired died without a word, and its users are swept (a claimed
@@ -70,6 +71,11 @@ CHAT_DM_PREFIX = "chat:dm:"
 def chat_room(room):
     """Stream of the messages of room ``room`` (same entries as :func:`chat_dm`)."""
     return "chat:room:" + room
+
+
+def chat_room_clock(room):
+    """Hash (fields ms, seq): room ``room``'s clock, which makes the ids of its messages."""
+    return "chat:clock:room:" + room
 
 
 def chat_edits(stream):

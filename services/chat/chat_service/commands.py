@@ -186,7 +186,7 @@ class Commands:
         else:
             after = {k: now[k] for k in ("type", "id", "ts", "sender", "receiver", "room") if k in now}
             after["deleted"] = True
-        res = self.store.change(place.stream, target, before, after, kind, int(self.edit_window * 1000),
+        res = self.store.change(place.clock, place.stream, target, before, after, kind, int(self.edit_window * 1000),
                                 place.channels())
         if res == "too_late":
             conn.error("too_late", f"a message can be changed for {self.edit_window / 60:g} minutes after it is sent",
@@ -296,14 +296,14 @@ class Commands:
         pipe.execute()
 
     def _joined(self, user, room):
-        """Record ``user`` in ``room``; returns the last id issued before (the replay of the
-        room starts after it)."""
+        """Record ``user`` in ``room``; returns the last id the room's clock issued before (the
+        replay of the room starts after it)."""
+        since = self.store.room_issued(room)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.CHAT_CLOCK, "ms", "seq")
         pipe.sadd(keys.chat_rooms(user), room)
         pipe.sadd(keys.chat_members(room), user)
-        (ms, seq), _, _ = pipe.execute()
-        return int(ms or 0), int(seq or 0)
+        pipe.execute()
+        return since
 
 
 def _text_ok(conn, data, cid):

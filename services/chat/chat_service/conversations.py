@@ -37,11 +37,12 @@ def read_field(peer=None, room=None):
 class Place:
     """One conversation of ``user``: with ``peer`` (the registered name) or in ``room``."""
 
-    __slots__ = ("user", "peer", "room", "stream", "field")
+    __slots__ = ("user", "peer", "room", "stream", "clock", "field")
 
     def __init__(self, user, peer=None, room=None):
         self.user, self.peer, self.room = user, peer, room
         self.stream = keys.chat_room(room) if room is not None else keys.chat_dm(user, peer)
+        self.clock = keys.chat_room_clock(room) if room is not None else keys.CHAT_CLOCK
         self.field = read_field(peer, room)
 
     def where(self):
@@ -148,7 +149,10 @@ class Conversations:
         for place, mark, (last, unread) in zip(places, marks, pipe.execute() if places else []):
             last = json.loads(last) if last else None
             out.append({**place.where(), "last": last, "unread": unread, "read_up_to": mark})
-        out.sort(key=lambda c: parse_id(c["last"]["id"]) if c["last"] else (0, 0), reverse=True)
+        # (Newest first by time: ids of different clocks, a room's and the private one, are
+        # not comparable beyond their ms.)
+        out.sort(key=lambda c: (c["last"]["ts"], parse_id(c["last"]["id"])) if c["last"] else (0, (0, 0)),
+                 reverse=True)
         return out
 
     # ---- members --------------------------------------------------------------------------

@@ -1,14 +1,13 @@
 """The Lua scripts chat runs in Redis: each is one round trip and atomic.
 
 Message ids
-    Every stored message gets an id ``<ms>-<seq>`` made here, not by XADD: ``ms`` is Redis'
-    clock (never going back: ``chat:clock`` keeps the highest ms used) and ``seq`` one counter
-    for the whole system.  So ids are unique *across* streams and increase in the order Redis
-    executed the sends.  Because a script stores (XADD) and publishes (SPUBLISH) atomically, a
-    process hears each channel's messages in id order.  Clients resume from a position per
-    clock (their private messages, each room: :mod:`.client`); while every clock reads this
-    one counter, a single id would do, and a Redis Cluster will give each its own
-    (docs/cluster.md).
+    Every stored message gets an id ``<ms>-<seq>`` made here, not by XADD, from a *clock*:
+    ``ms`` is Redis' clock in ms (never going back: the clock keeps the highest ms used) and
+    ``seq`` the clock's counter.  Private messages share one clock, ``chat:clock``; each room
+    has its own, ``chat:clock:room:<room>``.  So a clock's ids increase in the order Redis
+    executed its sends, and because a script stores (XADD) and publishes (SPUBLISH)
+    atomically, a process hears each clock's messages in id order.  Clients resume from a
+    position per clock (their private messages, each room: :mod:`.client`).
 
 Conversation streams
     Each private conversation (``chat:dm:<a>:<b>``) and each room (``chat:room:<room>``) is one
@@ -40,10 +39,21 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# Shared prelude (after _NOW): a new id in ``id``, ``ms`` (string) from chat:clock (KEYS[1]).
+# Shared prelude (after _NOW): a new id in ``id``, ``ms`` (string) from the clock KEYS[1] of
+# the stream KEYS[2].  A clock with no id yet starts above the stream's last entry (written
+# under an older clock: a room's entries before rooms had clocks of their own).
 _ID = """
 local ms = now
-local last = tonumber(redis.call('HGET', KEYS[1], 'ms') or '0')
+local last = redis.call('HGET', KEYS[1], 'ms')
+if not last then
+  local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+  if top then
+    local tms, tseq = string.match(top[1], '^(%d+)-(%d+)$')
+    redis.call('HSET', KEYS[1], 'ms', tms, 'seq', tseq)
+    last = tms
+  end
+end
+last = tonumber(last or '0')
 if ms < last then ms = last else redis.call('HSET', KEYS[1], 'ms', string.format('%d', ms)) end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local msstr = string.format('%d', ms)
@@ -135,7 +145,8 @@ local online = redis.call('EXISTS', KEYS[3])""" + _DEDUP_SET + """
 return {id, msstr, name, online, 0}
 """
 
-#: Room message.  KEYS: clock, chat:room:<room>, chat:read:<sender>, optionally the cid key.
+#: Room message.  KEYS: the room's clock, chat:room:<room>, chat:read:<sender>, optionally the
+#: cid key.
 #: ARGV: frame tail (with sender, room, data, cid), max length, age ms, the room's channel,
 #: the cid key's TTL, the room.  Returns {id, ts, duplicate 0/1}.
 SEND_ROOM = _dedup(4, "{sid, sts, 1}") + _NEW_ID + """
@@ -203,18 +214,33 @@ local function page(stream, edits, before, want)
 end
 """
 
+# Shared prelude: ``issued(clock, stream)``: the last id a clock issued ("<ms>-<seq>"); for a
+# clock with none yet, its stream's last entry's (see _ID), else "0-0".
+_ISSUED = """
+local function issued(clock, stream)
+  local c = redis.call('HMGET', clock, 'ms', 'seq')
+  if c[1] then return c[1] .. '-' .. c[2] end
+  if stream then
+    local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+    if top then return top[1] end
+  end
+  return '0-0'
+end
+"""
+
 #: Read what a user missed, atomically across the clocks asked (one snapshot, so nothing
-#: published between two reads is lost or doubled).  KEYS: chat:convs:<user>, chat:clock, then
-#: the streams of rooms.  ARGV: the exclusive start id of the private conversations ("-": read
-#: none), max entries per stream, the prefix of the private streams, the lower-cased user,
-#: then each room's exclusive start id ("$": read none).  The private streams read are those
-#: of the conversations with a message since the start's ms (``chat:convs`` scores them by
-#: their last message).  Returns, per room in order and then per private stream read,
-#: {boundary, {entries...}, start}, and last: the last id issued ("<ms>-<seq>").  ``boundary``
-#: is the first kept entry when older ones were trimmed ("0-0" otherwise): a start below it
-#: means messages may have been lost (reported conservatively: also when the client missed
-#: exactly the whole kept history).
-REPLAY = """
+#: published between two reads is lost or doubled).  KEYS: chat:convs:<user>, chat:clock (the
+#: private messages' clock), then per room its stream and its clock.  ARGV: the exclusive start
+#: id of the private conversations ("-": read none), max entries per stream, the prefix of the
+#: private streams, the lower-cased user, then each room's exclusive start id ("$": read
+#: none).  The private streams read are those of the conversations with a message since the
+#: start's ms (``chat:convs`` scores them by their last message).  Returns per room in order
+#: {boundary, {entries...}, start, the room's last id issued}, then per private stream read
+#: {boundary, {entries...}, start}, and last: the private clock's last id issued.  An id is
+#: "<ms>-<seq>" ("0-0": none issued).  ``boundary`` is the first kept entry when older ones
+#: were trimmed ("0-0" otherwise): a start below it means messages may have been lost
+#: (reported conservatively: also when the client missed exactly the whole kept history).
+REPLAY = _ISSUED + """
 local count = ARGV[2]
 local function read(key, start)
   if start == '$' or redis.call('EXISTS', key) == 0 then return {'0-0', {}, start} end
@@ -231,7 +257,11 @@ local function read(key, start)
   return {boundary, redis.call('XRANGE', key, rng, '+', 'COUNT', count), start}
 end
 local out = {}
-for i = 3, #KEYS do out[#out + 1] = read(KEYS[i], ARGV[i + 2]) end
+for i = 3, #KEYS, 2 do
+  local r = read(KEYS[i], ARGV[(i - 3) / 2 + 5])
+  r[4] = issued(KEYS[i + 1], KEYS[i])
+  out[#out + 1] = r
+end
 if ARGV[1] ~= '-' then
   local since_ms = string.match(ARGV[1], '^(%d+)-')
   local me = ARGV[4]
@@ -241,9 +271,15 @@ if ARGV[1] ~= '-' then
     out[#out + 1] = read(ARGV[3] .. a .. ':' .. b, ARGV[1])
   end
 end
-local clock = redis.call('HMGET', KEYS[2], 'ms', 'seq')
-out[#out + 1] = (clock[1] or '0') .. '-' .. (clock[2] or '0')
+out[#out + 1] = issued(KEYS[2])
 return out
+"""
+
+#: The last id a room's clock issued (what a join replays the room after).  KEYS: the room's
+#: clock, its stream.  Returns "<ms>-<seq>": the clock's, else (no id issued yet under it) the
+#: stream's last entry's, else "0-0".
+ROOM_ISSUED = _ISSUED + """
+return issued(KEYS[1], KEYS[2])
 """
 
 #: One page of a conversation, newest first, for one of its people, with the read markers.
@@ -293,7 +329,7 @@ end
 return {moved, cur, unread(KEYS[2], cur, ARGV[3])}
 """
 
-#: Edit or delete a message.  KEYS: clock, the conversation's stream, its chat:edits hash.
+#: Edit or delete a message.  KEYS: the conversation's clock, its stream, its chat:edits hash.
 #: ARGV: the message's id, the message as the caller read it from chat:edits ("" when it was
 #: never changed), the message as it is to be (JSON), the window ms (a message older than
 #: this cannot be changed), "edit" or "delete", age ms, max length, then the channels to

@@ -4,9 +4,10 @@ a socket missed, delivered cursors.
 Rule: a message is stored (XADD to its conversation's stream: the private conversation's or
 the room's) and published (on both people's channels, or the room's) by one Lua call, so
 whoever hears a channel and then reads its streams misses nothing and gets nothing twice; ids
-are global and increasing (see :mod:`.scripts`).  An edit or a deletion is stored and
-published the same way, as an entry of its own after the message.  A ``cid`` is stored once per sender and conversation within
-CHAT_DEDUP_WINDOW: the same ``cid`` sent again is acknowledged with the first message's id.
+increase per clock (private messages share one, each room has its own: see :mod:`.scripts`).
+An edit or a deletion is stored and published the same way, as an entry of its own after the
+message.  A ``cid`` is stored once per sender and conversation within CHAT_DEDUP_WINDOW: the
+same ``cid`` sent again is acknowledged with the first message's id.
 
 With CHAT_ACK_REPLICAS, a batch ends with a Redis ``WAIT`` on its own connection: its
 messages count as sent (and are acknowledged) only once that many replicas hold them, so a
@@ -56,6 +57,7 @@ class Store:
         self.s_replay = redis.register_script(scripts.REPLAY)
         self.s_change = redis.register_script(scripts.CHANGE)
         self.s_cursor = redis.register_script(scripts.CURSOR_MAX)
+        self.s_room_issued = redis.register_script(scripts.ROOM_ISSUED)
         self.sends = []          # (script, keys, args, AsyncResult) waiting for the next batch
         self.sends_ready = Event()
         self._sender = gevent.spawn(self._send_loop)
@@ -79,18 +81,19 @@ class Store:
     def send_room(self, sender, room, fields, cid):
         """Store and publish a message in ``room``.  Returns (id, ts, duplicate?)."""
         channel = keys.chat_room_channel(room)
-        mid, ts, duplicate = self._run(self.s_room, [keys.CHAT_CLOCK, keys.chat_room(room), keys.chat_read(sender),
+        mid, ts, duplicate = self._run(self.s_room, [keys.chat_room_clock(room), keys.chat_room(room), keys.chat_read(sender),
                                                      *self._dedup_key(sender, channel, cid)],
                                        [message_tail({"room": room, **fields}), self.maxlen, self.age_ms, channel,
                                         self.dedup_window, room])
         return mid, int(ts), bool(duplicate)
 
-    def change(self, stream, target, before, after, kind, window_ms, channels):
-        """Store and publish an ``edit`` or ``delete`` of message ``target`` of ``stream``:
+    def change(self, clock, stream, target, before, after, kind, window_ms, channels):
+        """Store and publish an ``edit`` or ``delete`` of message ``target`` of ``stream``
+        (whose ids ``clock`` makes):
         ``before`` is the message as read from chat:edits ("" if never changed), ``after`` the
         message as it is to be (a dict).  Returns (id, ts), or ``"changed"`` (it changed since
         it was read) or ``"too_late"`` (older than ``window_ms``)."""
-        res = self.s_change(keys=[keys.CHAT_CLOCK, stream, keys.chat_edits(stream)],
+        res = self.s_change(keys=[clock, stream, keys.chat_edits(stream)],
                             args=[format_id(target), before, stored_json(after),
                                   window_ms, kind, self.age_ms, self.maxlen, *channels])
         if len(res) == 1:
@@ -173,12 +176,16 @@ class Store:
         rooms = sorted(c for c in start if c != PRIVATE)
         private = start.get(PRIVATE, LIVE)
         res = self.s_replay(
-            keys=[keys.chat_convs(user), keys.CHAT_CLOCK, *(keys.chat_room(r) for r in rooms)],
+            keys=[keys.chat_convs(user), keys.CHAT_CLOCK,
+                  *(k for r in rooms for k in (keys.chat_room(r), keys.chat_room_clock(r)))],
             args=["-" if private is LIVE else format_id(private), count, keys.CHAT_DM_PREFIX, user.lower(),
                   *("$" if start[r] is LIVE else format_id(start[r]) for r in rooms)])
         entries, gap = [], False
-        for i, (boundary, items, begin) in enumerate(res[:-1]):
+        issued = {PRIVATE: parse_id(res[-1]) or ZERO}
+        for i, (boundary, items, begin, *last) in enumerate(res[:-1]):
             clock = rooms[i] if i < len(rooms) else PRIVATE
+            if last:
+                issued[clock] = parse_id(last[0]) or ZERO
             s = parse_id(begin) or ZERO
             if (parse_id(boundary) or ZERO) > s:
                 gap = True
@@ -192,8 +199,11 @@ class Store:
                 if mid and frame and (origin is None or fields.get("o") != origin):
                     entries.append((mid, frame, clock))
         entries.sort(key=lambda e: e[0])
-        issued = parse_id(res[-1]) or ZERO
-        return entries, gap, {clock: issued for clock in start}
+        return entries, gap, issued
+
+    def room_issued(self, room):
+        """The last id ``room``'s clock issued (ZERO: none)."""
+        return parse_id(self.s_room_issued(keys=[keys.chat_room_clock(room), keys.chat_room(room)])) or ZERO
 
     # ---- delivered cursors -----------------------------------------------------------------
 

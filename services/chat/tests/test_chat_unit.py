@@ -34,7 +34,7 @@ def send_room(r, room, data="hi", maxlen=1000, cid=None, window=300):
     channel = keys.chat_room_channel(room)
     dedup = [keys.chat_cid("alice", channel, cid)] if cid is not None else []
     return r.register_script(scripts.SEND_ROOM)(
-        keys=[keys.CHAT_CLOCK, keys.chat_room(room), keys.chat_read("alice"), *dedup],
+        keys=[keys.chat_room_clock(room), keys.chat_room(room), keys.chat_read("alice"), *dedup],
         args=[tail, maxlen, 3_600_000, channel, window, room])
 
 
@@ -112,18 +112,35 @@ def test_the_socket_cap_counts_every_process(r):
     assert open_socket(r, "n2", "bob", 2) == 1
 
 
-def test_ids_are_global_and_increasing_across_streams(r):
+def test_ids_increase_per_clock_private_messages_one_each_room_its_own(r):
     register(r, "Bob")
-    ids = []
-    for i in range(50):
-        if i % 2:
-            mid, ts, name, online, duplicate = send_private(r, "bob", f"p{i}")
-            assert name == "Bob" and online == 0
+    register(r, "carol")
+    ids = {"private": [], "lobby": [], "team": []}
+    for i in range(60):
+        if i % 3 == 0:
+            mid, ts, name, online, duplicate = send_private(r, "bob" if i % 2 else "carol", f"p{i}")
+            assert name in ("Bob", "carol") and online == 0
+            clock = "private"
         else:
-            mid, ts, duplicate = send_room(r, "lobby", f"r{i}")
-        ids.append(parse_id(mid))
-        assert int(ts) == ids[-1][0]
-    assert ids == sorted(ids) and len(set(ids)) == 50
+            clock = "lobby" if i % 3 == 1 else "team"
+            mid, ts, duplicate = send_room(r, clock, f"r{i}")
+        ids[clock].append(parse_id(mid))
+        assert int(ts) == ids[clock][-1][0]
+    for clock, made in ids.items():
+        assert made == sorted(made) and len(set(made)) == 20, clock
+    # a room's counter is its own: 20 messages, 20 steps
+    assert ids["team"][-1][1] - ids["team"][0][1] == 19
+    assert set(r.hkeys(keys.chat_room_clock("team"))) == {"ms", "seq"}
+
+
+def test_a_room_s_first_clock_id_is_above_its_stream_s_last_entry(r):
+    """A room whose stream was written before rooms had clocks of their own (by the one
+    global clock) goes on above its last entry: XADD needs it, and so do clients' positions."""
+    ahead = int(time.time() * 1000) + 60_000
+    r.xadd(keys.chat_room("old"), {"f": "{}"}, id=f"{ahead}-987654")
+    mid = parse_id(send_room(r, "old")[0])
+    assert mid > (ahead, 987654)
+    assert parse_id(send_room(r, "old")[0]) > mid
 
 
 def test_clock_never_goes_back(r):
@@ -266,10 +283,11 @@ def test_redis_restarted_empty_gets_the_users_back(r):
 
 def replay(r, user, since, rooms=()):
     """REPLAY: the private conversations after ``since`` ("-": none), each room of ``rooms``
-    (room -> start, "$": none) after its start; returns (results, the last id issued)."""
+    (room -> start, "$": none) after its start; returns (results, the last private id issued)."""
     rooms = dict(rooms)
     res = r.register_script(scripts.REPLAY)(
-        keys=[keys.chat_convs(user), keys.CHAT_CLOCK, *(keys.chat_room(x) for x in rooms)],
+        keys=[keys.chat_convs(user), keys.CHAT_CLOCK,
+              *(k for x in rooms for k in (keys.chat_room(x), keys.chat_room_clock(x)))],
         args=[since, 1000, keys.CHAT_DM_PREFIX, user.lower(), *rooms.values()])
     return res[:-1], res[-1]
 
@@ -299,9 +317,14 @@ def test_replay_reads_after_the_cursor_and_reports_trimmed_history(r):
     # "$" reads no room and "-" no private conversation; a missing stream is empty; rooms come
     # first, in the order asked
     res, _ = replay(r, "nobody", "-", rooms={"nowhere": "$"})
-    assert res == [["0-0", [], "$"]]
+    assert res == [["0-0", [], "$", "0-0"]]
     res, _ = replay(r, "nobody", "0-0", rooms={"nowhere": "0-0", "elsewhere": "$"})
-    assert res == [["0-0", [], "0-0"], ["0-0", [], "$"]]
+    assert res == [["0-0", [], "0-0", "0-0"], ["0-0", [], "$", "0-0"]]
+    # each room's result ends with its own clock's last id (or its stream's last entry's)
+    first, _, _ = send_room(r, "team")
+    r.xadd(keys.chat_room("legacy"), {"f": "{}"}, id="5-5")
+    res, _ = replay(r, "nobody", "-", rooms={"team": "$", "legacy": "$"})
+    assert [x[3] for x in res] == [first, "5-5"]
 
 
 def test_cursor_only_moves_forward_per_clock(r):
