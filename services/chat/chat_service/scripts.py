@@ -228,20 +228,12 @@ local function issued(clock, stream)
 end
 """
 
-#: Read what a user missed, atomically across the clocks asked (one snapshot, so nothing
-#: published between two reads is lost or doubled).  KEYS: chat:convs:<user>, chat:clock (the
-#: private messages' clock), then per room its stream and its clock.  ARGV: the exclusive start
-#: id of the private conversations ("-": read none), max entries per stream, the prefix of the
-#: private streams, the lower-cased user, then each room's exclusive start id ("$": read
-#: none).  The private streams read are those of the conversations with a message since the
-#: start's ms (``chat:convs`` scores them by their last message).  Returns per room in order
-#: {boundary, {entries...}, start, the room's last id issued}, then per private stream read
-#: {boundary, {entries...}, start}, and last: the private clock's last id issued.  An id is
-#: "<ms>-<seq>" ("0-0": none issued).  ``boundary`` is the first kept entry when older ones
-#: were trimmed ("0-0" otherwise): a start below it means messages may have been lost
-#: (reported conservatively: also when the client missed exactly the whole kept history).
-REPLAY = _ISSUED + """
-local count = ARGV[2]
+# Shared prelude: ``read(stream, start)``: {boundary, {entries after ``start``...}, start}
+# ("$": none read; a missing stream is empty), at most ARGV[2] entries.  ``boundary`` is the
+# first kept entry when older ones were trimmed ("0-0" otherwise): a start below it means
+# messages may have been lost (reported conservatively: also when the client missed exactly
+# the whole kept history).
+_READ = """
 local function read(key, start)
   if start == '$' or redis.call('EXISTS', key) == 0 then return {'0-0', {}, start} end
   -- Trimming (MAXLEN ~) removes the oldest entries: if any was removed, everything older
@@ -254,32 +246,37 @@ local function read(key, start)
   if tonumber(f['entries-added']) > tonumber(f['length']) then boundary = f['recorded-first-entry-id'] end
   local rng
   if start == '0-0' then rng = '-' else rng = '(' .. start end
-  return {boundary, redis.call('XRANGE', key, rng, '+', 'COUNT', count), start}
+  return {boundary, redis.call('XRANGE', key, rng, '+', 'COUNT', ARGV[2]), start}
 end
+"""
+
+#: What a user missed of their private messages: one clock's snapshot, atomic with its sends
+#: (so nothing published before it is missed, and everything after has a higher id).  KEYS:
+#: chat:convs:<user>, chat:clock.  ARGV: the exclusive start id, max entries per stream, the
+#: prefix of the private streams, the lower-cased user.  The streams read are those of the
+#: conversations with a message since the start's ms (``chat:convs`` scores them by their
+#: last message).  Returns per stream read ``read``'s triple, and last: the clock's last id
+#: issued ("<ms>-<seq>", "0-0": none).
+REPLAY_PRIVATE = _ISSUED + _READ + """
 local out = {}
-for i = 3, #KEYS, 2 do
-  local r = read(KEYS[i], ARGV[(i - 3) / 2 + 5])
-  r[4] = issued(KEYS[i + 1], KEYS[i])
-  out[#out + 1] = r
-end
-if ARGV[1] ~= '-' then
-  local since_ms = string.match(ARGV[1], '^(%d+)-')
-  local me = ARGV[4]
-  for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since_ms, '+inf')) do
-    local a, b = me, string.lower(peer)
-    if b < a then a, b = b, a end
-    out[#out + 1] = read(ARGV[3] .. a .. ':' .. b, ARGV[1])
-  end
+local since_ms = string.match(ARGV[1], '^(%d+)-')
+local me = ARGV[4]
+for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since_ms, '+inf')) do
+  local a, b = me, string.lower(peer)
+  if b < a then a, b = b, a end
+  out[#out + 1] = read(ARGV[3] .. a .. ':' .. b, ARGV[1])
 end
 out[#out + 1] = issued(KEYS[2])
 return out
 """
 
-#: The last id a room's clock issued (what a join replays the room after).  KEYS: the room's
-#: clock, its stream.  Returns "<ms>-<seq>": the clock's, else (no id issued yet under it) the
-#: stream's last entry's, else "0-0".
-ROOM_ISSUED = _ISSUED + """
-return issued(KEYS[1], KEYS[2])
+#: What a user missed of a room: its clock's snapshot, as REPLAY_PRIVATE's.  KEYS: the room's
+#: stream, its clock.  ARGV: the exclusive start id ("$": read nothing), max entries.  Returns
+#: ``read``'s triple and, fourth, the room's last id issued.
+REPLAY_ROOM = _ISSUED + _READ + """
+local r = read(KEYS[1], ARGV[1])
+r[4] = issued(KEYS[2], KEYS[1])
+return r
 """
 
 #: One page of a conversation, newest first, for one of its people, with the read markers.

@@ -54,10 +54,10 @@ class Store:
         self.ack_timeout_ms = int(cfg["CHAT_ACK_TIMEOUT"] * 1000)
         self.s_private = redis.register_script(scripts.SEND_PRIVATE)
         self.s_room = redis.register_script(scripts.SEND_ROOM)
-        self.s_replay = redis.register_script(scripts.REPLAY)
+        self.s_replay_private = redis.register_script(scripts.REPLAY_PRIVATE)
+        self.s_replay_room = redis.register_script(scripts.REPLAY_ROOM)
         self.s_change = redis.register_script(scripts.CHANGE)
         self.s_cursor = redis.register_script(scripts.CURSOR_MAX)
-        self.s_room_issued = redis.register_script(scripts.ROOM_ISSUED)
         self.sends = []          # (script, keys, args, AsyncResult) waiting for the next batch
         self.sends_ready = Event()
         self._sender = gevent.spawn(self._send_loop)
@@ -167,25 +167,33 @@ class Store:
         return (int(time.time() * 1000) - self.age_ms, 0)
 
     def replay(self, user, start, origin=None):
-        """Read what ``user`` missed in one atomic script: per clock of ``start`` (clock ->
-        the id to start after, or :data:`LIVE`: read nothing), their private conversations or
-        a room, but not the private messages sent from ``origin`` (a long-poll tab's token: it
-        has their acks).  Returns (entries sorted by id as (mid, frame json, clock), gap?, the
-        last id issued per clock of ``start``)."""
+        """Read what ``user`` missed: per clock of ``start`` (clock -> the id to start after, or
+        for a room :data:`LIVE`: read nothing), their private conversations or a room, but not the private
+        messages sent from ``origin`` (a long-poll tab's token: it has their acks).  One script
+        per clock, each a snapshot atomic with its clock's sends, all in one round trip.
+        Returns (entries sorted by id as (mid, frame json, clock), gap?, the last id issued per
+        clock of ``start``)."""
         count = self.maxlen * 2 + 100
-        rooms = sorted(c for c in start if c != PRIVATE)
-        private = start.get(PRIVATE, LIVE)
-        res = self.s_replay(
-            keys=[keys.chat_convs(user), keys.CHAT_CLOCK,
-                  *(k for r in rooms for k in (keys.chat_room(r), keys.chat_room_clock(r)))],
-            args=["-" if private is LIVE else format_id(private), count, keys.CHAT_DM_PREFIX, user.lower(),
-                  *("$" if start[r] is LIVE else format_id(start[r]) for r in rooms)])
+        rooms = [c for c in start if c != PRIVATE]
+        pipe = self.redis.pipeline(transaction=False)
+        private = start.get(PRIVATE)  # (not LIVE: a socket's private messages are always read)
+        if private is not None:
+            self.s_replay_private(keys=[keys.chat_convs(user), keys.CHAT_CLOCK],
+                                  args=[format_id(private), count, keys.CHAT_DM_PREFIX, user.lower()], client=pipe)
+        for room in rooms:
+            self.s_replay_room(keys=[keys.chat_room(room), keys.chat_room_clock(room)],
+                               args=["$" if start[room] is LIVE else format_id(start[room]), count], client=pipe)
+        results = pipe.execute()
+        reads, issued = [], {}
+        if private is not None:
+            *streams, last = results.pop(0)
+            reads += [(PRIVATE, read) for read in streams]
+            issued[PRIVATE] = parse_id(last) or ZERO
+        for room, (*read, last) in zip(rooms, results):
+            reads.append((room, read))
+            issued[room] = parse_id(last) or ZERO
         entries, gap = [], False
-        issued = {PRIVATE: parse_id(res[-1]) or ZERO}
-        for i, (boundary, items, begin, *last) in enumerate(res[:-1]):
-            clock = rooms[i] if i < len(rooms) else PRIVATE
-            if last:
-                issued[clock] = parse_id(last[0]) or ZERO
+        for clock, (boundary, items, begin) in reads:
             s = parse_id(begin) or ZERO
             if (parse_id(boundary) or ZERO) > s:
                 gap = True
@@ -203,7 +211,8 @@ class Store:
 
     def room_issued(self, room):
         """The last id ``room``'s clock issued (ZERO: none)."""
-        return parse_id(self.s_room_issued(keys=[keys.chat_room_clock(room), keys.chat_room(room)])) or ZERO
+        last = self.s_replay_room(keys=[keys.chat_room(room), keys.chat_room_clock(room)], args=["$", 1])[3]
+        return parse_id(last) or ZERO
 
     # ---- delivered cursors -----------------------------------------------------------------
 

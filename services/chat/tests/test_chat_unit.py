@@ -281,15 +281,19 @@ def test_redis_restarted_empty_gets_the_users_back(r):
     assert r.hgetall(keys.chat_sockets("bob")) == {"n1/1": "1"} and r.zscore(keys.CHAT_NODES, "n1/1")
 
 
-def replay(r, user, since, rooms=()):
-    """REPLAY: the private conversations after ``since`` ("-": none), each room of ``rooms``
-    (room -> start, "$": none) after its start; returns (results, the last private id issued)."""
-    rooms = dict(rooms)
-    res = r.register_script(scripts.REPLAY)(
-        keys=[keys.chat_convs(user), keys.CHAT_CLOCK,
-              *(k for x in rooms for k in (keys.chat_room(x), keys.chat_room_clock(x)))],
-        args=[since, 1000, keys.CHAT_DM_PREFIX, user.lower(), *rooms.values()])
+def replay(r, user, since):
+    """REPLAY_PRIVATE: the private conversations after ``since``; returns (what was read per
+    stream, the last private id issued)."""
+    res = r.register_script(scripts.REPLAY_PRIVATE)(keys=[keys.chat_convs(user), keys.CHAT_CLOCK],
+                                                    args=[since, 1000, keys.CHAT_DM_PREFIX, user.lower()])
     return res[:-1], res[-1]
+
+
+def replay_room(r, room, since):
+    """REPLAY_ROOM: the room after ``since`` ("$": nothing); returns what was read and its last
+    id issued."""
+    return r.register_script(scripts.REPLAY_ROOM)(keys=[keys.chat_room(room), keys.chat_room_clock(room)],
+                                                  args=[since, 1000])
 
 
 def test_replay_reads_after_the_cursor_and_reports_trimmed_history(r):
@@ -314,17 +318,16 @@ def test_replay_reads_after_the_cursor_and_reports_trimmed_history(r):
     later = parse_id(issued)[0] + 1000
     res, issued = replay(r, "carol", f"{later}-0")
     assert res == [] and parse_id(issued) > parse_id(ids[-1]), "the last id issued: carol's message"
-    # "$" reads no room and "-" no private conversation; a missing stream is empty; rooms come
-    # first, in the order asked
-    res, _ = replay(r, "nobody", "-", rooms={"nowhere": "$"})
-    assert res == [["0-0", [], "$", "0-0"]]
-    res, _ = replay(r, "nobody", "0-0", rooms={"nowhere": "0-0", "elsewhere": "$"})
-    assert res == [["0-0", [], "0-0", "0-0"], ["0-0", [], "$", "0-0"]]
-    # each room's result ends with its own clock's last id (or its stream's last entry's)
+    # A room: "$" reads nothing; a missing stream is empty; the last id is the room's clock's
+    # (or, before its first message under it, its stream's last entry's)
+    assert replay_room(r, "nowhere", "$") == ["0-0", [], "$", "0-0"]
+    assert replay_room(r, "nowhere", "0-0") == ["0-0", [], "0-0", "0-0"]
     first, _, _ = send_room(r, "team")
+    second, _, _ = send_room(r, "team")
+    boundary, entries, start, last = replay_room(r, "team", first)
+    assert [e[0] for e in entries] == [second] and last == second
     r.xadd(keys.chat_room("legacy"), {"f": "{}"}, id="5-5")
-    res, _ = replay(r, "nobody", "-", rooms={"team": "$", "legacy": "$"})
-    assert [x[3] for x in res] == [first, "5-5"]
+    assert replay_room(r, "legacy", "$")[3] == "5-5"
 
 
 def test_cursor_only_moves_forward_per_clock(r):
