@@ -10,6 +10,7 @@ is shutting down 503, all before any upgrade.
 """
 import json
 import socket as pysocket
+import threading
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, session
 from flask_sock import Sock
@@ -116,14 +117,22 @@ def people():
     return jsonify(people={name: {"avatar": avatar} for name, avatar in found if name})
 
 
-def _node():
-    """This process's chat node, made by the first socket or poll."""
-    from .node import Node  # (gevent's world: imported by the first socket, not the app)
+#: Held while the node is made: the first requests of a process come together, and one that
+#: yields while making it (an import, a connection) must not let a second node be made.
+_making = threading.Lock()
 
+
+def _node():
+    """This process's chat node, made by the first socket or poll (once)."""
     app = current_app._get_current_object()
     node = app.extensions.get("chat_node")
     if node is None:
-        node = app.extensions["chat_node"] = Node(app)
+        with _making:
+            node = app.extensions.get("chat_node")
+            if node is None:
+                from .node import Node  # (gevent's world: imported by the first socket, not the app)
+
+                node = app.extensions["chat_node"] = Node(app)
     return node
 
 
