@@ -367,8 +367,8 @@ class Broker:
                         elif kind == "sunsubscribe":
                             self._sunsubscribed(shard, channel)
                 except Exception as exc:  # noqa: BLE001 - any failure: reconnect, never die
-                    log.warning("pub/sub connection %s lost (%s: %s); reconnecting",
-                                shard.name, exc.__class__.__name__, exc)
+                    log.warning("pub/sub connection lost (%s: %s; %s); reconnecting",
+                                exc.__class__.__name__, exc, shard.name)
                     metrics.REDIS_RECONNECTS.inc()
                     with shard.lock:  # no other greenlet is using the old connection any more
                         shard.ps = None
