@@ -158,6 +158,48 @@ class ClusterSet:
         """The server whose primary role covers ``key``'s slot now."""
         return self._slot_owner(key_slot(key.encode() if isinstance(key, str) else key))
 
+    def primaries(self):
+        """The running servers that serve slots as primaries now."""
+        out = []
+        for server in self._live():
+            with _node(server.port) as r:
+                if r.info("replication")["role"] == "master" and self._serves_slots(r, server):
+                    out.append(server)
+        return out
+
+    def move_slot(self, slot, target, timeout=30.0):
+        """Move ``slot`` (with its keys) to the primary ``target`` the way ``redis-cli --cluster
+        reshard`` does: ``SETSLOT IMPORTING`` on the target, ``MIGRATING`` on the source,
+        ``MIGRATE`` of its keys, then ``SETSLOT NODE`` on the target, on every other primary
+        and on the source last (the source then drops its subscribers of the slot's sharded
+        channels, with a ``sunsubscribe``).  Waits until every running node names ``target``;
+        returns the source."""
+        source = self._slot_owner(slot)
+        if source is None or source is target:
+            raise ValueError(f"slot {slot} is served by {source and source.port}, not movable to {target.port}")
+        with _node(target.port) as t, _node(source.port) as s:
+            target_id, source_id = t.cluster("myid"), s.cluster("myid")
+            t.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            s.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            while keys := s.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+                s.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            t.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+            for other in self.primaries():
+                if other is not source and other is not target:
+                    with _node(other.port) as o:
+                        o.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+            s.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
+        def agreed():
+            for server in self._live():
+                with _node(server.port) as r:
+                    ranges = r.execute_command("CLUSTER SLOTS")
+                if not any(int(a) <= slot <= int(b) and int(p[1]) == target.port for a, b, p, *_ in ranges):
+                    return False
+            return True
+        wait_until(agreed, timeout=timeout, interval=0.05, what=f"every node to name {target.port} for slot {slot}")
+        return source
+
     def replicated(self, primary):
         """Every replica of ``primary`` holds every write it took (their acknowledged offsets
         reached its own): what a kill of ``primary`` now cannot lose."""
