@@ -1,6 +1,4 @@
 """The files service run alone: uploads, the read rule, and send_from_directory serving."""
-import hashlib
-import json
 import os
 import time
 
