@@ -37,6 +37,8 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
 from localstack import Stack  # noqa: E402
+from webchat_common import keys  # noqa: E402
+from webchat_common.redis_store import open_client  # noqa: E402
 from webchat_testing.sessions import COOKIE  # noqa: E402
 from wrk_load import add_arguments as add_wrk_arguments, ensure_wrk, register, wrk  # noqa: E402
 
@@ -46,7 +48,8 @@ IN_FLIGHT = 200
 
 def fill(stack, alice, bob, count):
     """``count`` messages between ``alice`` and ``bob`` (sessions), both directions, through the
-    WebSocket; every 100th edited afterwards.  Returns the ids, oldest first."""
+    WebSocket; every 100th edited afterwards.  Returns the ids of the messages in alice's copy
+    of the conversation (each person's copy has ids of their own clock), oldest first."""
     socks = {}
     for name, http in (("alice", alice), ("bob", bob)):
         ws = websocket.create_connection(f"ws://127.0.0.1:{stack.gateway_port}/chat/{name}", origin=stack.url,
@@ -78,12 +81,15 @@ def fill(stack, alice, bob, count):
     time.sleep(1.0)
     for ws in socks.values():
         ws.close()
-    # (the two sockets' sends interleave in the order Redis ran them: ids, not cids, say which)
-    return sorted(ids, key=lambda mid: tuple(int(x) for x in mid.split("-")))
+    r = open_client(stack.redis.url, decode_responses=True)
+    try:
+        return [mid for mid, fields in r.xrange(keys.chat_pm("alice", "bob")) if "e" not in fields]
+    finally:
+        r.close()
 
 
 def walk(stack, http, ids):
-    """Page back through the whole conversation; the per-page latencies (ms)."""
+    """Page back through the whole conversation (alice's copy); the per-page latencies (ms)."""
     url = stack.url + "/chat/api/history"
     got, before, times = [], None, []
     while True:

@@ -219,7 +219,7 @@ def test_a_resent_cid_is_stored_once(chat_stack, r):
     sa.send(room="dups", data="room once", cid="m1")
     assert sa.expect("ack", cid="m1")["id"] == room_ack["id"]
     got = [f for f in sb.collect(1.0) if f.get("type") == "message"]
-    assert [f["id"] for f in got] == [first["id"]]
-    assert r.xlen(keys.chat_dm(alice.name, bob.name)) == 1
+    assert [f["cid"] for f in got] == ["m1"]
+    assert r.xlen(keys.chat_pm(alice.name, bob.name)) == r.xlen(keys.chat_pm(bob.name, alice.name)) == 1
     sa.close()
     sb.close()

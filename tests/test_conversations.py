@@ -59,24 +59,33 @@ def test_history_pages_back_with_no_gap_and_no_duplicate(chat_stack):
         else:
             acks.append(send(sa, f"a{i}", receiver=bob.name, data=f"from alice {i}"))
     final = send(sa, "fin", receiver=bob.name, data="final")
-    frame = sb.expect("message", id=final["id"])
+    frame = sb.expect("message", cid="fin")
     acks.append(final)
     got, pages = all_pages(alice, 5, **{"with": bob.name})
-    assert [m["id"] for m in got] == [a["id"] for a in acks], "every message once, oldest first, both directions"
+    assert [m["cid"] for m in got] == [a["cid"] for a in acks], "every message once, oldest first, both directions"
     assert pages == 5
-    # the same shape as the message frame, and the same list from the other side
-    assert got[-1] == frame
-    assert all_pages(bob, 7, **{"with": alice.name.upper()})[0] == got
+    # alice's copy: her messages with the ids of her acks, bob's with ids of her own clock
+    assert [m["id"] for m in got if m["sender"] == alice.name] == [a["id"] for a in acks if a["cid"][0] != "b"]
+    ids = [m["id"] for m in got]
+    assert len(set(ids)) == len(ids) and sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) == ids
+    # the same shape as the message frame, and the same messages from the other side, in his ids
+    theirs, _ = all_pages(bob, 7, **{"with": alice.name.upper()})
+    assert theirs[-1] == frame
+    strip = [{k: v for k, v in m.items() if k not in ("id", "ts")} for m in got]
+    assert [{k: v for k, v in m.items() if k not in ("id", "ts")} for m in theirs] == strip
     # the newest page by default, and the read markers of both people (sending moves one's own)
     body = history(alice, **{"with": bob.name}).json()
     assert body["more"] is False and len(body["messages"]) == 24 and body["with"] == bob.name
-    last_from_bob = [a for a in acks if a["receiver"] == alice.name][-1]["id"]
-    assert body["read"] == {alice.name: final["id"], bob.name: last_from_bob}
+    # bob's marker is at his last message (sending moved it), told in alice's ids: the last of
+    # hers before it
+    last_from_bob = max(i for i, a in enumerate(acks) if a["receiver"] == alice.name)
+    read_by_bob = [a for a in acks[:last_from_bob] if a["receiver"] == bob.name][-1]["id"]
+    assert body["read"] == {alice.name: final["id"], bob.name: read_by_bob}
     # a message that arrives while paging does not shift the pages (they are cut by id)
     first = history(alice, limit=10, **{"with": bob.name}).json()
     send(sb, "late", receiver=alice.name, data="late")
     second = history(alice, limit=10, before=first["messages"][0]["id"], **{"with": bob.name}).json()
-    assert [m["id"] for m in second["messages"] + first["messages"]] == [a["id"] for a in acks[-20:]]
+    assert [m["cid"] for m in second["messages"] + first["messages"]] == [a["cid"] for a in acks[-20:]]
 
 
 def test_history_is_only_for_the_people_of_the_conversation(chat_stack):
@@ -121,19 +130,23 @@ def test_every_socket_of_the_sender_gets_its_message_and_resumes_exactly(chat_st
     ack = send(a1, "m1", receiver=bob.name, data="to every device")
     other = a2.expect("message", id=ack["id"])
     same_node = a3.expect("message", id=ack["id"])
-    theirs = sb.expect("message", id=ack["id"])
-    assert other == same_node == theirs and other["cid"] == "m1" and other["sender"] == alice.name
+    theirs = sb.expect("message", cid="m1")  # (bob's copy: an id of his own clock)
+    assert other == same_node and other["cid"] == "m1" and other["sender"] == alice.name
+    assert {k: v for k, v in theirs.items() if k not in ("id", "ts")} == {
+        k: v for k, v in other.items() if k not in ("id", "ts")}
     # the sending socket has the ack (same id), not a second copy
     assert not [f for f in a1.collect(0.5) if f.get("type") == "message"]
     a3.close()
     # a2 goes away; two messages later it comes back with its last id and gets exactly those
     assert a2.last_id == other["id"]
     a2.close()
-    ids = [send(a1, "m2", receiver=bob.name, data="two")["id"], send(sb, "m3", receiver=alice.name, data="three")["id"]]
+    send(a1, "m2", receiver=bob.name, data="two")
+    send(sb, "m3", receiver=alice.name, data="three")
+    m3 = a1.expect("message", cid="m3")["id"]  # (in alice's ids)
     back = alice.connect(**a2.positions(), sync=False)
-    got = [back.expect("message")["id"] for _ in ids]
+    got = [back.expect("message")["cid"] for _ in range(2)]
     sync = back.expect("sync")
-    assert got == ids and sync["replayed"] == 2 and sync["last_id"] == ids[-1]
+    assert got == ["m2", "m3"] and sync["replayed"] == 2 and sync["last_id"] == m3
     assert not [f for f in back.collect(0.5) if f.get("type") == "message"], "nothing twice"
 
 
@@ -141,7 +154,8 @@ def test_read_markers_move_forward_and_reach_both_people(chat_stack):
     alice, bob = person(chat_stack), person(chat_stack)
     a1, sb = two_nodes(alice, bob)
     a2 = alice.connect_not_on(a1.node)
-    ids = [send(sb, f"b{i}", receiver=alice.name, data=f"m{i}")["id"] for i in range(3)]
+    theirs = [send(sb, f"b{i}", receiver=alice.name, data=f"m{i}")["id"] for i in range(3)]
+    ids = [a1.expect("message", cid=f"b{i}")["id"] for i in range(3)]  # the same, in alice's copy
     [conv] = [c for c in conversations(alice) if c.get("with") == bob.name]
     assert conv["unread"] == 3 and conv["read_up_to"] is None and conv["last"]["id"] == ids[-1]
     a1.send(type="read", cid="r1", up_to=ids[1], **{"with": bob.name})
@@ -149,11 +163,12 @@ def test_read_markers_move_forward_and_reach_both_people(chat_stack):
     assert mine == {"type": "read", "user": alice.name, "with": bob.name, "up_to": ids[1], "unread": 1, "cid": "r1"}
     assert a2.expect("read", up_to=ids[1])["unread"] == 1, "the reader's other sockets update their counts"
     told = sb.expect("read", user=alice.name)
-    assert told["up_to"] == ids[1] and "unread" not in told
+    assert told["up_to"] == theirs[1] and "unread" not in told, "bob is told in his own ids"
     # stored: the count survives a reload and follows alice to any device
     [conv] = [c for c in conversations(alice) if c.get("with") == bob.name]
     assert conv["unread"] == 1 and conv["read_up_to"] == ids[1]
-    assert history(bob, **{"with": alice.name}).json()["read"][alice.name] == ids[1]
+    assert history(bob, **{"with": alice.name}).json()["read"][alice.name] == theirs[1]
+    assert history(alice, **{"with": bob.name}).json()["read"] == {alice.name: ids[1], bob.name: None}
     # never back: an older id answers the marker as it is, to this socket only
     a1.send(type="read", cid="r2", up_to=ids[0], **{"with": bob.name})
     assert a1.expect("read", cid="r2")["up_to"] == ids[1]
@@ -211,30 +226,33 @@ def test_edit_and_delete_reach_everyone_and_history(chat_stack):
     a2 = alice.connect_not_on(a1.node)
     ack = send(a1, "m", receiver=bob.name, data="helo")
     mid = ack["id"]
-    before_edit = sb.expect("message", id=mid)["id"]
+    bid = before_edit = sb.expect("message", cid="m")["id"]  # the message in bob's copy
     a1.send(type="edit", target=mid, data="hello", cid="e1", **{"with": bob.name})
     eack, ev = ack_and(a1, "edit", cid="e1", target=mid)
     assert eack["target"] == mid and eack["with"] == bob.name
-    for s in (a1, a2, sb):
+    for s in (a1, a2):
         if s is not a1:
             ev = s.expect("edit", target=mid)
         assert ev["id"] == eack["id"] and ev["message"]["data"] == "hello" and ev["message"]["id"] == mid
         assert ev["message"]["edited"] >= ev["message"]["ts"]
+    # bob's copy changes too, in his ids
+    ev = sb.expect("edit", target=bid)
+    assert ev["message"]["data"] == "hello" and ev["message"]["id"] == bid and ev["message"]["edited"] >= ev["message"]["ts"]
     [shown] = history(bob, **{"with": alice.name}).json()["messages"]
-    assert shown["data"] == "hello" and shown["id"] == mid and "edited" in shown
+    assert shown["data"] == "hello" and shown["id"] == bid and "edited" in shown
     # only the author; nothing else changes
-    sb.send(type="edit", target=mid, data="mine now", cid="x", **{"with": alice.name})
+    sb.send(type="edit", target=bid, data="mine now", cid="x", **{"with": alice.name})
     assert sb.expect("error", cid="x")["code"] == "not_author"
-    sb.send(type="delete", target=mid, cid="y", **{"with": alice.name})
+    sb.send(type="delete", target=bid, cid="y", **{"with": alice.name})
     assert sb.expect("error", cid="y")["code"] == "not_author"
     # a socket that was away gets the change in order when it resumes
     late = bob.connect(last_id=before_edit, rooms=sb.rooms, sync=False)
-    assert late.expect("edit", target=mid)["message"]["data"] == "hello"
+    assert late.expect("edit", target=bid)["message"]["data"] == "hello"
     # delete: a tombstone everywhere
     a1.send(type="delete", target=mid, cid="d1", **{"with": bob.name})
     a1.expect("ack", cid="d1")
-    gone = sb.expect("delete", target=mid)["message"]
-    assert gone["deleted"] is True and "data" not in gone and gone["id"] == mid
+    gone = sb.expect("delete", target=bid)["message"]
+    assert gone["deleted"] is True and "data" not in gone and gone["id"] == bid
     [shown] = history(alice, **{"with": bob.name}).json()["messages"]
     assert shown["deleted"] is True and "data" not in shown
     [conv] = [c for c in conversations(bob) if c.get("with") == alice.name]

@@ -133,8 +133,9 @@ class ResumingClient:
         self.frames = {}                       # cid -> the frame sent
         self.ack_lost = 0                      # acks counted as lost in a drop (see _drop)
         self.acks = defaultdict(list)          # cid -> [(id, duplicate, t)]
-        self.seen = set()                      # ids received
-        self.received = []                     # (id, sender, cid, t)
+        self.seen = set()                      # (clock, id) received: a room's, or "" for private
+        self.got = set()                       # (sender, cid) received: one message, whoever's copy
+        self.received = []                     # (id, sender, cid, t, room or None)
         self.seen_twice = []                   # ids received again
         self.out_of_order = []                 # (id, its clock's position before it)
         self.disruptions = []                  # (t, what)
@@ -299,13 +300,14 @@ class ResumingClient:
                 mid = parse_id(f["id"])
                 clock = f.get("room", "")
                 at = self.positions.get(clock)
-                if f["id"] in self.seen:
+                if (clock, f["id"]) in self.seen:
                     self.seen_twice.append(f["id"])
                 else:
-                    self.seen.add(f["id"])
+                    self.seen.add((clock, f["id"]))
+                    self.got.add((f["sender"], f.get("cid")))
                     if at and mid < at:
                         self.out_of_order.append((f["id"], at))
-                    self.received.append((f["id"], f["sender"], f.get("cid"), now))
+                    self.received.append((f["id"], f["sender"], f.get("cid"), now, f.get("room")))
                 if not at or mid > at:
                     self.positions[clock] = mid
             elif kind == "ack":
@@ -338,7 +340,7 @@ class ResumingClient:
         with self.lock:
             after = max([t for t, _ in self.disruptions if t0 <= t < until], default=t0)
             ack = min((t for acks in self.acks.values() for _, _, t in acks if t > after), default=None)
-            got = min((t for _, _, _, t in self.received if t > after), default=None)
+            got = min((t for _, _, _, t, _ in self.received if t > after), default=None)
         if ack is None or got is None or self.ws is None:
             return None
         return max(ack, got)
@@ -467,15 +469,16 @@ FAILOVER = ("g", "kill -9 of the Redis primary, Sentinel failover", fault_redis_
 # ---- one scenario ----------------------------------------------------------------------------
 
 def stored_messages(stack, names, room):
-    """Every message Redis holds in the scenario's conversations and room: (id, sender, cid)."""
+    """Every message Redis holds in the scenario's conversations and room: (whose: the owner of
+    a private copy, or "#<room>", id, sender, cid)."""
     r = open_client(stack.redis.url, decode_responses=True)
     try:
         out = []
-        dms = sorted({keys.chat_dm(a, b) for a in names for b in names})
-        for stream in dms + [keys.chat_room(room)]:
+        streams = [(a, keys.chat_pm(a, b)) for a in names for b in names if a != b] + [("#" + room, keys.chat_room(room))]
+        for whose, stream in streams:
             for mid, fields in r.xrange(stream):
                 f = json.loads(fields["f"])
-                out.append((mid, f["sender"], f.get("cid")))
+                out.append((whose, mid, f["sender"], f.get("cid")))
         return out
     finally:
         r.close()
@@ -493,19 +496,22 @@ def figures(clients, stored, fault_times):
     for (sender, cid), mid in acked.items():
         receiver, room = by_name[sender].made[cid]
         to = everyone if room else [receiver]
-        missing = [n for n in to if mid not in by_name[n].seen]
+        missing = [n for n in to if (sender, cid) not in by_name[n].got]
         if missing:
             lost.append((sender, cid, mid, missing))
         else:
             delivered += 1
-    ids_of = defaultdict(set)  # (sender, cid) -> every id it was given anywhere
+    # (whose copy: a person's, or "#<room>"; sender, cid) -> every id it was given there: a
+    # private message has one id in each person's copy, a room message one for everyone
+    ids_of = defaultdict(set)
     for c in clients:
         for cid, acks in c.acks.items():
-            ids_of[(c.name, cid)].update(a[0] for a in acks)
-        for mid, sender, cid, _ in c.received:
-            ids_of[(sender, cid)].add(mid)
-    for mid, sender, cid in stored:
-        ids_of[(sender, cid)].add(mid)
+            _, room = c.made[cid]
+            ids_of[("#" + room if room else c.name, c.name, cid)].update(a[0] for a in acks)
+        for mid, sender, cid, _, room in c.received:
+            ids_of[("#" + room if room else c.name, sender, cid)].add(mid)
+    for whose, mid, sender, cid in stored:
+        ids_of[(whose, sender, cid)].add(mid)
     stored_twice = {k: sorted(v) for k, v in ids_of.items() if len(v) > 1}
     seen_twice = {c.name: c.seen_twice for c in clients if c.seen_twice}
     recover = []
@@ -627,10 +633,10 @@ def all_delivered(clients):
     by_name = {c.name: c for c in clients}
     for c in clients:
         with c.lock:
-            acked = [(cid, acks[0][0]) for cid, acks in c.acks.items()]
-        for cid, mid in acked:
+            acked = list(c.acks)
+        for cid in acked:
             receiver, room = c.made[cid]
             for n in (by_name if room else [receiver]):
-                if mid not in by_name[n].seen:
+                if (c.name, cid) not in by_name[n].got:
                     return False
     return True

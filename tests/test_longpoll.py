@@ -37,22 +37,22 @@ def test_a_poll_sends_and_receives_like_a_socket(chat_stack):
     (ack,) = pa.send(type="message", receiver=bob.name, data="over http", cid="m1")
     assert ack["type"] == "ack" and ack["cid"] == "m1" and ack["delivered"] is True
     got = sb.expect("message", cid="m1")
-    assert got["id"] == ack["id"] and got["sender"] == alice.name and got["data"] == "over http"
+    assert got["sender"] == alice.name and got["data"] == "over http"  # (bob's copy: his own id)
     sb.send(receiver=alice.name, data="over the socket", cid="b1")
-    back = sb.expect("ack", cid="b1")
+    sb.expect("ack", cid="b1")
     msg = pa.until("message", cid="b1")
-    assert msg["id"] == back["id"] and pa.last_id == back["id"]
+    assert msg["sender"] == bob.name and pa.last_id == msg["id"]
     assert pa.send(type="ping", cid="p") == [{"type": "pong", "cid": "p"}]
     # A message sent from a tab is stored like any other (it also names the tab): in history,
     # counted unread, editable.
     again = pa.send(type="message", receiver=bob.name, data="once more", cid="m2")[0]
     hist = history(alice, **{"with": bob.name})
-    assert [m["id"] for m in hist.json()["messages"]] == [ack["id"], back["id"], again["id"]]
+    assert [m["id"] for m in hist.json()["messages"]] == [ack["id"], msg["id"], again["id"]]
     listing = bob.browser.get("/chat/api/conversations", headers={"Accept": "application/json"}).json()
     assert [c["unread"] for c in listing["conversations"] if c.get("with") == alice.name] == [1]
     (edited,) = pa.send(type="edit", **{"with": bob.name}, target=ack["id"], data="edited over http", cid="e1")
     assert edited["type"] == "ack" and edited["target"] == ack["id"]
-    assert sb.expect("edit", target=ack["id"])["message"]["data"] == "edited over http"
+    assert sb.expect("edit", target=got["id"])["message"]["data"] == "edited over http"
 
 
 def test_an_empty_poll_waits_then_answers_its_last_id(chat_stack):
@@ -86,7 +86,7 @@ def test_a_tab_picked_up_by_another_process_loses_and_doubles_nothing(chat_stack
     def send(n):
         for i in range(n):
             sb.send(receiver=alice.name, data=f"n{len(acked)}", cid=f"n{len(acked)}")
-            acked.append(sb.expect("ack", cid=f"n{len(acked)}")["id"])
+            acked.append(sb.expect("ack", cid=f"n{len(acked)}")["cid"])
 
     def poll_until_all():
         while len([f for f in pa.frames if f["type"] == "message"]) < len(acked):
@@ -97,8 +97,10 @@ def test_a_tab_picked_up_by_another_process_loses_and_doubles_nothing(chat_stack
     os.kill(node_pid(first), signal.SIGKILL)
     send(10)
     poll_until_all()
-    got = [f["id"] for f in pa.frames if f["type"] == "message"]
-    assert got == acked
+    got = [f for f in pa.frames if f["type"] == "message"]
+    assert [f["cid"] for f in got] == acked
+    ids = [f["id"] for f in got]
+    assert sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) == ids and len(set(ids)) == len(ids)
     assert [f["type"] for f in pa.frames].count("hello") == 1
     assert holders(r, alice.name) - {first}, "another process holds her tab now"
     sb.close()
@@ -124,8 +126,8 @@ def test_what_a_tab_was_queued_without_an_id_follows_it_to_another_process(chat_
     for attempt in range(30):
         before = holders(r, alice.name)
         ack = pa.send(type="message", receiver=bob.name, data=f"read me {attempt}", cid=f"r{attempt}")[0]
-        sb.expect("message", cid=f"r{attempt}")
-        sb.send(type="read", **{"with": alice.name}, up_to=ack["id"], cid=f"read{attempt}")
+        got = sb.expect("message", cid=f"r{attempt}")  # (in bob's ids; alice is told in hers)
+        sb.send(type="read", **{"with": alice.name}, up_to=got["id"], cid=f"read{attempt}")
         sb.expect("read", cid=f"read{attempt}")
         time.sleep(0.1)  # the read frame is queued on her tab's process
         assert pa.until("read", up_to=ack["id"], timeout=5)["user"] == bob.name
@@ -176,11 +178,12 @@ def test_a_lost_answer_is_sent_again_from_the_last_id_the_tab_saw(chat_stack):
     ids = []
     for i in range(6):
         sb.send(receiver=alice.name, data=f"x{i}", cid=f"x{i}")
-        ids.append(sb.expect("ack", cid=f"x{i}")["id"])
-    seen = []
-    while len(seen) < 6:
-        seen += [f["id"] for f in pa.poll() if f["type"] == "message"]
-    assert seen == ids
+        sb.expect("ack", cid=f"x{i}")
+    got = []
+    while len(got) < 6:
+        got += [f for f in pa.poll() if f["type"] == "message"]
+    assert [f["cid"] for f in got] == [f"x{i}" for i in range(6)]
+    ids = [f["id"] for f in got]  # (in alice's copy)
     # The answer with the last three is "lost": the tab asks again from the third.
     again = []
     while len(again) < 3:

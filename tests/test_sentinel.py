@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESUMES_WITHIN = 30
 
 
-def history_ids(reader, other):
+def history_of(reader, other, field="id"):
+    """``field`` of every message of ``reader``'s copy of their conversation with ``other``."""
     res = history(reader, limit=100, **{"with": other.name})
     assert res.status_code == 200, res.text
-    return [m["id"] for m in res.json()["messages"]]
+    return [m[field] for m in res.json()["messages"]]
 
 
 def test_an_ack_waits_for_the_replica(ha_stack):
@@ -53,8 +54,8 @@ def test_an_ack_waits_for_the_replica(ha_stack):
         return f
     ack = wait_until(acked, timeout=20, interval=0.3, what="the ack once the replica is back")
     assert ack["duplicate"] is True
-    ids = history_ids(bob, alice)
-    assert ids == [ack["id"]], "stored once, under the first id"
+    assert history_of(alice, bob) == [ack["id"]], "stored once, under the first id"
+    assert history_of(bob, alice, "cid") == ["w"], "and once in the receiver's copy"
     sa.close()
 
 
@@ -68,22 +69,21 @@ def test_after_a_failover_people_are_logged_in_and_open_sockets_go_on(ha_stack):
     alice, bob = Person(ha_stack), Person(ha_stack)
     sa, sb = two_nodes(alice, bob)
     sa.send(receiver=bob.name, data="before", cid="b")
-    before = sa.expect("ack", cid="b")["id"]
-    assert sb.expect("message")["id"] == before
+    sa.expect("ack", cid="b")
+    assert sb.expect("message")["cid"] == "b"
     tab = Poller(bob)  # bob's other tab, on long-polling
     tab.poll()
     ha_stack.redis.wait_failover(ha_stack.redis.kill_primary())
     try:
         def sent():
             sa.send(receiver=bob.name, data="after", cid="a")
-            f = sa.expect("ack", cid="a", timeout=3)
-            return f["id"]
-        after = wait_until(sent, timeout=RESUMES_WITHIN, interval=0.3, what="an ack after the failover")
-        assert sb.expect("message", timeout=10, data="after")["id"] == after
+            return sa.expect("ack", cid="a", timeout=3)
+        wait_until(sent, timeout=RESUMES_WITHIN, interval=0.3, what="an ack after the failover")
+        after = sb.expect("message", timeout=10, data="after")["id"]  # (in bob's copy)
         wait_until(lambda: [f for f in tab.poll(ok=(200, 503)) if f.get("id") == after], timeout=20,
                    what="the message on bob's long-poll tab")
         assert alice.browser.me()["user"] == alice.name and bob.browser.me()["user"] == bob.name
-        assert history_ids(bob, alice) == [before, after]
+        assert history_of(bob, alice, "cid") == ["b", "a"]
     finally:
         ha_stack.redis.heal()
     for s in (sa, sb):
@@ -131,6 +131,7 @@ def test_the_page_sends_through_a_failover(ha_page, ha_stack):
         for page in (pa, pb):
             expect(page.locator("#chat-status")).to_have_attribute("data-state", "online", timeout=20_000)
         assert ha_stack.redis.primary() is not old
-        assert history_ids(bob, alice) == [pa.locator("#messages li.mine").get_attribute("data-id")]
+        assert history_of(alice, bob) == [pa.locator("#messages li.mine").get_attribute("data-id")]
+        assert len(history_of(bob, alice)) == 1
     finally:
         ha_stack.redis.heal()

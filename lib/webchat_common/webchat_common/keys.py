@@ -51,25 +51,49 @@ CHAT_CLOCK = "chat:clock"
 #: heartbeat; one whose entry expired died without a word, and its users are swept (a claimed
 #: one is renamed ``~<holder>`` while it is swept).
 CHAT_NODES = "chat:nodes"
+#: Set: the steps of ``chat_service.migrate`` done on this Redis; and the lock of the one
+#: process running them (a string, expiring).
+CHAT_MIGRATED = "chat:migrated"
+CHAT_MIGRATING = "chat:migrating"
 CHAT_PRESENCE_PREFIX = "chat:p:"
 
 
-def chat_dm(a, b):
-    """Stream of the private conversation of ``a`` and ``b`` (both directions; the two
-    lower-cased names in sorted order, so either side names the same key).  An entry is a
-    message (one field ``f``: the frame JSON) or a change to one (fields ``f``, the ``edit`` or
-    ``delete`` frame, and ``e``)."""
+def chat_pm(owner, other):
+    """``owner``'s copy of their private conversation with ``other`` (both directions; each
+    person has their own copy, numbered by their own clock, :func:`chat_user_clock`).  An entry
+    is a message (field ``f``: the frame JSON as ``owner`` sees it; ``p``: on a message
+    ``other`` sent, its id in ``other``'s copy; ``o``: the long-poll tab ``owner`` sent it
+    from) or a change to one (fields ``f``, the ``edit`` or ``delete`` frame, and ``e``)."""
+    return f"chat:pm:{owner.lower()}:{other.lower()}"
+
+
+#: Prefix of the private copies (the replay script builds them from a user's conversations,
+#: see :func:`chat_pm`).
+CHAT_PM_PREFIX = "chat:pm:"
+
+
+def chat_user_clock(name):
+    """Hash (fields ms, seq): ``name``'s clock, which makes the ids of their private copies."""
+    return "chat:clock:user:" + name.lower()
+
+
+def chat_got(owner, other, mid):
+    """``owner``'s copy holds the private message ``other`` sent with id ``mid`` (in
+    ``other``'s copy): the id it has in ``owner``'s copy.  Kept for the larger of
+    CHAT_DEDUP_WINDOW and CHAT_EDIT_WINDOW: what a re-send or an edit of it is mapped with."""
+    return f"chat:got:{owner.lower()}:{other.lower()}:{mid}"
+
+
+def chat_dm_v1(a, b):
+    """The one stream of a private conversation from before each person had their own copy
+    (both names lower-cased, in sorted order): read only by the migration
+    (``chat_service.migrate``), and left to expire."""
     a, b = sorted((a.lower(), b.lower()))
     return f"chat:dm:{a}:{b}"
 
 
-#: Prefix of the private conversation streams (the replay script builds them from a user's
-#: conversations, see :func:`chat_dm`).
-CHAT_DM_PREFIX = "chat:dm:"
-
-
 def chat_room(room):
-    """Stream of the messages of room ``room`` (same entries as :func:`chat_dm`)."""
+    """Stream of the messages of room ``room`` (entries as :func:`chat_pm`'s, without ``p``)."""
     return "chat:room:" + room
 
 

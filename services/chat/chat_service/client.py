@@ -59,7 +59,7 @@ class Client:
     @property
     def token(self):
         """This client among all its user's: what a send names so that its copy for the
-        sender's other clients skips this one (see ``scripts.SEND_PRIVATE``)."""
+        sender's other clients skips this one (see ``scripts.SEND_MINE``)."""
         raise NotImplementedError
 
     def wake(self):

@@ -166,28 +166,30 @@ class Commands:
         if place is None:
             return
         tid = format_id(target)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xrange(place.stream, tid, tid)
-        pipe.hget(keys.chat_edits(place.stream), tid)
-        entry, before = pipe.execute()
-        before = before or ""
-        if not entry or "e" in entry[0][1]:
+        now, before = self._current(place, tid)
+        if now is None:
             conn.error("unknown_message", "no such message in this conversation", cid)
             return
-        now = json.loads(before or entry[0][1]["f"])
         if not isinstance(now.get("sender"), str) or now["sender"].lower() != conn.lower:
             conn.error("not_author", "only its author can change a message", cid)
             return
         if now.get("deleted"):
             conn.error("deleted", "this message was deleted", cid)
             return
-        if kind == "edit":
-            after = {**now, "data": data, "edited": int(time.time() * 1000)}
-        else:
-            after = {k: now[k] for k in ("type", "id", "ts", "sender", "receiver", "room") if k in now}
-            after["deleted"] = True
-        res = self.store.change(place.clock, place.stream, target, before, after, kind, int(self.edit_window * 1000),
-                                place.channels())
+        at = int(time.time() * 1000)
+        window = int(self.edit_window * 1000)
+        res = self.store.change(place.clock, place.stream, target, before, _changed(now, kind, data, at), kind, window,
+                                [place.channel()])
+        theirs = place.theirs()
+        if theirs is not None and not isinstance(res, str):
+            # The receiver's copy, where the message has an id of its own (chat:got; a message
+            # from before the copies has the same id in both).  One missing there was never
+            # stored there (its send stopped halfway and was not sent again): nothing to change.
+            mapped = self.redis.get(keys.chat_got(theirs.user, conn.user, tid)) or tid
+            now, before = self._current(theirs, mapped)
+            if now is not None and not now.get("deleted"):
+                self.store.change(theirs.clock, theirs.stream, parse_id(mapped), before,
+                                  _changed(now, kind, data, at), kind, window, [theirs.channel()])
         if res == "too_late":
             conn.error("too_late", f"a message can be changed for {self.edit_window / 60:g} minutes after it is sent",
                        cid)
@@ -195,6 +197,17 @@ class Commands:
             conn.error("conflict", "the message changed meanwhile: read it again and retry", cid)
         else:
             conn.reply(_ack(*res, cid, False, target=tid, **place.where()))
+
+    def _current(self, place, tid):
+        """Message ``tid`` of ``place``'s stream as it is now (a dict), and as chat:edits holds
+        it ("" when it was never changed); (None, "") when it is not a message there."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrange(place.stream, tid, tid)
+        pipe.hget(keys.chat_edits(place.stream), tid)
+        entry, before = pipe.execute()
+        if not entry or "e" in entry[0][1]:
+            return None, ""
+        return json.loads(before or entry[0][1]["f"]), before or ""
 
     def read(self, conn, msg, cid):
         """Move the user's read marker of a conversation up to message ``up_to`` (never back).
@@ -218,11 +231,14 @@ class Commands:
         if not moved:
             conn.reply(mine)
             return
+        # The other person is told in their copy's ids: up to the last of their messages read.
+        theirs = place.theirs() and self.conversations.peer_id(place, parse_id(marker))
         pipe = self.redis.pipeline(transaction=False)
         pipe.spublish(keys.chat_user_channel(conn.user), control_payload(mine))
-        if place.peer is not None and place.peer.lower() != conn.lower:
+        if theirs:
             pipe.spublish(keys.chat_user_channel(place.peer),
-                          control_payload({"type": "read", "user": conn.user, "with": conn.user, "up_to": marker}))
+                          control_payload({"type": "read", "user": conn.user, "with": conn.user,
+                                           "up_to": format_id(theirs)}))
         pipe.execute()
 
     def typing(self, conn, msg, cid):
@@ -304,6 +320,16 @@ class Commands:
         pipe.sadd(keys.chat_members(room), user)
         pipe.execute()
         return since
+
+
+def _changed(now, kind, data, at):
+    """Message ``now`` (a dict) as an ``edit`` to text ``data`` at ms ``at``, or a ``delete``
+    (a tombstone), makes it."""
+    if kind == "edit":
+        return {**now, "data": data, "edited": at}
+    after = {k: now[k] for k in ("type", "id", "ts", "sender", "receiver", "room") if k in now}
+    after["deleted"] = True
+    return after
 
 
 def _text_ok(conn, data, cid):

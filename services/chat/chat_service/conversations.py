@@ -41,19 +41,25 @@ class Place:
 
     def __init__(self, user, peer=None, room=None):
         self.user, self.peer, self.room = user, peer, room
-        self.stream = keys.chat_room(room) if room is not None else keys.chat_dm(user, peer)
-        self.clock = keys.chat_room_clock(room) if room is not None else keys.CHAT_CLOCK
+        self.stream = keys.chat_room(room) if room is not None else keys.chat_pm(user, peer)
+        self.clock = keys.chat_room_clock(room) if room is not None else keys.chat_user_clock(user)
         self.field = read_field(peer, room)
+
+    def theirs(self):
+        """The other person's side of a private conversation (None for a room, or for a
+        conversation with oneself, which has one copy)."""
+        if self.room is not None or self.peer.lower() == self.user.lower():
+            return None
+        return Place(self.peer, peer=self.user)
 
     def where(self):
         """The conversation as a frame's fields: ``{"with": name}`` or ``{"room": room}``."""
         return {"room": self.room} if self.room is not None else {"with": self.peer}
 
-    def channels(self):
-        """Where a change to the conversation is published: both people, or the room."""
-        if self.room is not None:
-            return [keys.chat_room_channel(self.room)]
-        return sorted({keys.chat_user_channel(self.user), keys.chat_user_channel(self.peer)})
+    def channel(self):
+        """Where a change to this side of the conversation is published: the room, or the
+        side's person (each copy's changes go to its owner)."""
+        return keys.chat_room_channel(self.room) if self.room is not None else keys.chat_user_channel(self.user)
 
 
 def _no_user():
@@ -76,6 +82,8 @@ class Conversations:
         self.s_history = redis.register_script(scripts.HISTORY)
         self.s_summary = redis.register_script(scripts.SUMMARY)
         self.s_read = redis.register_script(scripts.READ)
+        self.s_peer_id = redis.register_script(scripts.PEER_ID)
+        self.peer_scan = 2 * cfg["CHAT_HISTORY_LENGTH"]
 
     def locate(self, user, peer=None, room=None, rooms=None):
         """The conversation ``user`` names with ``peer`` (a user name) or ``room``, with the
@@ -117,21 +125,37 @@ class Conversations:
             name = self.accounts.name(peer)
             if name is None:
                 raise _no_user()
-            theirs, their_field, admit = keys.chat_read(peer), read_field(user), []
+            place, admit = Place(user, peer=name), []
         else:
-            theirs, their_field = keys.chat_read(user), place.field
             admit = [] if room == self.default_room else [keys.chat_members(room)]
-        res = self.s_history(keys=[place.stream, keys.chat_edits(place.stream), keys.chat_read(user), theirs, *admit],
-                             args=[format_id(before) if before else "+", limit, user, place.field, their_field])
+        mine = keys.chat_read(user)
+        res = self.s_history(keys=[place.stream, keys.chat_edits(place.stream), mine, mine, *admit],
+                             args=[format_id(before) if before else "+", limit, user, place.field, place.field])
         if res[0] == -1:
             raise _not_member()
-        _, mine, other, *frames = res
+        _, marker, _, *frames = res
         if room is None:
-            read = {user: mine} if name.lower() == user.lower() else {user: mine, name: other}
+            read = {user: marker}
+            theirs = place.theirs()
+            if theirs is not None:
+                # their marker names an id of their copy: the last of ours they read, in our ids
+                other = self.peer_id(theirs, read=True)
+                read[name] = format_id(other) if other else None
             fields = {"with": name, "read": read}
         else:
-            fields = {"room": room, "read": {user: mine}}
+            fields = {"room": room, "read": {user: marker}}
         return {**fields, "more": len(frames) > limit}, frames[:limit][::-1]
+
+    def peer_id(self, place, mid=None, read=False):
+        """What the other person of the private conversation ``place`` (one person's side)
+        knows a point of it by: the id in their own copy of the last message at or before
+        ``mid`` (or, with ``read``, the side's read marker) that they sent; None when there is
+        none.  (Their copy keeps each message's id in the sender's copy: ``p``.)"""
+        if read:
+            found = self.s_peer_id(keys=[place.stream, keys.chat_read(place.user)], args=[place.field, self.peer_scan])
+        else:
+            found = self.s_peer_id(keys=[place.stream], args=[format_id(mid), self.peer_scan])
+        return parse_id(found) if found else None
 
     # ---- the list --------------------------------------------------------------------------
 

@@ -3,17 +3,21 @@
 Message ids
     Every stored message gets an id ``<ms>-<seq>`` made here, not by XADD, from a *clock*:
     ``ms`` is Redis' clock in ms (never going back: the clock keeps the highest ms used) and
-    ``seq`` the clock's counter.  Private messages share one clock, ``chat:clock``; each room
-    has its own, ``chat:clock:room:<room>``.  So a clock's ids increase in the order Redis
-    executed its sends, and because a script stores (XADD) and publishes (SPUBLISH)
-    atomically, a process hears each clock's messages in id order.  Clients resume from a
-    position per clock (their private messages, each room: :mod:`.client`).
+    ``seq`` the clock's counter.  Each person has a clock for their private messages,
+    ``chat:clock:user:<name>``; each room has its own, ``chat:clock:room:<room>``.  So a
+    clock's ids increase in the order Redis executed its sends, and because a script stores
+    (XADD) and publishes (SPUBLISH) atomically, a process hears each clock's messages in id
+    order.  Clients resume from a position per clock (their private messages, each room:
+    :mod:`.client`).
 
 Conversation streams
-    Each private conversation (``chat:dm:<a>:<b>``) and each room (``chat:room:<room>``) is one
-    stream holding its messages in both directions, and the edits and deletions of them as
-    entries of their own (field ``e``), so a replay delivers every change in id order, and a
-    history page shows each message as it is now (``chat:edits``).
+    Each person has their own copy of each private conversation (``chat:pm:<owner>:<other>``),
+    numbered by their own clock; a message is stored in the sender's copy (SEND_MINE), then
+    in the receiver's (SEND_THEIRS), so each call touches one person's keys.  Each room is one
+    stream (``chat:room:<room>``).  A stream holds its messages in both directions, and the
+    edits and deletions of them as entries of their own (field ``e``), so a replay delivers
+    every change in id order, and a history page shows each message as it is now
+    (``chat:edits``).
 
 Presence
     A user is online while a chat process holds a socket of theirs: ``chat:sockets:<user>`` has
@@ -22,15 +26,12 @@ Presence
     one by one (:mod:`.presence`).
 
 Accounts (``user:<name>``) are looked up by the caller (:mod:`.accounts`), never here, and
-presence scripts work on one user's keys.  The replay computes the private streams' names
-from its arguments (``chat:dm:<a>:<b>``) and the send and replay scripts mix keys of several
-people: fine on one Redis (or a primary with replicas), not yet on Redis Cluster
-(docs/cluster.md).
+presence scripts work on one user's keys.  The private scripts work on one person's keys and
+publish on that person's channel; ``SEND_ROOM``, ``READ`` and ``HISTORY`` still mix a room's
+keys with a user's read markers (and the cid key), and no key has a hash tag yet, so chat
+does not run on a Redis Cluster yet (docs/cluster.md).
 
-Publishing is SPUBLISH (sharded pub/sub, :mod:`.broker`).  On a Cluster a script may only
-SPUBLISH to a channel in the slot of its keys: ``SEND_PRIVATE`` (the receiver's and the
-sender's channels) and ``CHANGE`` (both people's channels) publish to two owners and will have
-to be split in two calls (docs/cluster.md, "Fan-out: sharded pub/sub").
+Publishing is SPUBLISH (sharded pub/sub, :mod:`.broker`).
 """
 
 # Shared prelude: ``now``, Redis' clock in ms.
@@ -108,41 +109,83 @@ local function remember(key, member, at, age)
 end
 """
 
-#: Private message.  KEYS: clock, chat:dm:<pair>, chat:sockets:<receiver>, chat:convs:<sender>,
-#: chat:convs:<receiver>, chat:read:<sender>, chat:sockets:<sender>, optionally the cid key.
-#: ARGV: frame tail (JSON object without its "{", carrying sender, data, cid), max length, age
-#: ms, the receiver's channel, the cid key's TTL, the sender's channel, the sender's name, the
-#: sending socket's token, the receiver's registered name (looked up by the caller:
-#: :mod:`.accounts`).  Stores the
-#: message in the conversation's stream, publishes it to the receiver and, when the sender has
-#: other sockets open, to the sender as ``"<id>/<token> <frame>"`` (every socket of theirs but
-#: the sending one, which has the ack), puts the conversation first in both people's lists and
-#: moves the sender's read marker to it (one has read what one answers).  A message from a
-#: long-poll tab (token ``p.<poll>``) is stored with the token (``o``), so that the tab's replay
-#: can leave it out; entries are told from changes by their third field (``e``).
-#: Returns {id, ts, receiver name, online 0/1, duplicate 0/1}.
-SEND_PRIVATE = _REMEMBER + _dedup(8, "{sid, sts, sname, 0, 1}") + """
-local name = ARGV[9]""" + _NEW_ID + """
+#: A private message, the sender's call: their copy.  KEYS: the sender's clock, their copy
+#: (chat:pm:<sender>:<receiver>), chat:convs:<sender>, chat:read:<sender>,
+#: chat:sockets:<sender>, optionally the cid key.  ARGV: frame tail (JSON object without its
+#: "{", carrying sender, data, cid), max length, age ms, the sender's channel, the cid key's
+#: TTL, the sending socket's token, the receiver's registered name (looked up by the caller:
+#: :mod:`.accounts`), "self" for a message to oneself (else "").  Stores the message in the
+#: sender's copy with an id of their clock and, when the sender has other sockets open,
+#: publishes it to them as ``"<id>/<token> <frame>"`` (every socket of theirs but the sending
+#: one, which has the ack; a message to oneself goes to all of them); puts the conversation
+#: first in their list and moves their read marker to it (one has read what one answers).  A
+#: message from a long-poll tab (token ``p.<poll>``) is stored with the token (``o``), so that
+#: the tab's replay can leave it out; entries are told from changes by their third field
+#: (``e``).  Returns {id, ts, receiver name, duplicate 0/1}.  The receiver's copy is
+#: SEND_THEIRS, the caller's next call.
+SEND_MINE = _REMEMBER + _dedup(6, "{sid, sts, sname, 1}") + """
+local name = ARGV[7]""" + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',"receiver":' .. cjson.encode(name) .. ',' .. ARGV[1]
-if string.sub(ARGV[8], 1, 2) == 'p.' then
+if string.sub(ARGV[6], 1, 2) == 'p.' then
   -- from a long-poll tab: named, so that the tab is not sent it again when a replay picks it up
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame, 'o', ARGV[8])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame, 'o', ARGV[6])
 else
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('SPUBLISH', ARGV[4], id .. ' ' .. frame)
-if ARGV[6] ~= ARGV[4] then
+if ARGV[8] == 'self' then
+  redis.call('SPUBLISH', ARGV[4], id .. ' ' .. frame)
+else
   local open = 0
-  for _, n in ipairs(redis.call('HVALS', KEYS[7])) do open = open + tonumber(n) end
-  if open > 1 then redis.call('SPUBLISH', ARGV[6], id .. '/' .. ARGV[8] .. ' ' .. frame) end
+  for _, n in ipairs(redis.call('HVALS', KEYS[5])) do open = open + tonumber(n) end
+  if open > 1 then redis.call('SPUBLISH', ARGV[4], id .. '/' .. ARGV[6] .. ' ' .. frame) end
 end
-remember(KEYS[4], name, ms, ARGV[3])
-if KEYS[5] ~= KEYS[4] then remember(KEYS[5], ARGV[7], ms, ARGV[3]) end
-redis.call('HSET', KEYS[6], '@' .. string.lower(name), id)
-redis.call('PEXPIRE', KEYS[6], ARGV[3])
-local online = redis.call('EXISTS', KEYS[3])""" + _DEDUP_SET + """
-return {id, msstr, name, online, 0}
+remember(KEYS[3], name, ms, ARGV[3])
+redis.call('HSET', KEYS[4], '@' .. string.lower(name), id)
+redis.call('PEXPIRE', KEYS[4], ARGV[3])""" + _DEDUP_SET + """
+return {id, msstr, name, 0}
+"""
+
+#: A private message, the receiver's call: their copy.  KEYS: the receiver's clock, their copy
+#: (chat:pm:<receiver>:<sender>), chat:convs:<receiver>, chat:sockets:<receiver>, the
+#: chat:got key of the message.  ARGV: frame tail (as SEND_MINE's), max length, age ms, the
+#: receiver's channel, the chat:got key's TTL, the message's id in the sender's copy, the
+#: sender, the receiver's registered name.  Idempotent: a message the receiver's copy holds
+#: already (chat:got) is not stored again.  Else stores it with an id of the receiver's clock
+#: and the sender's id (``p``), publishes it to the receiver and puts the conversation first in
+#: their list.  Returns {id in the receiver's copy, online 0/1}.
+SEND_THEIRS = _REMEMBER + """
+local got = redis.call('GET', KEYS[5])
+if got then return {got, redis.call('EXISTS', KEYS[4])} end""" + _NEW_ID + """
+local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',"receiver":' .. cjson.encode(ARGV[8]) .. ',' .. ARGV[1]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame, 'p', ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SPUBLISH', ARGV[4], id .. ' ' .. frame)
+remember(KEYS[3], ARGV[7], ms, ARGV[3])
+redis.call('SET', KEYS[5], id, 'EX', ARGV[5])
+return {id, redis.call('EXISTS', KEYS[4])}
+"""
+
+#: What the other person of a private conversation knows a point of a copy by.  KEYS: a
+#: person's copy, optionally their chat:read.  ARGV: an id of the copy, or (with chat:read) the
+#: field of the conversation in it, whose marker is the id.  Returns the sender's id (``p``)
+#: of the last message at or before that id that the other person sent, or false (none, within
+#: the last ARGV[2] entries).
+PEER_ID = """
+local at = ARGV[1]
+if KEYS[2] then at = redis.call('HGET', KEYS[2], ARGV[1]) end
+if not at then return false end
+local hi, seen = at, 0
+while seen < tonumber(ARGV[2]) do
+  local batch = redis.call('XREVRANGE', KEYS[1], hi, '-', 'COUNT', 64)
+  for _, e in ipairs(batch) do
+    if e[2][3] == 'p' then return e[2][4] end
+    seen = seen + 1
+  end
+  if #batch < 64 then return false end
+  hi = '(' .. batch[#batch][1]
+end
+return false
 """
 
 #: Room message.  KEYS: the room's clock, chat:room:<room>, chat:read:<sender>, optionally the
@@ -252,9 +295,9 @@ end
 
 #: What a user missed of their private messages: one clock's snapshot, atomic with its sends
 #: (so nothing published before it is missed, and everything after has a higher id).  KEYS:
-#: chat:convs:<user>, chat:clock.  ARGV: the exclusive start id, max entries per stream, the
-#: prefix of the private streams, the lower-cased user.  The streams read are those of the
-#: conversations with a message since the start's ms (``chat:convs`` scores them by their
+#: chat:convs:<user>, the user's clock.  ARGV: the exclusive start id, max entries per stream,
+#: the prefix of the private copies, the lower-cased user.  The copies read are the user's of
+#: the conversations with a message since the start's ms (``chat:convs`` scores them by their
 #: last message).  Returns per stream read ``read``'s triple, and last: the clock's last id
 #: issued ("<ms>-<seq>", "0-0": none).
 REPLAY_PRIVATE = _ISSUED + _READ + """
@@ -262,9 +305,7 @@ local out = {}
 local since_ms = string.match(ARGV[1], '^(%d+)-')
 local me = ARGV[4]
 for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since_ms, '+inf')) do
-  local a, b = me, string.lower(peer)
-  if b < a then a, b = b, a end
-  out[#out + 1] = read(ARGV[3] .. a .. ':' .. b, ARGV[1])
+  out[#out + 1] = read(ARGV[3] .. me .. ':' .. string.lower(peer), ARGV[1])
 end
 out[#out + 1] = issued(KEYS[2])
 return out

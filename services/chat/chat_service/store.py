@@ -1,10 +1,13 @@
 """Messages in Redis: storing and publishing a message or a change to one, the replay of what
 a socket missed, delivered cursors.
 
-Rule: a message is stored (XADD to its conversation's stream: the private conversation's or
-the room's) and published (on both people's channels, or the room's) by one Lua call, so
-whoever hears a channel and then reads its streams misses nothing and gets nothing twice; ids
-increase per clock (private messages share one, each room has its own: see :mod:`.scripts`).
+Rule: a message is stored (XADD to a stream: a person's copy of a private conversation, or
+a room's) and published (on that person's channel, or the room's) by one Lua call per stream,
+so whoever hears a channel and then reads its stream misses nothing and gets nothing twice;
+ids increase per clock (each person's, each room's: see :mod:`.scripts`).  A private message
+is two such calls, the sender's copy and then the receiver's, and is acknowledged once both
+are done; the second is idempotent, so sending it again after a failure in between stores it
+once in each copy.
 An edit or a deletion is stored and published the same way, as an entry of its own after the
 message.  A ``cid`` is stored once per sender and conversation within CHAT_DEDUP_WINDOW: the
 same ``cid`` sent again is acknowledged with the first message's id.
@@ -52,7 +55,11 @@ class Store:
         self.dedup_window = cfg["CHAT_DEDUP_WINDOW"]
         self.ack_replicas = cfg["CHAT_ACK_REPLICAS"]
         self.ack_timeout_ms = int(cfg["CHAT_ACK_TIMEOUT"] * 1000)
-        self.s_private = redis.register_script(scripts.SEND_PRIVATE)
+        # chat:got lives as long as a re-send (the dedup window) or an edit (the edit window)
+        # may still come, and at least a minute (a send whose second call is retried).
+        self.got_ttl = int(max(cfg["CHAT_DEDUP_WINDOW"], cfg["CHAT_EDIT_WINDOW"], 60))
+        self.s_mine = redis.register_script(scripts.SEND_MINE)
+        self.s_theirs = redis.register_script(scripts.SEND_THEIRS)
         self.s_room = redis.register_script(scripts.SEND_ROOM)
         self.s_replay_private = redis.register_script(scripts.REPLAY_PRIVATE)
         self.s_replay_room = redis.register_script(scripts.REPLAY_ROOM)
@@ -67,15 +74,27 @@ class Store:
     def send_private(self, sender, receiver, fields, cid, origin):
         """Store and publish a private message (``fields``: sender, data, cid, media) sent
         from the socket whose token is ``origin`` to ``receiver`` (a registered name, as
-        registered).  Returns (id, ts, the receiver's name, online?, duplicate?)."""
+        registered): in the sender's copy (SEND_MINE), then in the receiver's (SEND_THEIRS,
+        which stores it once however often it is asked), so a message acknowledged is in both.
+        A ``cid`` stored before is answered with the first id, and its receiver's copy is made
+        if the first send stopped before it.  Returns (id in the sender's copy, ts, the
+        receiver's name, online?, duplicate?)."""
+        tail = message_tail(fields)
         channel = keys.chat_user_channel(receiver)
-        mid, ts, name, online, duplicate = self._run(
-            self.s_private,
-            [keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.chat_sockets(receiver), keys.chat_convs(sender),
-             keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender),
-             *self._dedup_key(sender, channel, cid)],
-            [message_tail(fields), self.maxlen, self.age_ms, channel, self.dedup_window,
-             keys.chat_user_channel(sender), sender, origin, receiver])
+        alone = sender.lower() == receiver.lower()
+        mid, ts, name, duplicate = self._run(
+            self.s_mine,
+            [keys.chat_user_clock(sender), keys.chat_pm(sender, receiver), keys.chat_convs(sender),
+             keys.chat_read(sender), keys.chat_sockets(sender), *self._dedup_key(sender, channel, cid)],
+            [tail, self.maxlen, self.age_ms, keys.chat_user_channel(sender), self.dedup_window, origin, receiver,
+             "self" if alone else ""])
+        if alone:
+            return mid, int(ts), name, True, bool(duplicate)
+        _, online = self._run(
+            self.s_theirs,
+            [keys.chat_user_clock(receiver), keys.chat_pm(receiver, sender), keys.chat_convs(receiver),
+             keys.chat_sockets(receiver), keys.chat_got(receiver, sender, mid)],
+            [tail, self.maxlen, self.age_ms, channel, self.got_ttl, mid, sender, name])
         return mid, int(ts), name, bool(int(online)), bool(duplicate)
 
     def send_room(self, sender, room, fields, cid):
@@ -178,8 +197,8 @@ class Store:
         pipe = self.redis.pipeline(transaction=False)
         private = start.get(PRIVATE)  # (not LIVE: a socket's private messages are always read)
         if private is not None:
-            self.s_replay_private(keys=[keys.chat_convs(user), keys.CHAT_CLOCK],
-                                  args=[format_id(private), count, keys.CHAT_DM_PREFIX, user.lower()], client=pipe)
+            self.s_replay_private(keys=[keys.chat_convs(user), keys.chat_user_clock(user)],
+                                  args=[format_id(private), count, keys.CHAT_PM_PREFIX, user.lower()], client=pipe)
         for room in rooms:
             self.s_replay_room(keys=[keys.chat_room(room), keys.chat_room_clock(room)],
                                args=["$" if start[room] is LIVE else format_id(start[room]), count], client=pipe)

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from webchat_common import current_user, error_response, keys, login_required, origin_allowed, request_int
 
-from . import metrics
+from . import metrics, migrate
 from webchat_common.names import is_user_name
 
 from .conversations import Refusal
@@ -228,6 +228,18 @@ def _refuse(code, reason, message, headers=()):
 def _full():
     return _refuse(503, "full", "this chat process holds as many connections as its memory allows: try again",
                    [("Retry-After", "2")])
+
+
+@bp.before_request
+def data_layout():
+    """No chat request is served from data in an older layout (see :mod:`.migrate`)."""
+    if request.endpoint in ("chat.page", "chat.static"):
+        return None
+    try:
+        migrate.ensure(current_app)
+    except RedisError:
+        return error_response(503, "chat store unavailable or being upgraded: try again shortly")
+    return None
 
 
 @bp.before_request

@@ -10,7 +10,7 @@ The message frame, the one shape stored in history and sent to sockets::
     {"type": "message", "id": "<ms>-<seq>", "ts": <ms>, "sender": <name>,
      "receiver": <name> | "room": <room>, "data": <text>, "cid": <client id>?, "media": <name>?}
 
-It is assembled in Redis by the send scripts (``scripts.SEND_PRIVATE``, ``SEND_ROOM``): the id,
+It is assembled in Redis by the send scripts (``scripts.SEND_MINE``, ``SEND_THEIRS``, ``SEND_ROOM``): the id,
 ``ts`` and the receiver's registered name are added there to the rest, which
 :func:`message_tail` writes here.  Published on a user's or room's channel as
 ``"<id> <frame>"``; a control frame for a user's sockets (a room joined or left) as

@@ -73,20 +73,20 @@ def test_every_publish_of_chat_is_sharded(app, r, heard):
         assert [(ch, f["type"]) for _, ch, f in got] == list(wanted)
         return [f for _, _, f in got]
 
-    # SEND_PRIVATE: the receiver, and the sender's other sockets (alice has two open)
+    # SEND_MINE: the sender's other sockets (alice has two open); SEND_THEIRS: the receiver
     r.hset(keys.chat_sockets("alice"), "n1/0", 2)
     ack = run(alice, type="message", receiver="bob", data="hi")[0]
-    expect(("chat:u:bob", "message"), ("chat:u:alice", "message"))
+    expect(("chat:u:alice", "message"), ("chat:u:bob", "message"))
     # SEND_ROOM
     run(alice, type="message", room="lobby", data="all")
     expect(("chat:r:lobby", "message"))
-    # CHANGE: both people of the conversation
+    # CHANGE: each person's copy, on their own channel
     run(alice, type="edit", target=ack["id"], data="hi!", **{"with": "bob"})
     expect(("chat:u:alice", "edit"), ("chat:u:bob", "edit"))
     # read marker: the reader's sockets and the other person's (commands.read)
-    mid = run(bob, type="message", receiver="alice", data="yo")[0]["id"]
-    expect(("chat:u:alice", "message"))
-    run(alice, type="read", up_to=mid, **{"with": "bob"})
+    run(bob, type="message", receiver="alice", data="yo")
+    (got,) = expect(("chat:u:alice", "message"))
+    run(alice, type="read", up_to=got["id"], **{"with": "bob"})
     expect(("chat:u:alice", "read"), ("chat:u:bob", "read"))
     # typing, private and in a room (commands.typing)
     run(alice, type="typing", **{"with": "bob"})

@@ -19,14 +19,21 @@ def register(r, name):
 
 
 def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_600_000, cid=None, window=300):
+    """A private message as the store sends it: SEND_MINE, then SEND_THEIRS.  Returns [id in
+    the sender's copy, ts, receiver's name, online, duplicate, id in the receiver's copy]."""
     tail = json.dumps({"sender": sender, "data": data})[1:]
     channel = keys.chat_user_channel(receiver)
     dedup = [keys.chat_cid(sender, channel, cid)] if cid is not None else []
     name = Accounts(r).name(receiver) or receiver
-    return r.register_script(scripts.SEND_PRIVATE)(
-        keys=[keys.CHAT_CLOCK, keys.chat_dm(sender, receiver), keys.chat_sockets(receiver), keys.chat_convs(sender),
-              keys.chat_convs(receiver), keys.chat_read(sender), keys.chat_sockets(sender), *dedup],
-        args=[tail, maxlen, age_ms, channel, window, keys.chat_user_channel(sender), sender, "node.1", name])
+    mid, ts, name, duplicate = r.register_script(scripts.SEND_MINE)(
+        keys=[keys.chat_user_clock(sender), keys.chat_pm(sender, receiver), keys.chat_convs(sender),
+              keys.chat_read(sender), keys.chat_sockets(sender), *dedup],
+        args=[tail, maxlen, age_ms, keys.chat_user_channel(sender), window, "node.1", name, ""])
+    rid, online = r.register_script(scripts.SEND_THEIRS)(
+        keys=[keys.chat_user_clock(receiver), keys.chat_pm(receiver, sender), keys.chat_convs(receiver),
+              keys.chat_sockets(receiver), keys.chat_got(receiver, sender, mid)],
+        args=[tail, maxlen, age_ms, channel, 600, mid, sender, name])
+    return [mid, ts, name, online, duplicate, rid]
 
 
 def send_room(r, room, data="hi", maxlen=1000, cid=None, window=300):
@@ -43,7 +50,8 @@ def test_a_cid_sent_again_is_stored_once(r):
     first = send_private(r, "bob", "one", cid="c1")
     again = send_private(r, "bob", "one", cid="c1")
     assert again[:3] == first[:3] and first[4] == 0 and again[4] == 1
-    assert r.xlen(keys.chat_dm("alice", "bob")) == 1
+    assert again[5] == first[5], "the receiver's copy is made once: chat:got"
+    assert r.xlen(keys.chat_pm("alice", "bob")) == r.xlen(keys.chat_pm("bob", "alice")) == 1
     other = send_private(r, "bob", "two", cid="c2")
     assert other[0] != first[0] and other[4] == 0
     # the same cid to someone else, or in a room, is another message
@@ -55,7 +63,7 @@ def test_a_cid_sent_again_is_stored_once(r):
     # without a cid nothing is remembered
     send_private(r, "bob", "same")
     send_private(r, "bob", "same")
-    assert r.xlen(keys.chat_dm("alice", "bob")) == 4
+    assert r.xlen(keys.chat_pm("alice", "bob")) == r.xlen(keys.chat_pm("bob", "alice")) == 4
 
 
 def test_a_cid_is_remembered_for_the_window_only(r):
@@ -118,7 +126,7 @@ def test_ids_increase_per_clock_private_messages_one_each_room_its_own(r):
     ids = {"private": [], "lobby": [], "team": []}
     for i in range(60):
         if i % 3 == 0:
-            mid, ts, name, online, duplicate = send_private(r, "bob" if i % 2 else "carol", f"p{i}")
+            mid, ts, name, online, duplicate, _ = send_private(r, "bob" if i % 2 else "carol", f"p{i}")
             assert name in ("Bob", "carol") and online == 0
             clock = "private"
         else:
@@ -145,7 +153,7 @@ def test_a_room_s_first_clock_id_is_above_its_stream_s_last_entry(r):
 
 def test_clock_never_goes_back(r):
     register(r, "bob")
-    r.hset(keys.CHAT_CLOCK, "ms", str(int(time.time() * 1000) + 60_000))  # as if the clock jumped back
+    r.hset(keys.chat_user_clock("alice"), "ms", str(int(time.time() * 1000) + 60_000))  # as if the clock jumped back
     first = parse_id(send_private(r, "bob")[0])
     second = parse_id(send_private(r, "bob")[0])
     assert second > first and first[0] >= int(time.time() * 1000) + 59_000
@@ -156,14 +164,24 @@ def test_private_message_is_stored_as_the_frame_and_published(r):
     ps = r.pubsub()
     ps.ssubscribe(keys.chat_user_channel("bob"))
     assert ps.get_message(timeout=1)["type"] == "ssubscribe"
-    mid, ts, name, online, duplicate = send_private(r, "BOB", 'quote " and <tag> and ünïcode')
-    (sid, fields), = r.xrange(keys.chat_dm("alice", "bob"))
-    frame = json.loads(fields["f"])
-    assert sid == mid and frame == {"type": "message", "id": mid, "ts": int(ts), "receiver": "bob",
-                                    "sender": "alice", "data": 'quote " and <tag> and ünïcode'}
+    mid, ts, name, online, duplicate, rid = send_private(r, "BOB", 'quote " and <tag> and ünïcode')
+    # each person's copy holds the frame with an id of their own clock
+    (sid, fields), = r.xrange(keys.chat_pm("alice", "bob"))
+    assert sid == mid and json.loads(fields["f"]) == {
+        "type": "message", "id": mid, "ts": int(ts), "receiver": "bob", "sender": "alice",
+        "data": 'quote " and <tag> and ünïcode'}
+    (theirs, tfields), = r.xrange(keys.chat_pm("bob", "alice"))
+    frame = json.loads(tfields["f"])
+    assert theirs == rid and frame["id"] == rid and frame["ts"] == parse_id(rid)[0]
+    assert {k: v for k, v in frame.items() if k not in ("id", "ts")} == {
+        "type": "message", "receiver": "bob", "sender": "alice", "data": 'quote " and <tag> and ünïcode'}
+    assert tfields["p"] == mid, "the receiver's entry keeps the sender's id"
+    assert r.get(keys.chat_got("bob", "alice", mid)) == rid
+    # the receiver hears their copy's frame
     msg = ps.get_message(timeout=1)
-    assert msg["type"] == "smessage" and msg["data"] == mid + " " + fields["f"]
-    assert 0 < r.pttl(keys.chat_dm("alice", "bob")) <= 3_600_000
+    assert msg["type"] == "smessage" and msg["data"] == rid + " " + tfields["f"]
+    for copy in (keys.chat_pm("alice", "bob"), keys.chat_pm("bob", "alice")):
+        assert 0 < r.pttl(copy) <= 3_600_000
 
 
 def test_accounts_give_registered_names_and_keep_only_the_found(r):
@@ -284,8 +302,8 @@ def test_redis_restarted_empty_gets_the_users_back(r):
 def replay(r, user, since):
     """REPLAY_PRIVATE: the private conversations after ``since``; returns (what was read per
     stream, the last private id issued)."""
-    res = r.register_script(scripts.REPLAY_PRIVATE)(keys=[keys.chat_convs(user), keys.CHAT_CLOCK],
-                                                    args=[since, 1000, keys.CHAT_DM_PREFIX, user.lower()])
+    res = r.register_script(scripts.REPLAY_PRIVATE)(keys=[keys.chat_convs(user), keys.chat_user_clock(user)],
+                                                    args=[since, 1000, keys.CHAT_PM_PREFIX, user.lower()])
     return res[:-1], res[-1]
 
 
@@ -298,26 +316,28 @@ def replay_room(r, room, since):
 
 def test_replay_reads_after_the_cursor_and_reports_trimmed_history(r):
     register(r, "bob")
-    ids = [send_private(r, "bob", f"m{i}", maxlen=10)[0] for i in range(300)]
+    sent = [send_private(r, "bob", f"m{i}", maxlen=10) for i in range(300)]
+    ids = [s[5] for s in sent]  # bob's copy's ids
     # MAXLEN ~ trims whole stream nodes: the oldest are gone, the newest kept.
-    kept = [sid for sid, _ in r.xrange(keys.chat_dm("alice", "bob"))]
+    kept = [sid for sid, _ in r.xrange(keys.chat_pm("bob", "alice"))]
     assert kept[-1] == ids[-1] and kept[0] != ids[0]
     [(boundary, entries, start)], issued = replay(r, "bob", ids[0])
     assert boundary == kept[0] and parse_id(boundary) > parse_id(ids[0]), "trimmed after the cursor: a gap"
-    assert [e[0] for e in entries] == kept and start == ids[0]
+    assert [e[0] for e in entries] == kept and start == ids[0] and issued == ids[-1]
     [(boundary, entries, _)], issued = replay(r, "bob", ids[-3])
     assert [e[0] for e in entries] == ids[-2:] and parse_id(boundary) < parse_id(ids[-3])
-    # the sender's replay reads the same conversation: both directions are one stream
-    [(_, entries, _)], issued = replay(r, "alice", ids[-3])
-    assert [e[0] for e in entries] == ids[-2:]
+    # the sender's replay reads their own copy, in their own ids
+    mine = [s[0] for s in sent]
+    [(_, entries, _)], issued = replay(r, "alice", mine[-3])
+    assert [e[0] for e in entries] == mine[-2:] and issued == mine[-1]
     register(r, "carol")
-    send_private(r, "carol")
+    to_carol = send_private(r, "carol")
     [(boundary, entries, _)], issued = replay(r, "carol", "0-0")
     assert boundary == "0-0" and len(entries) == 1, "never trimmed: no gap"
     # a conversation whose last message is older than the cursor's ms is not read at all
     later = parse_id(issued)[0] + 1000
     res, issued = replay(r, "carol", f"{later}-0")
-    assert res == [] and parse_id(issued) > parse_id(ids[-1]), "the last id issued: carol's message"
+    assert res == [] and issued == to_carol[5], "the last id carol's clock issued"
     # A room: "$" reads nothing; a missing stream is empty; the last id is the room's clock's
     # (or, before its first message under it, its stream's last entry's)
     assert replay_room(r, "nowhere", "$") == ["0-0", [], "$", "0-0"]

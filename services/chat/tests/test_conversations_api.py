@@ -42,7 +42,7 @@ def test_any_query_gets_an_answer(app, r, query):
 def test_a_conversation_is_named_from_the_asker(app, r):
     for name in ("alice", "bob", "carol"):
         register(r, name)
-    r.xadd(keys.chat_dm("alice", "bob"), {"f": json.dumps({"type": "message", "id": "5-1", "data": "private"})},
+    r.xadd(keys.chat_pm("alice", "bob"), {"f": json.dumps({"type": "message", "id": "5-1", "data": "private"})},
            id="5-1")
     client = app.test_client()
     login_client(client, r, "carol")
