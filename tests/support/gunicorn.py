@@ -27,8 +27,11 @@ class Gunicorn:
         self.port = free_port()
         self.log = tmp_path / f"{name}.log"
         self.metrics_dir = tmp_path / f"metrics-{name}"
+        # The caller's PYTHONPATH is kept (after HERE): run from a git worktree with its
+        # folders on it, the workers import that tree's code, not the editable installs'.
+        path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
         self.env = dict(os.environ, REDIS_URL=redis_url, SERVICE_NAME=name, PYTHONUNBUFFERED="1",
-                        PYTHONPATH=str(HERE), PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir),
+                        PYTHONPATH=path, PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir),
                         SHUTDOWN_DRAIN_SECONDS=str(DRAIN))
         self.env.update(env)
         self.args = [sys.executable, "-m", "gunicorn", "-c", "python:webchat_common.gunicorn_conf",
