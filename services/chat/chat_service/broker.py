@@ -158,13 +158,7 @@ class Broker:
                 self._assign(ch, shard)
                 new[shard].append(ch)
             waits.append(ev)
-        for shard, group in new.items():
-            try:
-                with shard.lock:
-                    if shard.ps is not None:
-                        self._send(shard, group, subscribe=True)
-            except (RedisError, OSError):
-                pass  # its listener reconnects and subscribes to every channel of its shard
+        self._send_live(new, subscribe=True)
         if wait:
             if unserved:
                 raise RedisError(f"no Redis Cluster node serves the slot of {unserved[0]!r}")
@@ -184,13 +178,7 @@ class Broker:
             if shard is not None:
                 shard.chans.discard(ch)
                 gone[shard].append(ch)
-        for shard, group in gone.items():
-            try:
-                with shard.lock:
-                    if shard.ps is not None:
-                        self._send(shard, group, subscribe=False)
-            except (RedisError, OSError):
-                pass
+        self._send_live(gone, subscribe=False)
 
     # ---- shards and routing ---------------------------------------------------------------
 
@@ -267,13 +255,7 @@ class Broker:
             self._lose_channels([ch])
             self._assign(ch, new)
             moves[new].append(ch)
-        for shard, group in moves.items():
-            try:
-                with shard.lock:
-                    if shard.ps is not None:
-                        self._send(shard, group, subscribe=True)
-            except (RedisError, OSError):
-                pass  # its listener reconnects and subscribes them
+        self._send_live(moves, subscribe=True)
         primaries = {node.name for node in self.cluster.get_primaries()}
         for name, shard in list(self.shards.items()):
             if name not in primaries and not shard.chans:
@@ -324,6 +306,18 @@ class Broker:
             else:
                 ps.ping()  # a connection to watch, and one that fails now if Redis is down
         return ps
+
+    def _send_live(self, groups, subscribe):
+        """(UN)SUBSCRIBE each shard's channels of ``groups`` (shard -> channels) on its
+        connection, if it has one now.  A shard that has none, or whose connection fails, is
+        its listener's: it reconnects and subscribes every channel of its shard."""
+        for shard, chans in groups.items():
+            try:
+                with shard.lock:
+                    if shard.ps is not None:
+                        self._send(shard, chans, subscribe)
+            except (RedisError, OSError):
+                pass
 
     def _send(self, shard, chans, subscribe):
         """(UN)SUBSCRIBE the classic channels of ``chans`` and S(UN)SUBSCRIBE the others, on

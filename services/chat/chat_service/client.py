@@ -273,7 +273,9 @@ class Client:
         before the client's long wait, not kept for its life.  Returns the last id issued per
         clock before the replay."""
         self.reply(self.hello())
-        return self.resync(self.first_start(), announce=True, explicit=self.since is not None)[2]
+        start, explicit = self.first_start(), self.since is not None
+        self.since = None  # (not kept for the client's life)
+        return self.resync(start, announce=True, explicit=explicit)[2]
 
     def first_start(self):
         """Where the first replay starts, per clock (see :meth:`resync`).  Resuming: after the

@@ -81,7 +81,7 @@ class PollClient(Client):
             # from there.
             self.sent = dict(super()._start())
         else:
-            start = self.first_start()
+            start, self.since = self.first_start(), None
             self.sent = {clock: mid for clock, mid in start.items() if mid is not None}
             self.resync(start, announce=True, explicit=True, sync=False)
             users = _names(watched)
