@@ -1,9 +1,13 @@
 """Conversations that last and follow the person, through the gateway across two chat
 processes: history pages, every socket of the sender in sync, read markers, typing, edit and
 delete, the conversation list, and the bad input of each."""
+import json
+import time
+
 import pytest
 
 from support.chat import history, person, two_nodes
+from webchat_common import keys
 
 
 def conversations(who):
@@ -332,3 +336,37 @@ def test_room_members_are_listed_to_members_and_follow_joins_and_leaves(chat_sta
     sc.send(type="leave", room=room, cid="l")
     sc.expect("room", cid="l")
     assert sb.expect("member", user=carol.name, action="leave")["room"] == room
+
+
+def test_an_edit_reaches_the_other_copy_only_as_that_message(chat_stack, r):
+    """A message from before each person had a copy has the same id in both (the migration
+    copied it, with ``p``: the id in the sender's copy); an edit of it changes both.  An entry
+    of the other copy that merely has the same id (another clock's) is another message: it is
+    left alone."""
+    alice, bob, carol = person(chat_stack), person(chat_stack), person(chat_stack)
+    mid = f"{int(time.time() * 1000)}-1"
+
+    def plant(owner, other, sender, data, sent_as=None):
+        frame = {"type": "message", "id": mid, "ts": int(mid.split("-")[0]), "sender": sender.name,
+                 "receiver": (other if sender is owner else owner).name, "data": data}
+        fields = {"f": json.dumps(frame)}
+        if sent_as:
+            fields["p"] = sent_as
+        r.xadd(keys.chat_pm(owner.name, other.name), fields, id=mid)
+        r.zadd(keys.chat_convs(owner.name), {other.name: int(mid.split("-")[0])})
+
+    plant(alice, bob, alice, "old", sent_as=None)
+    plant(bob, alice, alice, "old", sent_as=mid)       # (as the migration copies it)
+    plant(alice, carol, alice, "to carol")
+    plant(carol, alice, carol, "carol's own")          # same id, carol's message: no p
+    sa = alice.connect()
+    for other, text in ((bob, "old, edited"), (carol, "to carol, edited")):
+        sa.send(type="edit", target=mid, data=text, cid=other.name, **{"with": other.name})
+        assert sa.expect("ack", cid=other.name)["target"] == mid
+    [theirs] = history(bob, **{"with": alice.name}).json()["messages"]
+    assert theirs["data"] == "old, edited" and theirs["id"] == mid
+    [hers] = history(carol, **{"with": alice.name}).json()["messages"]
+    assert hers["data"] == "carol's own" and "edited" not in hers
+    [mine] = history(alice, **{"with": carol.name}).json()["messages"]
+    assert mine["data"] == "to carol, edited"
+    sa.close()

@@ -183,10 +183,11 @@ class Commands:
         theirs = place.theirs()
         if theirs is not None and not isinstance(res, str):
             # The receiver's copy, where the message has an id of its own (chat:got; a message
-            # from before the copies has the same id in both).  One missing there was never
-            # stored there (its send stopped halfway and was not sent again): nothing to change.
+            # from before the copies has the same id in both), and carries ours (p): an entry
+            # that does not is another message.  One missing there was never stored there (its
+            # send stopped halfway and was not sent again): nothing to change.
             mapped = self.redis.get(keys.chat_got(theirs.user, conn.user, tid)) or tid
-            now, before = self._current(theirs, mapped)
+            now, before = self._current(theirs, mapped, sent_as=tid)
             if now is not None and not now.get("deleted"):
                 self.store.change(theirs.clock, theirs.stream, parse_id(mapped), before,
                                   _changed(now, kind, data, at), kind, window, [theirs.channel()])
@@ -198,14 +199,15 @@ class Commands:
         else:
             conn.reply(_ack(*res, cid, False, target=tid, **place.where()))
 
-    def _current(self, place, tid):
+    def _current(self, place, tid, sent_as=None):
         """Message ``tid`` of ``place``'s stream as it is now (a dict), and as chat:edits holds
-        it ("" when it was never changed); (None, "") when it is not a message there."""
+        it ("" when it was never changed); (None, "") when it is not a message there (with
+        ``sent_as``: not the message whose id in its sender's copy that is)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.xrange(place.stream, tid, tid)
         pipe.hget(keys.chat_edits(place.stream), tid)
         entry, before = pipe.execute()
-        if not entry or "e" in entry[0][1]:
+        if not entry or "e" in entry[0][1] or (sent_as is not None and entry[0][1].get("p") != sent_as):
             return None, ""
         return json.loads(before or entry[0][1]["f"]), before or ""
 
