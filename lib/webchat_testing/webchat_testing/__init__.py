@@ -51,21 +51,32 @@ def _ephemeral_low():
         return 32768
 
 
+#: The ports :func:`free_port` handed out in this process: never twice, since a server may bind
+#: its port long after it was chosen (a stack picks its chat port, then starts Redis and its
+#: Sentinels first).  Suspected in one run: chat's health check at start answered, for 30 s,
+#: by a server that closed the connection, as Redis does with HTTP.
+_given = set()
+
+
 def free_port():
-    """A TCP port free on every address now, for a server started next.  Taken at random below
-    the kernel's ephemeral range: a port the kernel hands out (``bind(0)``) is also where it
-    puts the local end of outgoing connections, and with benchmarks or other test runs opening
-    thousands of them one could take the port before our server binds it (seen: nginx's
-    "Address already in use", a stack answering on someone else's port)."""
+    """A TCP port free on every address now, for a server started next, and not handed out
+    before in this process.  Taken at random below the kernel's ephemeral range: a port the
+    kernel hands out (``bind(0)``) is also where it puts the local end of outgoing
+    connections, and with benchmarks or other test runs opening thousands of them one could
+    take the port before our server binds it (seen: nginx's "Address already in use", a stack
+    answering on someone else's port)."""
     low = min(_ephemeral_low(), 32768)
     for _ in range(200):
         port = random.randrange(10000, low)
+        if port in _given:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("0.0.0.0", port))
             except OSError:
                 continue
-            return port
+        _given.add(port)
+        return port
     with socket.socket() as s:  # a crowded range: let the kernel pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
