@@ -77,13 +77,6 @@ def chat_user_clock(name):
     return "chat:clock:user:" + name.lower()
 
 
-def chat_got(owner, other, mid):
-    """``owner``'s copy holds the private message ``other`` sent with id ``mid`` (in
-    ``other``'s copy): the id it has in ``owner``'s copy.  Kept for the larger of
-    CHAT_DEDUP_WINDOW and CHAT_EDIT_WINDOW: what a re-send or an edit of it is mapped with."""
-    return f"chat:got:{owner.lower()}:{other.lower()}:{mid}"
-
-
 def chat_dm_v1(a, b):
     """The one stream of a private conversation from before each person had their own copy
     (both names lower-cased, in sorted order): read only by the migration

@@ -182,12 +182,11 @@ class Commands:
                                 [place.channel()])
         theirs = place.theirs()
         if theirs is not None and not isinstance(res, str):
-            # The receiver's copy, where the message has an id of its own (chat:got; a message
-            # from before the copies has the same id in both), and carries ours (p): an entry
-            # that does not is another message.  One missing there was never stored there (its
-            # send stopped halfway and was not sent again): nothing to change.
-            mapped = self.redis.get(keys.chat_got(theirs.user, conn.user, tid)) or tid
-            now, before = self._current(theirs, mapped, sent_as=tid)
+            # The receiver's copy, where the message has an id of its own and carries ours (p).
+            # One missing there was never stored there (its send stopped halfway and was not
+            # sent again): nothing to change.
+            mapped = self.store.find_sent(theirs.stream, tid)
+            now, before = self._current(theirs, mapped, sent_as=tid) if mapped else (None, "")
             if now is not None and not now.get("deleted"):
                 self.store.change(theirs.clock, theirs.stream, parse_id(mapped), before,
                                   _changed(now, kind, data, at), kind, window, [theirs.channel()])

@@ -146,24 +146,51 @@ redis.call('PEXPIRE', KEYS[4], ARGV[3])""" + _DEDUP_SET + """
 return {id, msstr, name, 0}
 """
 
+# Shared prelude: ``find_sent(copy, sid, low)``: the id, in a person's copy, of the message
+# whose id in its sender's copy is ``sid`` (its ``p``), looking back from the newest entry to
+# id ``low``; false when it is not there.  A re-send and an edit only come within their
+# windows, so the look back is short.
+_FIND_SENT = """
+local function find_sent(copy, sid, low)
+  local hi = '+'
+  while true do
+    local batch = redis.call('XREVRANGE', copy, hi, low, 'COUNT', 64)
+    for _, e in ipairs(batch) do
+      if e[2][3] == 'p' and e[2][4] == sid then return e[1] end
+    end
+    if #batch < 64 then return false end
+    hi = '(' .. batch[#batch][1]
+  end
+end
+"""
+
 #: A private message, the receiver's call: their copy.  KEYS: the receiver's clock, their copy
-#: (chat:pm:<receiver>:<sender>), chat:convs:<receiver>, chat:sockets:<receiver>, the
-#: chat:got key of the message.  ARGV: frame tail (as SEND_MINE's), max length, age ms, the
-#: receiver's channel, the chat:got key's TTL, the message's id in the sender's copy, the
-#: sender, the receiver's registered name.  Idempotent: a message the receiver's copy holds
-#: already (chat:got) is not stored again.  Else stores it with an id of the receiver's clock
-#: and the sender's id (``p``), publishes it to the receiver and puts the conversation first in
-#: their list.  Returns {id in the receiver's copy, online 0/1}.
-SEND_THEIRS = _REMEMBER + """
-local got = redis.call('GET', KEYS[5])
-if got then return {got, redis.call('EXISTS', KEYS[4])} end""" + _NEW_ID + """
+#: (chat:pm:<receiver>:<sender>), chat:convs:<receiver>, chat:sockets:<receiver>.  ARGV: frame
+#: tail (as SEND_MINE's), max length, age ms, the receiver's channel, "" or (for a message the
+#: sender's call found already stored: a re-send) the lowest id to look for it from, the
+#: message's id in the sender's copy, the sender, the receiver's registered name.  Idempotent:
+#: a re-sent message the receiver's copy holds already (an entry whose ``p`` is its id) is not
+#: stored again.  Else stores it with an id of the receiver's clock and the sender's id
+#: (``p``), publishes it to the receiver and puts the conversation first in their list.
+#: Returns {id in the receiver's copy, online 0/1}.
+SEND_THEIRS = _REMEMBER + _FIND_SENT + """
+if ARGV[5] ~= '' then
+  local got = find_sent(KEYS[2], ARGV[6], ARGV[5])
+  if got then return {got, redis.call('EXISTS', KEYS[4])} end
+end""" + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',"receiver":' .. cjson.encode(ARGV[8]) .. ',' .. ARGV[1]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame, 'p', ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SPUBLISH', ARGV[4], id .. ' ' .. frame)
 remember(KEYS[3], ARGV[7], ms, ARGV[3])
-redis.call('SET', KEYS[5], id, 'EX', ARGV[5])
 return {id, redis.call('EXISTS', KEYS[4])}
+"""
+
+#: The id, in a person's copy, of the message whose id in its sender's copy is ARGV[1]: see
+#: ``find_sent``.  KEYS: the copy.  ARGV: that id, the lowest id to look from.  Returns the id
+#: or false.
+FIND_SENT = _FIND_SENT + """
+return find_sent(KEYS[1], ARGV[1], ARGV[2])
 """
 
 #: What the other person of a private conversation knows a point of a copy by.  KEYS: a

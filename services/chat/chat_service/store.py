@@ -55,11 +55,9 @@ class Store:
         self.dedup_window = cfg["CHAT_DEDUP_WINDOW"]
         self.ack_replicas = cfg["CHAT_ACK_REPLICAS"]
         self.ack_timeout_ms = int(cfg["CHAT_ACK_TIMEOUT"] * 1000)
-        # chat:got lives as long as a re-send (the dedup window) or an edit (the edit window)
-        # may still come, and at least a minute (a send whose second call is retried).
-        self.got_ttl = int(max(cfg["CHAT_DEDUP_WINDOW"], cfg["CHAT_EDIT_WINDOW"], 60))
         self.s_mine = redis.register_script(scripts.SEND_MINE)
         self.s_theirs = redis.register_script(scripts.SEND_THEIRS)
+        self.s_find_sent = redis.register_script(scripts.FIND_SENT)
         self.s_room = redis.register_script(scripts.SEND_ROOM)
         self.s_replay_private = redis.register_script(scripts.REPLAY_PRIVATE)
         self.s_replay_room = redis.register_script(scripts.REPLAY_ROOM)
@@ -74,10 +72,10 @@ class Store:
     def send_private(self, sender, receiver, fields, cid, origin):
         """Store and publish a private message (``fields``: sender, data, cid, media) sent
         from the socket whose token is ``origin`` to ``receiver`` (a registered name, as
-        registered): in the sender's copy (SEND_MINE), then in the receiver's (SEND_THEIRS,
-        which stores it once however often it is asked), so a message acknowledged is in both.
-        A ``cid`` stored before is answered with the first id, and its receiver's copy is made
-        if the first send stopped before it.  Returns (id in the sender's copy, ts, the
+        registered): in the sender's copy (SEND_MINE), then in the receiver's (SEND_THEIRS), so
+        a message acknowledged is in both.  A ``cid`` stored before is answered with the first
+        id, and its receiver's copy is made if the first send stopped before it (SEND_THEIRS
+        looks for it there first, by its ``p``).  Returns (id in the sender's copy, ts, the
         receiver's name, online?, duplicate?)."""
         tail = message_tail(fields)
         channel = keys.chat_user_channel(receiver)
@@ -93,9 +91,14 @@ class Store:
         _, online = self._run(
             self.s_theirs,
             [keys.chat_user_clock(receiver), keys.chat_pm(receiver, sender), keys.chat_convs(receiver),
-             keys.chat_sockets(receiver), keys.chat_got(receiver, sender, mid)],
-            [tail, self.maxlen, self.age_ms, channel, self.got_ttl, mid, sender, name])
+             keys.chat_sockets(receiver)],
+            [tail, self.maxlen, self.age_ms, channel, look_back(mid) if duplicate else "", mid, sender, name])
         return mid, int(ts), name, bool(int(online)), bool(duplicate)
+
+    def find_sent(self, copy, sid):
+        """The id, in ``copy`` (a person's copy of a private conversation), of the message
+        whose id in its sender's copy is ``sid``, or None (looking back a minute before it)."""
+        return self.s_find_sent(keys=[copy], args=[sid, look_back(sid)]) or None
 
     def send_room(self, sender, room, fields, cid):
         """Store and publish a message in ``room``.  Returns (id, ts, duplicate?)."""
@@ -258,6 +261,12 @@ class Store:
         for clock, mid in positions.items():
             args += [_cursor_field(clock), format_id(mid)]
         self.s_cursor(keys=[keys.chat_cursors(user)], args=args, client=client)
+
+
+def look_back(mid):
+    """The lowest id a message ``mid`` of a sender's copy can have in the receiver's copy: its
+    ms, less a minute (the two copies' clocks may be on two Redis servers, a little apart)."""
+    return f"{max(0, parse_id(mid)[0] - 60_000)}-0"
 
 
 def _cursor_field(clock):

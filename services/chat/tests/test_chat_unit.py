@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 from chat_service import scripts
 from chat_service.accounts import Accounts
 from chat_service.presence import Presence
+from chat_service.store import look_back
 from chat_service.wire import ZERO, format_id, parse_id, ws_frame
 from webchat_common import keys, origin_allowed
 from webchat_testing.sessions import login_client
@@ -31,8 +32,8 @@ def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_6
         args=[tail, maxlen, age_ms, keys.chat_user_channel(sender), window, "node.1", name, ""])
     rid, online = r.register_script(scripts.SEND_THEIRS)(
         keys=[keys.chat_user_clock(receiver), keys.chat_pm(receiver, sender), keys.chat_convs(receiver),
-              keys.chat_sockets(receiver), keys.chat_got(receiver, sender, mid)],
-        args=[tail, maxlen, age_ms, channel, 600, mid, sender, name])
+              keys.chat_sockets(receiver)],
+        args=[tail, maxlen, age_ms, channel, look_back(mid) if duplicate else "", mid, sender, name])
     return [mid, ts, name, online, duplicate, rid]
 
 
@@ -50,7 +51,7 @@ def test_a_cid_sent_again_is_stored_once(r):
     first = send_private(r, "bob", "one", cid="c1")
     again = send_private(r, "bob", "one", cid="c1")
     assert again[:3] == first[:3] and first[4] == 0 and again[4] == 1
-    assert again[5] == first[5], "the receiver's copy is made once: chat:got"
+    assert again[5] == first[5], "the receiver's copy is made once: found by its p"
     assert r.xlen(keys.chat_pm("alice", "bob")) == r.xlen(keys.chat_pm("bob", "alice")) == 1
     other = send_private(r, "bob", "two", cid="c2")
     assert other[0] != first[0] and other[4] == 0
@@ -64,6 +65,25 @@ def test_a_cid_sent_again_is_stored_once(r):
     send_private(r, "bob", "same")
     send_private(r, "bob", "same")
     assert r.xlen(keys.chat_pm("alice", "bob")) == r.xlen(keys.chat_pm("bob", "alice")) == 4
+
+
+def test_the_receiver_s_copy_is_made_once_if_the_first_send_stopped_before_it(r):
+    """A send whose second call never ran (the process died between them) is sent again with
+    its cid: the sender's copy answers with the first id, and the receiver's copy is made then,
+    once; asked again, it finds the entry by its p."""
+    register(r, "bob")
+    theirs = keys.chat_pm("bob", "alice")
+    first = send_private(r, "bob", "one", cid="c1")
+    r.delete(theirs)  # (as if the second call had never run)
+    again = send_private(r, "bob", "one", cid="c1")
+    assert again[0] == first[0] and again[4] == 1 and r.xlen(theirs) == 1
+    [(rid, fields)] = r.xrange(theirs)
+    assert rid == again[5] and fields["p"] == first[0]
+    assert send_private(r, "bob", "one", cid="c1")[5] == rid and r.xlen(theirs) == 1
+    # a message of the look back that is not it is not taken for it
+    find = r.register_script(scripts.FIND_SENT)
+    assert find(keys=[theirs], args=[first[0], look_back(first[0])]) == rid
+    assert find(keys=[theirs], args=["1-1", "0-0"]) is None
 
 
 def test_a_cid_is_remembered_for_the_window_only(r):
@@ -176,7 +196,6 @@ def test_private_message_is_stored_as_the_frame_and_published(r):
     assert {k: v for k, v in frame.items() if k not in ("id", "ts")} == {
         "type": "message", "receiver": "bob", "sender": "alice", "data": 'quote " and <tag> and ünïcode'}
     assert tfields["p"] == mid, "the receiver's entry keeps the sender's id"
-    assert r.get(keys.chat_got("bob", "alice", mid)) == rid
     # the receiver hears their copy's frame
     msg = ps.get_message(timeout=1)
     assert msg["type"] == "smessage" and msg["data"] == rid + " " + tfields["f"]
