@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from . import metrics
 from .store import LIVE
-from .wire import PRIVATE, ZERO, Refused, error_frame, format_id, format_rooms, parse_frame, text_frame, ws_frame
+from .wire import PRIVATE, ZERO, Refused, error_frame, parse_frame, positions_fields, text_frame, ws_frame
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +185,7 @@ class Client:
                                 "data": "Some messages you missed are older than the history kept and could not be "
                                         "replayed."})
                 if sync:
-                    positions = self.positions()
-                    last = positions.get(PRIVATE)
-                    self.reply({"type": "sync", "replayed": n, "gap": gap,
-                                "last_id": format_id(last) if last else None, "rooms": format_rooms(positions)})
+                    self.reply({"type": "sync", "replayed": n, "gap": gap, **positions_fields(self.positions())})
         finally:
             self.release()
         return n, gap, issued

@@ -128,12 +128,11 @@ class Conversations:
             place, admit = Place(user, peer=name), []
         else:
             admit = [] if room == self.default_room else [keys.chat_members(room)]
-        mine = keys.chat_read(user)
-        res = self.s_history(keys=[place.stream, keys.chat_edits(place.stream), mine, mine, *admit],
-                             args=[format_id(before) if before else "+", limit, user, place.field, place.field])
+        res = self.s_history(keys=[place.stream, keys.chat_edits(place.stream), keys.chat_read(user), *admit],
+                             args=[format_id(before) if before else "+", limit, user, place.field])
         if res[0] == -1:
             raise _not_member()
-        _, marker, _, *frames = res
+        _, marker, *frames = res
         if room is None:
             read = {user: marker}
             theirs = place.theirs()

@@ -30,8 +30,7 @@ from webchat_common import keys
 
 from . import metrics, scripts, transport
 from .client import Client
-from .wire import (PRIVATE, Refused, control_payload, error, format_id, format_rooms, http_status, parse_frame, payloads,
-                   text_frame)
+from .wire import Refused, control_payload, error, http_status, parse_frame, payloads, positions_fields, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +335,5 @@ def _names(stored):
 
 
 def _positions_json(positions):
-    """``{"last_id": id or null, "rooms": {room: id}}`` of positions (clock -> id), as bytes."""
-    last = positions.get(PRIVATE)
-    return json.dumps({"last_id": format_id(last) if last else None, "rooms": format_rooms(positions)},
-                      separators=(",", ":")).encode()
+    """:func:`.wire.positions_fields` as JSON bytes."""
+    return json.dumps(positions_fields(positions), separators=(",", ":")).encode()

@@ -347,20 +347,20 @@ r[4] = issued(KEYS[2], KEYS[1])
 return r
 """
 
-#: One page of a conversation, newest first, for one of its people, with the read markers.
-#: KEYS: the conversation's stream, its chat:edits hash, the reader's chat:read, the other
-#: person's chat:read (the reader's again for a room), and for a named room its chat:members
-#: (only members read it; the default room is everyone's, and who may read a private
-#: conversation the caller checked).  ARGV: the exclusive upper id ("+": from the newest), how
-#: many messages, the reader (as a member of the set), the conversation's field in the reader's
-#: markers, the reader's field in the other person's.  Returns {-1} (not a member), else {1,
-#: the reader's marker or false, the other's or false, then up to that many plus one message
-#: frames} (one more than asked: the caller knows whether there are more), each as it is now
-#: (edited text or tombstone from chat:edits); changes are skipped.
+#: One page of a conversation, newest first, for one of its people, with their read marker.
+#: KEYS: the stream (a room's, or the reader's copy), its chat:edits hash, the reader's
+#: chat:read, and for a named room its chat:members (only members read it; the default room is
+#: everyone's, and who may read a private conversation the caller checked).  ARGV: the
+#: exclusive upper id ("+": from the newest), how many messages, the reader (as a member of the
+#: set), the conversation's field in the reader's markers.  Returns {-1} (not a member), else
+#: {1, the reader's marker or false, then up to that many plus one message frames} (one more
+#: than asked: the caller knows whether there are more), each as it is now (edited text or
+#: tombstone from chat:edits); changes are skipped.  (The other person's marker of a private
+#: conversation is in their copy's ids: ``PEER_ID``.)
 HISTORY = _PAGE + """
-if KEYS[5] and redis.call('SISMEMBER', KEYS[5], ARGV[3]) == 0 then return {-1} end
+if KEYS[4] and redis.call('SISMEMBER', KEYS[4], ARGV[3]) == 0 then return {-1} end
 local frames = page(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]) + 1)
-local out = {1, redis.call('HGET', KEYS[3], ARGV[4]), redis.call('HGET', KEYS[4], ARGV[5])}
+local out = {1, redis.call('HGET', KEYS[3], ARGV[4])}
 for i = 1, #frames do out[#out + 1] = frames[i] end
 return out
 """

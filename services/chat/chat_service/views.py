@@ -12,7 +12,7 @@ import json
 import socket as pysocket
 import threading
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request, session
+from flask import Blueprint, Response, current_app, g, jsonify, render_template, request, session
 from flask_sock import Sock
 from redis.exceptions import RedisError
 
@@ -260,8 +260,9 @@ def check_handshake():
         return _refuse(503, "shutting_down", "this chat process is restarting: reconnect")
     if node is not None and node.full():
         return _full()
-    if isinstance(_positions(), str):
-        return _refuse(400, "bad_last_id", _positions())
+    g.positions = _positions()  # (read once: the socket's route resumes from them)
+    if isinstance(g.positions, str):
+        return _refuse(400, "bad_last_id", g.positions)
     # No permessage-deflate: chat frames are small, and a zlib context per socket would cost
     # ~300 KiB of memory each (simple-websocket would otherwise accept the browser's offer).
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
@@ -283,5 +284,5 @@ def socket(ws, username):
     except RedisError:
         ws.close(reason=1011, message="chat store unavailable: try again shortly")
         return
-    conn = Connection(node, ws, username, session.key_hash, rooms, _positions())
+    conn = Connection(node, ws, username, session.key_hash, rooms, g.positions)
     conn.run()

@@ -75,9 +75,12 @@ def parse_rooms(text, most):
     return out
 
 
-def format_rooms(positions):
-    """The rooms' positions of a map of positions (clock -> id), as answered: room -> id text."""
-    return {clock: format_id(mid) for clock, mid in sorted(positions.items()) if clock != PRIVATE}
+def positions_fields(positions):
+    """Positions (clock -> id) as a client is told them (``sync``, a long-poll's answer):
+    ``{"last_id": the private one or None, "rooms": {room: id}}``."""
+    last = positions.get(PRIVATE)
+    return {"last_id": format_id(last) if last else None,
+            "rooms": {clock: format_id(mid) for clock, mid in sorted(positions.items()) if clock != PRIVATE}}
 
 
 def ws_frame(opcode, payload):

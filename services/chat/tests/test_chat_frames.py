@@ -6,7 +6,7 @@ import json
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chat_service.wire import (PRIVATE, Refused, format_id, format_rooms, parse_frame, parse_id, parse_rooms, payloads,
+from chat_service.wire import (PRIVATE, Refused, format_id, parse_frame, parse_id, parse_rooms, payloads, positions_fields,
                                poll_id, text_frame, ws_frame)
 from webchat_common.names import is_room_name
 
@@ -152,7 +152,8 @@ def test_any_rooms_text_gives_positions_or_none(text):
 def test_positions_round_trip_through_the_rooms_text(positions):
     text = ",".join(f"{room}:{format_id(mid)}" for room, mid in positions.items())
     assert parse_rooms(text, 51) == positions
-    assert format_rooms({PRIVATE: (1, 2), **positions}) == {room: format_id(mid) for room, mid in positions.items()}
+    assert positions_fields({PRIVATE: (1, 2), **positions}) == {
+        "last_id": "1-2", "rooms": {room: format_id(mid) for room, mid in positions.items()}}
 
 
 @given(st.lists(room_names, min_size=1, max_size=5, unique=True), ids)
