@@ -269,6 +269,12 @@ class ClusterSet:
         for server in self.servers:
             server.stop()
 
+    def wipe(self):
+        """Delete the stopped nodes' data (each :meth:`RedisServer.wipe`), not their
+        ``nodes.conf``: the same Cluster (its nodes, slots and roles) starts again empty."""
+        for server in self.servers:
+            server.wipe()
+
     def __enter__(self):
         return self.start()
 
