@@ -11,7 +11,9 @@ connection, Redis coming back empty; about 2 minutes on one Redis).  The other u
 ``chat_stack`` run on one Redis only, so that ``make test`` stays short: the browser suites
 (``test_chat_page*.py``, about 70 s) add the page's own code, which does not see the topology,
 over server paths the three suites above already drive; ``test_chat_hostile.py`` (about 20 s)
-is hypothesis's frames, mostly refused by chat's parsers before any Redis call."""
+is hypothesis's frames, mostly refused by chat's parsers before any Redis call, and a re-sent
+``cid`` stored once is checked on a Cluster by the fault suite, under a failover (scenario h,
+``cluster_stack``)."""
 import re
 from types import SimpleNamespace
 
@@ -251,6 +253,17 @@ def page_opener(chromium, stack):
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory):
     with Stack(tmp_path_factory.mktemp("faultstack"), chat_replicas=2, env=FAULT_ENV) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(tmp_path_factory):
+    """A stack on a Redis Cluster (REDIS_TOPOLOGY=cluster: three primaries with a replica each;
+    chat acknowledges a message once a replica of its shard holds it) with the fault suite's
+    settings, for the fault suite's Cluster failover scenario, which kills a primary and heals
+    the Cluster afterwards (``heal()``)."""
+    with Stack(tmp_path_factory.mktemp("clusterstack"), chat_replicas=2, env=FAULT_ENV,
+               redis_topology="cluster") as s:
         yield s
 
 
