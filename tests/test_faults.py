@@ -26,8 +26,8 @@ g. kill -9 of the Redis primary of a stack on Redis with failover (``REDIS_TOPOL
    its own (the ``ha_stack`` fixture);
 h. kill -9 of the Redis Cluster primary that holds the scenario room's stream, on a stack on a
    Redis Cluster (``REDIS_TOPOLOGY=cluster``: the other nodes promote its replica; chat
-   acknowledges only what a replica of the shard that took the write holds), on a stack of its
-   own (the ``cluster_stack`` fixture).
+   acknowledges only what a replica of the shard that took the write holds), started again
+   once its replica is promoted, on a stack of its own (the ``cluster_stack`` fixture).
 
 Then sending goes on until every client has been sending and receiving since the fault,
 stops, every client waits for its acks, every receiver for its messages, and the figures are
@@ -451,17 +451,20 @@ def fault_nginx_reload(stack, clients, probe):
 
 
 def fault_redis_failover(stack, clients, probe):
-    """kill -9 of the primary: Sentinel's one primary, or the Cluster primary of the scenario
-    room's stream (which every client writes to; other keys of the scenario, sessions and
-    private copies, share that shard by their slots).  The fault is over once a replica is
-    promoted (the clients have been trying all along).  The test starts the old primary again
-    afterwards."""
+    """kill -9 of the primary, until a replica is promoted (the clients have been trying all
+    along).  With Sentinel: the one primary; the test starts it again afterwards (two replicas:
+    the new primary still has one).  On a Cluster: the primary of the scenario room's stream,
+    which every client writes to (sessions and private copies of the scenario have keys on it
+    too, by their slots); once its replica is promoted, the killed node is started again and
+    rejoins as the new primary's replica, as a supervisor would restart it: with one replica
+    per primary, the shard has none until then, and chat acknowledges none of its writes
+    (CHAT_ACK_REPLICAS=1)."""
     t = time.monotonic()
     if stack.redis_topology == "cluster":
-        old = stack.redis.kill_primary(keys.chat_room(clients[0].room))
+        stack.redis.wait_failover(stack.redis.kill_primary(keys.chat_room(clients[0].room)))
+        stack.redis.heal()
     else:
-        old = stack.redis.kill_primary()
-    stack.redis.wait_failover(old)
+        stack.redis.wait_failover(stack.redis.kill_primary())
     return [t]
 
 
@@ -476,7 +479,7 @@ SCENARIOS = {
 #: Each on a stack with Redis failover of its own (the fixture named): the primary killed.
 FAILOVERS = {
     "g": ("kill -9 of the Redis primary, Sentinel failover", "ha_stack"),
-    "h": ("kill -9 of a Redis Cluster primary (the room's), Cluster failover", "cluster_stack"),
+    "h": ("kill -9 of a Redis Cluster primary (the room's), Cluster failover, started again", "cluster_stack"),
 }
 
 
