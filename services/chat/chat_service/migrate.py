@@ -22,6 +22,7 @@ Steps:
   read until they expire (``chat:dm:``, ``chat:cursor:``) keep their names.  (Chat never ran
   on a Redis Cluster before this step, so it only ever renames within one server.)
 """
+import itertools
 import json
 import logging
 import time
@@ -123,17 +124,20 @@ def tagged_name(key):
     return None
 
 
-def hash_tags(r):
+def hash_tags(r, batch=1000):
     renamed = kept = 0
-    for key in r.scan_iter(match="chat:*", count=1000):
-        new = tagged_name(key)
-        if new is None:
-            continue
-        if r.renamenx(key, new):
-            renamed += 1
-        elif r.exists(key):
-            kept += 1
-            log.warning("migration hash-tags: %s not renamed: %s exists already", key, new)
+    names = r.scan_iter(match="chat:*", count=batch)
+    while chunk := list(itertools.islice(names, batch)):
+        pairs = [(key, new) for key in chunk if (new := tagged_name(key))]
+        pipe = r.pipeline(transaction=False)
+        for key, new in pairs:
+            pipe.execute_command("RENAMENX", key, new)
+        for (key, new), done in zip(pairs, pipe.execute(raise_on_error=False)):
+            if done == 1:
+                renamed += 1
+            elif r.exists(key):
+                kept += 1
+                log.warning("migration hash-tags: %s not renamed (%s): %s exists already", key, done, new)
     log.info("migration hash-tags: %d keys renamed, %d left", renamed, kept)
 
 

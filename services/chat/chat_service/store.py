@@ -32,8 +32,8 @@ from collections import defaultdict
 import gevent
 from gevent.event import AsyncResult, Event
 from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, ConnectionError, MovedError, NoScriptError, RedisError, TimeoutError, \
-    TryAgainError
+from redis.exceptions import ClusterDownError, ConnectionError, MovedError, NoScriptError, RedisClusterException, \
+    RedisError, TimeoutError, TryAgainError
 
 from webchat_common.redis_store import REDIS_ERRORS
 
@@ -195,12 +195,15 @@ class Store:
         if not self.cluster:
             return self._on_node(self.redis, batch)
         groups = defaultdict(list)
+        results = [None] * len(batch)
         for i, (_, keys_, _, _) in enumerate(batch):
-            groups[self.redis.get_node_from_key(keys_[0]).name].append(i)
+            try:
+                groups[self.redis.get_node_from_key(keys_[0]).name].append(i)
+            except (RedisClusterException, AttributeError):  # a slot no primary serves now
+                results[i] = ClusterDownError("no primary serves this message's slot now")
         jobs = [(gevent.spawn(self._on_node, self.redis.get_redis_connection(self.redis.get_node(node_name=name)),
                               [batch[i] for i in idx]), idx) for name, idx in groups.items()]
         gevent.joinall([job for job, _ in jobs])
-        results = [None] * len(batch)
         for job, idx in jobs:
             out = job.value if job.successful() else [job.exception] * len(idx)
             for i, r in zip(idx, out):
