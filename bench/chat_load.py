@@ -5,6 +5,7 @@ different chat processes, side by side against Flask-SocketIO and an in-memory f
     python bench/chat_load.py --sockets 100 --variants webchat,inmem --duration 10
     python bench/chat_load.py --max-sockets --max-variants webchat,inmem
     python bench/chat_load.py --sockets 100,1000 --variants webchat,webchat-sentinel,webchat-sentinel-async --rounds 3
+    python bench/chat_load.py --sockets 100,1000 --variants webchat,webchat-cluster,webchat-cluster-async --rounds 3
 
 For each N and variant: start the server fresh (its own Redis), create N users with a session each,
 open N sockets through the gateway (client processes separate from the server, each socket from one
@@ -491,15 +492,24 @@ def percentile(sorted_values, q):
 
 def redis_calls(url):
     """{command: calls} from Redis' INFO commandstats (for Redis commands per delivered message;
-    the primary's, with Sentinel)."""
+    the primary's, with Sentinel; every primary's, added up, on a Cluster)."""
+    from redis.cluster import RedisCluster
+
     from webchat_common.redis_store import open_client
 
     r = open_client(url)
     try:
-        stats = r.info("commandstats")
+        if isinstance(r, RedisCluster):
+            per_node = list(r.info("commandstats", target_nodes=RedisCluster.PRIMARIES).values())  # {node: stats}
+        else:
+            per_node = [r.info("commandstats")]
     finally:
         r.close()
-    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+    calls = collections.defaultdict(int)
+    for stats in per_node:
+        for k, v in stats.items():
+            calls[k.removeprefix("cmdstat_")] += v["calls"]
+    return dict(calls)
 
 
 def start_profiles(pids, args, tag):
@@ -585,7 +595,8 @@ def measure(variant_name, n, args, max_mode=False, active=None):
         )
         if connected < 2:
             raise RuntimeError(f"{variant_name}: no sockets opened ({result['first_error']})")
-        server_pids = workers + variant.other_pids()
+        primaries = variant.redis_primary_pids()
+        server_pids = workers + variant.other_pids() + [p for p in primaries if p not in variant.other_pids()]
         per_client_active = None if active is None else max(1, math.ceil(active / len(conns)))
         for c in conns:
             c.send(("go", args.warmup, args.duration, per_client_active))
@@ -597,6 +608,7 @@ def measure(variant_name, n, args, max_mode=False, active=None):
         t0 = time.monotonic()
         time.sleep(args.duration)
         cpu1 = {p: cpu_seconds(p) for p in server_pids}
+        redis_cpu = [cpu1.get(p, 0) - cpu0.get(p, 0) for p in primaries]
         sys1 = {p: cpu_seconds(p, "sys") for p in workers}
         calls1 = redis_calls(variant.redis_url)
         wall = time.monotonic() - t0
@@ -612,7 +624,9 @@ def measure(variant_name, n, args, max_mode=False, active=None):
             # CPU time per delivered message: less at the mercy of other load on the machine than msgs/s
             worker_us_per_msg=1e6 * sum(cpu1[p] - cpu0[p] for p in workers) / delivered if delivered else float("nan"),
             other_us_per_msg=1e6 * sum(cpu1[p] - cpu0[p] for p in variant.other_pids()) / delivered if delivered else float("nan"),
-            redis_us_per_msg=1e6 * (cpu1.get(variant.redis_pid(), 0) - cpu0.get(variant.redis_pid(), 0)) / delivered if delivered else float("nan"),
+            redis_us_per_msg=1e6 * sum(redis_cpu) / delivered if delivered else float("nan"),
+            # per primary (one entry on one Redis): how evenly a Cluster's shards share the work
+            redis_us_per_msg_by_primary=[round(1e6 * c / delivered, 1) for c in redis_cpu] if delivered else [],
             client_us_per_msg=1e6 * sum(o["client_cpu"] for o in outs) / delivered if delivered else float("nan"),
             rss_end_kib=sum(rss_kib(p) for p in workers),
         )
@@ -681,12 +695,14 @@ def ratios(results):
                 out.append(f"N={n}: webchat/{base} = {ours['msgs_per_s'] / b['msgs_per_s']:.2f}x msgs/s "
                            f"(target >= 2.5x), p99 {ours['p99_ms']:.0f} vs {b['p99_ms']:.0f} ms "
                            f"(target <=) -> {'MET' if ok else 'MISSED'}")
-        for name in ("webchat-sentinel", "webchat-sentinel-async"):
+        for name in ("webchat-sentinel", "webchat-sentinel-async", "webchat-cluster", "webchat-cluster-async"):
             ha = vs.get(name)
             if ha:
+                shards = ha.get("redis_us_per_msg_by_primary") or []
                 out.append(f"N={n}: {name}/webchat = {ha['msgs_per_s'] / ours['msgs_per_s']:.2f}x msgs/s, "
                            f"p99 {ha['p99_ms']:.0f} vs {ours['p99_ms']:.0f} ms, Redis primary CPU "
-                           f"{ha['redis_us_per_msg']:.0f} vs {ours['redis_us_per_msg']:.0f} us per delivered message")
+                           f"{ha['redis_us_per_msg']:.0f} vs {ours['redis_us_per_msg']:.0f} us per delivered message"
+                           + (f" (per primary: {', '.join(f'{x:.0f}' for x in shards)})" if len(shards) > 1 else ""))
         b = vs.get("inmem")
         if b:
             x = ours["msgs_per_s"] / b["msgs_per_s"]

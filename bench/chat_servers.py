@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from localstack import Stack, nginx_binary, stop_processes  # noqa: E402
 from webchat_testing import RedisServer, free_port, wait_until  # noqa: E402
 
-VARIANTS = ("webchat", "webchat-sentinel", "webchat-sentinel-async", "fsio", "fsio-history", "inmem")  # chat_load.py's (fsio-polling is longpoll_bench.py's)
+VARIANTS = ("webchat", "webchat-sentinel", "webchat-sentinel-async", "webchat-cluster", "webchat-cluster-async", "fsio", "fsio-history", "inmem")  # chat_load.py's (fsio-polling is longpoll_bench.py's)
 
 # The baselines' gateway: the same process model and connection settings as gateway/nginx.conf.template
 # (worker_processes auto, HTTP/1.1 upstream, Upgrade headers), without the parts that do not touch
@@ -137,8 +137,10 @@ class Variant:
         """Processes that are not the chat workers but do work for every message (nginx, Redis)."""
         return []
 
-    def redis_pid(self):
-        return None
+    def redis_primary_pids(self):
+        """The Redis servers that take the commands of every message (their CPU is "Redis"): the
+        one server, or the primaries."""
+        return []
 
     def wait_workers(self, timeout=30):
         wait_until(lambda: len(self.workers()) >= len(self.masters()), timeout=timeout, what=f"{self.name} workers")
@@ -194,8 +196,8 @@ class WebchatVariant(Variant):
     def masters(self):
         return [p.pid for p in self.stack.services["chat"].procs]
 
-    def redis_pid(self):
-        return self.stack.redis.proc.pid if self.stack.redis.proc else None
+    def redis_primary_pids(self):
+        return [self.stack.redis.proc.pid] if self.stack.redis.proc else []
 
     def redis_pids(self):
         return [self.stack.redis.proc.pid] if self.stack.redis.proc else []
@@ -212,13 +214,13 @@ class WebchatVariant(Variant):
 
 class WebchatSentinelVariant(WebchatVariant):
     """webchat on Redis with failover (REDIS_TOPOLOGY=sentinel): a primary, two replicas, three
-    Sentinels, and every ack waiting for a replica (CHAT_ACK_REPLICAS=1).  ``redis_pid`` is the
-    primary's; the replicas and Sentinels count among the other processes."""
+    Sentinels, and every ack waiting for a replica (CHAT_ACK_REPLICAS=1).  Redis is the
+    primary; the replicas and Sentinels count among the other processes."""
     name = "webchat-sentinel"
     topology = "sentinel"
 
-    def redis_pid(self):
-        return self.stack.redis.primary().pid
+    def redis_primary_pids(self):
+        return [self.stack.redis.primary().pid]
 
     def redis_pids(self):
         ha = self.stack.redis
@@ -229,6 +231,29 @@ class WebchatSentinelAsyncVariant(WebchatSentinelVariant):
     """The same, but acks do not wait for a replica (CHAT_ACK_REPLICAS=0): what the WAIT costs,
     apart from the replicas' and Sentinels' own work."""
     name = "webchat-sentinel-async"
+
+    def start(self):
+        self.env["CHAT_ACK_REPLICAS"] = "0"
+        return super().start()
+
+
+class WebchatClusterVariant(WebchatVariant):
+    """webchat on a Redis Cluster (REDIS_TOPOLOGY=cluster): three primaries and a replica each,
+    every ack waiting for a replica of the shard that took it (CHAT_ACK_REPLICAS=1).  Redis is
+    the three primaries; the replicas count among the other processes."""
+    name = "webchat-cluster"
+    topology = "cluster"
+
+    def redis_primary_pids(self):
+        return [s.pid for s in self.stack.redis.primaries()]
+
+    def redis_pids(self):
+        return [s.pid for s in self.stack.redis.servers if s.pid]
+
+
+class WebchatClusterAsyncVariant(WebchatClusterVariant):
+    """The same, but acks do not wait for a replica (CHAT_ACK_REPLICAS=0), as on one Redis."""
+    name = "webchat-cluster-async"
 
     def start(self):
         self.env["CHAT_ACK_REPLICAS"] = "0"
@@ -299,8 +324,8 @@ class BaselineVariant(Variant):
     def masters(self):
         return [p.pid for p in self.procs]
 
-    def redis_pid(self):
-        return self.redis.proc.pid if self.redis.proc else None
+    def redis_primary_pids(self):
+        return [self.redis.proc.pid] if self.redis.proc else []
 
     def other_pids(self):
         pids = [self.redis.proc.pid] if self.redis.proc else []
@@ -347,6 +372,7 @@ class InmemVariant(BaselineVariant):
 
 def make_variant(name, state_dir, **kw):
     cls = {"webchat": WebchatVariant, "webchat-sentinel": WebchatSentinelVariant,
-           "webchat-sentinel-async": WebchatSentinelAsyncVariant, "fsio": FsioVariant, "fsio-history": FsioHistoryVariant,
+           "webchat-sentinel-async": WebchatSentinelAsyncVariant, "webchat-cluster": WebchatClusterVariant,
+           "webchat-cluster-async": WebchatClusterAsyncVariant, "fsio": FsioVariant, "fsio-history": FsioHistoryVariant,
            "inmem": InmemVariant, "fsio-polling": FsioPollingVariant}[name]
     return cls(state_dir, **kw)

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "services" / "chat"), str(ROOT / "lib" / "webchat_common"), str(ROOT / "lib" / "webchat_testing")]
 
 from chat_service.presence import Presence  # noqa: E402
+from webchat_common import keys  # noqa: E402
 from webchat_testing import RedisServer  # noqa: E402
 
 CFG = {"CHAT_PRESENCE_TTL": 30, "CHAT_MAX_SOCKETS_PER_USER": 10}
@@ -54,7 +55,7 @@ def one_round(r, users):
     r.zadd("chat:nodes", {node.holder: 0})  # it missed its beats: the next sweep claims it
     out["sweep"] = timed(r, Presence(r, "sweeper", CFG).sweep)
     out["renew"] = timed(r, lambda: node.beat(lambda: held, lambda u: True))
-    assert r.hlen(f"chat:sockets:{users[0].lower()}") == 1, "the renewal holds the users again"
+    assert r.hlen(keys.chat_sockets(users[0])) == 1, "the renewal holds the users again"
     return out
 
 

@@ -183,7 +183,7 @@ def test_one_user_cannot_open_unlimited_sockets(chat_stack, r):
     assert sb.expect("ack", cid="x")
     for s in socks:
         assert s.expect("message", cid="x")
-    counts = r.hgetall(f"chat:sockets:{mallory.name.lower()}")
+    counts = r.hgetall(keys.chat_sockets(mallory.name))
     assert sum(map(int, counts.values())) == 8, counts
     socks.pop().close()
     again = None

@@ -1,16 +1,12 @@
 """Auth and files on a Redis Cluster (``REDIS_URL=redis+cluster://``, docs/cluster.md): the real
 services under gunicorn on a :class:`ClusterSet` of six redis-server processes, driven over
-HTTP; a kill -9 of the primary that holds a logged-in session; and chat, which refuses a
-Cluster at start.
+HTTP; and a kill -9 of the primary that holds a logged-in session.
 
 What a failover promises a session (sessions are written without ``WAIT``): one its primary's
 replica had received survives (the replica is promoted with it); one written in the last
 milliseconds before the kill may be lost, and its user logs in again.  The test waits for the
 replica to hold the session before the kill, so it checks the first promise, and measures how
 long requests fail (503, never a logout) until the promoted replica serves them."""
-import os
-import subprocess
-import sys
 import time
 
 import requests
@@ -121,15 +117,6 @@ def test_a_session_survives_the_failover_of_its_primary(cluster_services):
             assert requests.get(svc.url + "/readyz", timeout=5).status_code == 200
     finally:
         cluster.heal()
-
-
-def test_chat_refuses_a_cluster_at_start():
-    """Before it contacts any node (nothing listens on this one)."""
-    started = subprocess.run([sys.executable, "-c", "from chat_service import create_app; create_app()"],
-                             env={**os.environ, "REDIS_URL": "redis+cluster://127.0.0.1:1"},
-                             capture_output=True, text=True, timeout=60)
-    assert started.returncode != 0
-    assert "chat does not run on yet" in started.stderr and "docs/cluster.md" in started.stderr
 
 
 def test_with_every_node_down_requests_get_503_and_work_again_after(cluster_services):

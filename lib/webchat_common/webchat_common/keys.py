@@ -44,7 +44,23 @@ def media_by_owner(user):
     return "media:owner:" + user.lower()
 
 
-# Chat (services/chat; docs/chat.md explains how they work together).
+# Chat (services/chat; docs/chat.md explains how they work together).  A key or channel of one
+# person holds their hash tag (``{u:<name>}``) and one of a room the room's (``{r:<room>}``), so
+# that on a Redis Cluster everything of one owner is in one slot and each of chat's scripts
+# works on one slot (docs/cluster.md, "Slots by owner").
+
+
+def _user_tag(name):
+    """The hash tag of ``name``'s chat keys and channels."""
+    return "{u:" + name.lower() + "}"
+
+
+def _room_tag(room):
+    """The hash tag of room ``room``'s keys and channel."""
+    return "{r:" + room + "}"
+
+
+
 #: Hash (fields ms, seq): the clock of private messages, which makes their ids.
 CHAT_CLOCK = "chat:clock"
 #: Zset: the chat processes (holder ids), scored by the expiry (ms) each pushes forward on its
@@ -55,7 +71,11 @@ CHAT_NODES = "chat:nodes"
 #: process running them (a string, expiring).
 CHAT_MIGRATED = "chat:migrated"
 CHAT_MIGRATING = "chat:migrating"
-CHAT_PRESENCE_PREFIX = "chat:p:"
+#: Prefixes of the channels of a user (their messages), a room, a user's presence: a channel is
+#: the prefix, the name, then "}".
+CHAT_USER_CHANNEL_PREFIX = "chat:u:{u:"
+CHAT_ROOM_CHANNEL_PREFIX = "chat:r:{r:"
+CHAT_PRESENCE_PREFIX = "chat:p:{u:"
 
 
 def chat_pm(owner, other):
@@ -64,17 +84,12 @@ def chat_pm(owner, other):
     is a message (field ``f``: the frame JSON as ``owner`` sees it; ``p``: on a message
     ``other`` sent, its id in ``other``'s copy; ``o``: the long-poll tab ``owner`` sent it
     from) or a change to one (fields ``f``, the ``edit`` or ``delete`` frame, and ``e``)."""
-    return f"chat:pm:{owner.lower()}:{other.lower()}"
-
-
-#: Prefix of the private copies (the replay script builds them from a user's conversations,
-#: see :func:`chat_pm`).
-CHAT_PM_PREFIX = "chat:pm:"
+    return f"chat:pm:{_user_tag(owner)}:{other.lower()}"
 
 
 def chat_user_clock(name):
     """Hash (fields ms, seq): ``name``'s clock, which makes the ids of their private copies."""
-    return "chat:clock:user:" + name.lower()
+    return "chat:clock:user:" + _user_tag(name)
 
 
 def chat_dm_v1(a, b):
@@ -87,36 +102,36 @@ def chat_dm_v1(a, b):
 
 def chat_room(room):
     """Stream of the messages of room ``room`` (entries as :func:`chat_pm`'s, without ``p``)."""
-    return "chat:room:" + room
+    return "chat:room:" + _room_tag(room)
 
 
 def chat_room_clock(room):
     """Hash (fields ms, seq): room ``room``'s clock, which makes the ids of its messages."""
-    return "chat:clock:room:" + room
+    return "chat:clock:room:" + _room_tag(room)
 
 
 def chat_edits(stream):
     """Hash of the messages of a conversation stream that were edited or deleted: message id
-    -> the message frame as it is now (the text edited, or a tombstone)."""
+    -> the message frame as it is now (the text edited, or a tombstone); in the stream's slot."""
     return "chat:edits:" + stream.removeprefix("chat:")
 
 
 def chat_convs(name):
     """Zset of ``name``'s private conversations: the other person's registered name, scored by
     the ms of the conversation's last message."""
-    return "chat:convs:" + name.lower()
+    return "chat:convs:" + _user_tag(name)
 
 
 def chat_read(name):
     """Hash of ``name``'s read markers: ``@<lower(other person)>`` or ``#<room>`` -> the id up to
     which ``name`` read that conversation (only ever moved forward)."""
-    return "chat:read:" + name.lower()
+    return "chat:read:" + _user_tag(name)
 
 
 def chat_cursors(name):
     """Hash of where ``name`` was delivered messages up to, per clock: ``@`` (their private
     messages) or ``#<room>`` -> id (a new socket's replay starts after it)."""
-    return "chat:cursors:" + name.lower()
+    return "chat:cursors:" + _user_tag(name)
 
 
 def chat_cursor_v1(name):
@@ -127,18 +142,18 @@ def chat_cursor_v1(name):
 
 
 def chat_rooms(name):
-    return "chat:rooms:" + name.lower()
+    return "chat:rooms:" + _user_tag(name)
 
 
 def chat_members(room):
-    return "chat:members:" + room
+    return "chat:members:" + _room_tag(room)
 
 
 def chat_sockets(name):
     """Hash: holder (a chat process's presence id) -> how many sockets of ``name`` that process
     holds.  ``name`` is online while it has a field; the per-user cap
     (``CHAT_MAX_SOCKETS_PER_USER``) adds them up."""
-    return "chat:sockets:" + name.lower()
+    return "chat:sockets:" + _user_tag(name)
 
 
 def chat_node(holder):
@@ -147,11 +162,14 @@ def chat_node(holder):
     return "chat:node:" + holder
 
 
-def chat_cid(sender, target, cid):
+def chat_cid(sender, cid, receiver=None, room=None):
     """String ``<id> <ts> <receiver>``, for ``CHAT_DEDUP_WINDOW`` seconds: the message ``sender``
-    sent to ``target`` (a user or room channel name) with client id ``cid`` is stored; the same
-    ``cid`` sent again is acknowledged with that id and not stored twice."""
-    return f"chat:cid:{sender.lower()}:{target}:{cid}"
+    sent to ``receiver`` (a user) or in ``room`` with client id ``cid`` is stored; the same
+    ``cid`` sent again is acknowledged with that id and not stored twice.  In the slot of the
+    call that stores the message: the sender's for a private message, the room's."""
+    if room is not None:
+        return f"chat:cid:{_room_tag(room)}:{sender.lower()}:{cid}"
+    return f"chat:cid:{_user_tag(sender)}:@{receiver.lower()}:{cid}"
 
 
 def chat_poll(name, poll_id):
@@ -160,29 +178,30 @@ def chat_poll(name, poll_id):
     these are the users it watches, and this many clients have served the tab (the newest,
     on whichever chat process its last poll reached, is the one); any chat process that gets
     its next poll continues it from here."""
-    return f"chat:poll:{name.lower()}:{poll_id}"
+    return f"chat:poll:{_user_tag(name)}:{poll_id}"
 
 
 def chat_rate(name):
     """Hash ``t`` (s), ``n`` (tokens): ``name``'s token bucket for frames sent over HTTP (``POST
     /chat/api/messages``; a WebSocket keeps its own in memory), expiring once full again."""
-    return "chat:rate:" + name.lower()
+    return "chat:rate:" + _user_tag(name)
 
 
 def chat_typing(name, poll_id):
     """String, for CHAT_TYPING_INTERVAL: a long-poll client of ``name`` sent a typing frame."""
-    return f"chat:typing:{name.lower()}:{poll_id}"
+    return f"chat:typing:{_user_tag(name)}:{poll_id}"
 
 
 def chat_user_channel(name):
-    return "chat:u:" + name.lower()
+    return CHAT_USER_CHANNEL_PREFIX + name.lower() + "}"
 
 
 def chat_room_channel(room):
-    return "chat:r:" + room
+    return CHAT_ROOM_CHANNEL_PREFIX + room + "}"
 
 
 def chat_presence_channel(name):
     """Pub/sub channel of ``name``'s presence changes, heard by the processes whose sockets
     watch ``name``."""
-    return CHAT_PRESENCE_PREFIX + name.lower()
+    return CHAT_PRESENCE_PREFIX + name.lower() + "}"
+

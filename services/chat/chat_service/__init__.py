@@ -23,7 +23,6 @@ docs/configuration.md, the Redis keys in docs/redis-keys.md.
 from flask import Flask
 
 import webchat_common
-from webchat_common.redis_store import is_cluster_url
 
 from . import transport
 from .config import ChatConfig
@@ -37,9 +36,6 @@ def create_app(config=None):
     """App factory.  ``config`` (a mapping) replaces the environment, for tests."""
     app = Flask(__name__)
     webchat_common.load_config(app, ChatConfig, config)
-    if is_cluster_url(app.config["REDIS_URL"]):
-        raise RuntimeError("REDIS_URL is a Redis Cluster (redis+cluster://), which chat does not run on yet: "
-                           "its scripts touch keys of several slots; see docs/cluster.md")
     app.config["CHAT_ORIGINS"] = {
         o.strip().rstrip("/").lower() for o in app.config["CHAT_ALLOWED_ORIGINS"].split(",") if o.strip()}
     transport.untrack_greenlets()

@@ -14,6 +14,7 @@ from webchat_common import keys
 from webchat_common.names import is_room_name, is_user_name
 
 from . import scripts
+from .lua import Lua, Pipeline
 from .accounts import Accounts
 from .wire import format_id, http_status, parse_id
 
@@ -79,10 +80,11 @@ class Conversations:
         self.members_max = cfg["CHAT_MEMBERS_MAX"]
         self.ttl_ms = int(cfg["CHAT_HISTORY_AGE"] * 1000)
         self.accounts = Accounts(redis)
-        self.s_history = redis.register_script(scripts.HISTORY)
-        self.s_summary = redis.register_script(scripts.SUMMARY)
-        self.s_read = redis.register_script(scripts.READ)
-        self.s_peer_id = redis.register_script(scripts.PEER_ID)
+        self.s_history = Lua(redis, scripts.HISTORY)
+        self.s_summary = Lua(redis, scripts.SUMMARY)
+        self.s_unread = Lua(redis, scripts.UNREAD)
+        self.s_mark = Lua(redis, scripts.MARK)
+        self.s_peer_id = Lua(redis, scripts.PEER_ID)
         self.peer_scan = 2 * cfg["CHAT_HISTORY_LENGTH"]
 
     def locate(self, user, peer=None, room=None, rooms=None):
@@ -128,11 +130,15 @@ class Conversations:
             place, admit = Place(user, peer=name), []
         else:
             admit = [] if room == self.default_room else [keys.chat_members(room)]
-        res = self.s_history(keys=[place.stream, keys.chat_edits(place.stream), keys.chat_read(user), *admit],
-                             args=[format_id(before) if before else "+", limit, user, place.field])
+        # (The reader's marker is in the reader's slot, the page in the conversation's.)
+        pipe = Pipeline(self.redis)
+        pipe.hget(keys.chat_read(user), place.field)
+        self.s_history(keys=[place.stream, keys.chat_edits(place.stream), *admit],
+                       args=[format_id(before) if before else "+", limit, user], client=pipe)
+        marker, res = pipe.execute()
         if res[0] == -1:
             raise _not_member()
-        _, marker, *frames = res
+        _, *frames = res
         if room is None:
             read = {user: marker}
             theirs = place.theirs()
@@ -164,7 +170,7 @@ class Conversations:
         peers = self.redis.zrevrange(keys.chat_convs(user), 0, self.listed - 1)
         places = [Place(user, peer=p) for p in peers] + [Place(user, room=r) for r in sorted(rooms)]
         marks = self.redis.hmget(keys.chat_read(user), [p.field for p in places]) if places else []
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = Pipeline(self.redis)
         for place, mark in zip(places, marks):
             self.s_summary(keys=[place.stream, keys.chat_edits(place.stream)],
                            args=[mark or "", self.unread_cap], client=pipe)
@@ -195,9 +201,14 @@ class Conversations:
     def read(self, place, up_to):
         """Move ``place.user``'s read marker up to message ``up_to`` (an id tuple), never back.
         Returns (moved?, the marker, unread count after it), or None when ``up_to`` is not a
-        message of the conversation."""
-        res = self.s_read(keys=[keys.chat_read(place.user), place.stream],
-                          args=[place.field, format_id(up_to), self.unread_cap, self.ttl_ms])
-        if res[0] == -1:
+        message of the conversation.  The message is checked (and what follows it counted) in
+        the conversation's slot, then the marker moved in the reader's: two calls, and a
+        marker already further is counted from again."""
+        tid = format_id(up_to)
+        unread = self.s_unread(keys=[place.stream], args=[tid, self.unread_cap, "check"])
+        if unread == -1:
             return None
-        return bool(res[0]), res[1], res[2]
+        moved, marker = self.s_mark(keys=[keys.chat_read(place.user)], args=[place.field, tid, self.ttl_ms])
+        if marker != tid:
+            unread = self.s_unread(keys=[place.stream], args=[marker, self.unread_cap, ""])
+        return bool(moved), marker, unread

@@ -14,7 +14,15 @@ Steps:
   the other person sent, and with its edits.  Each person's clock starts at the one global
   clock's last id, so every new id of theirs is above every migrated one and above every
   position a client holds.  The old streams are left to expire.
+- ``hash-tags``: every key of one person or one room is renamed to its name with the owner's
+  hash tag (``chat:read:alice`` becomes ``chat:read:{u:alice}``, ``chat:room:lobby``
+  ``chat:room:{r:lobby}``: :mod:`webchat_common.keys`), so that on a Redis Cluster each of
+  chat's calls works on one slot.  A key whose new name exists already is left alone (and
+  logged); the process-wide keys (``chat:nodes``, ``chat:node:<process>``) and the ones only
+  read until they expire (``chat:dm:``, ``chat:cursor:``) keep their names.  (Chat never ran
+  on a Redis Cluster before this step, so it only ever renames within one server.)
 """
+import itertools
 import json
 import logging
 import time
@@ -80,8 +88,61 @@ def private_copies(r):
     log.info("migration private-copies: %d conversations copied", copied)
 
 
+#: Keys of one person, named ``chat:<kind>:<name>``: kind -> the function naming it now.
+_BY_USER = {"convs": keys.chat_convs, "read": keys.chat_read, "cursors": keys.chat_cursors, "rooms": keys.chat_rooms,
+            "sockets": keys.chat_sockets, "rate": keys.chat_rate}
+#: Keys of a person's long-poll tab, ``chat:<kind>:<name>:<poll>``.
+_BY_TAB = {"poll": keys.chat_poll, "typing": keys.chat_typing}
+
+
+def tagged_name(key):
+    """What ``key``, named as before hash tags, is named now; None for a key that keeps its
+    name."""
+    p = key.split(":")
+    if p[0] != "chat" or len(p) < 3 or any(part.startswith("{") for part in p[2:4]):
+        return None  # (names have no "{": a tag there is this layout's; a cid may hold one)
+    kind, rest = p[1], p[2:]
+    if kind == "edits":
+        stream = tagged_name("chat:" + ":".join(rest))
+        return keys.chat_edits(stream) if stream else None
+    if kind == "pm" and len(rest) == 2:
+        return keys.chat_pm(*rest)
+    if kind == "clock" and len(rest) == 2 and rest[0] in ("user", "room"):
+        return keys.chat_user_clock(rest[1]) if rest[0] == "user" else keys.chat_room_clock(rest[1])
+    if kind == "room" and len(rest) == 1:
+        return keys.chat_room(rest[0])
+    if kind == "members" and len(rest) == 1:
+        return keys.chat_members(rest[0])
+    if kind in _BY_USER and len(rest) == 1:
+        return _BY_USER[kind](rest[0])
+    if kind in _BY_TAB and len(rest) == 2:
+        return _BY_TAB[kind](*rest)
+    if kind == "cid" and len(rest) >= 5 and rest[1] == "chat" and rest[2] in ("u", "r"):
+        # chat:cid:<sender>:<the receiver's or room's channel>:<cid>
+        sender, where, name, cid = rest[0], rest[2], rest[3], ":".join(rest[4:])
+        return keys.chat_cid(sender, cid, receiver=name) if where == "u" else keys.chat_cid(sender, cid, room=name)
+    return None
+
+
+def hash_tags(r, batch=1000):
+    renamed = kept = 0
+    names = r.scan_iter(match="chat:*", count=batch)
+    while chunk := list(itertools.islice(names, batch)):
+        pairs = [(key, new) for key in chunk if (new := tagged_name(key))]
+        pipe = r.pipeline(transaction=False)
+        for key, new in pairs:
+            pipe.execute_command("RENAMENX", key, new)
+        for (key, new), done in zip(pairs, pipe.execute(raise_on_error=False)):
+            if done == 1:
+                renamed += 1
+            elif r.exists(key):
+                kept += 1
+                log.warning("migration hash-tags: %s not renamed (%s): %s exists already", key, done, new)
+    log.info("migration hash-tags: %d keys renamed, %d left", renamed, kept)
+
+
 #: The steps, in order.
-STEPS = (("private-copies", private_copies),)
+STEPS = (("private-copies", private_copies), ("hash-tags", hash_tags))
 
 
 def run(r, wait=WAIT):

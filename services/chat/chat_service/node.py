@@ -41,6 +41,7 @@ from webchat_common.sessions import ENDED_CHANNEL, key_of_hash
 
 from . import capacity, metrics
 from .broker import Broker
+from .lua import Pipeline
 from .commands import Commands
 from .poll import CONTROL as POLL_CONTROL, Polls
 from .presence import SLICE, Presence
@@ -50,8 +51,17 @@ from .wire import PRIVATE, ZERO, parse_id, split_published, ws_frame
 
 log = logging.getLogger(__name__)
 
-_USER_PREFIX = b"chat:u:"
-_ROOM_PREFIX = b"chat:r:"
+_USER_PREFIX = keys.CHAT_USER_CHANNEL_PREFIX.encode()
+_ROOM_PREFIX = keys.CHAT_ROOM_CHANNEL_PREFIX.encode()
+_PRESENCE_PREFIX = keys.CHAT_PRESENCE_PREFIX.encode()
+
+
+def _owner(channel, prefix):
+    """The name in ``channel`` if it is one of ``prefix``'s (a channel is its prefix, a name,
+    then "}"), else None."""
+    if channel.startswith(prefix) and channel.endswith(b"}"):
+        return channel[len(prefix):-1].decode()
+    return None
 _ENDED = ENDED_CHANNEL.encode()
 
 
@@ -158,7 +168,7 @@ class Node:
         if not record:
             return
         try:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = Pipeline(self.redis)
             unsaved = conn.unsaved_cursor()
             if unsaved is not None:
                 self.store.save_cursor(conn.user, unsaved, client=pipe)
@@ -198,19 +208,20 @@ class Node:
 
     def _still_wanted(self, ch):
         if self.watch.is_presence(ch):
-            return self.watch.wants(ch[len(keys.CHAT_PRESENCE_PREFIX):].decode())
+            return self.watch.wants(_owner(ch, _PRESENCE_PREFIX))
         for prefix, names in ((_USER_PREFIX, self.by_user), (_ROOM_PREFIX, self.by_room)):
-            if ch.startswith(prefix):
-                return ch[len(prefix):].decode() in names
+            name = _owner(ch, prefix)
+            if name is not None:
+                return name in names
         return True
 
     def _dispatch(self, channel, data):
         if channel.startswith(_USER_PREFIX) or channel.startswith(_ROOM_PREFIX):
             if channel.startswith(_USER_PREFIX):
                 clock = PRIVATE
-                conns = self.by_user.get(channel[len(_USER_PREFIX):].decode())
+                conns = self.by_user.get(channel[len(_USER_PREFIX):-1].decode())
             else:
-                clock = channel[len(_ROOM_PREFIX):].decode()
+                clock = channel[len(_ROOM_PREFIX):-1].decode()
                 conns = self.by_room.get(clock)
             if not conns:
                 return
@@ -335,7 +346,7 @@ class Node:
                     cs.append(c)
         moved = list(moved.items())
         for i in range(0, len(moved), SLICE):  # in slices: Redis is never busy long for us
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = Pipeline(self.redis)
             for user, (sent, _) in moved[i:i + SLICE]:
                 self.store.save_cursor(user, sent, client=pipe)
             pipe.execute()

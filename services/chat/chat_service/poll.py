@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from webchat_common import keys
 
 from . import metrics, scripts, transport
+from .lua import Lua
 from .client import Client
 from .wire import Refused, control_payload, error, http_status, parse_frame, payloads, positions_fields, text_frame
 
@@ -141,7 +142,7 @@ class Polls:
         self.node = node
         self.cfg = node.cfg
         self.clients = {}
-        self.s_rate = node.redis.register_script(scripts.RATE)
+        self.s_rate = Lua(node.redis, scripts.RATE)
 
     def holds(self, user, pid):
         """Whether a client of this tab is here (its next poll is no new client)."""

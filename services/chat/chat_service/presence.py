@@ -23,6 +23,7 @@ import logging
 from webchat_common import keys
 
 from . import metrics, scripts
+from .lua import Lua, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ class Presence:
         self.left_since_renewal = set()
         self.ttl_ms = int(cfg["CHAT_PRESENCE_TTL"] * 1000)
         self.max_sockets = cfg["CHAT_MAX_SOCKETS_PER_USER"]
-        self.s_beat = redis.register_script(scripts.NODE_BEAT)
-        self.s_dead = redis.register_script(scripts.NODES_DEAD)
-        self.s_open = redis.register_script(scripts.SOCKET_OPEN)
-        self.s_up = redis.register_script(scripts.PRESENCE_UP)
-        self.s_down = redis.register_script(scripts.PRESENCE_DOWN)
+        self.s_beat = Lua(redis, scripts.NODE_BEAT)
+        self.s_dead = Lua(redis, scripts.NODES_DEAD)
+        self.s_open = Lua(redis, scripts.SOCKET_OPEN)
+        self.s_up = Lua(redis, scripts.PRESENCE_UP)
+        self.s_down = Lua(redis, scripts.PRESENCE_DOWN)
 
     def admit(self, user, mine):
         """Whether one more socket of ``user`` may open, ``mine`` being how many this process
@@ -54,7 +55,7 @@ class Presence:
         if not self.registered:
             self.s_beat(keys=[keys.CHAT_NODES], args=[self.holder, self.ttl_ms, "new"])
             self.registered = True
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = Pipeline(self.redis)
         self.s_open(keys=[keys.chat_sockets(user)],
                     args=[self.holder, mine, self.max_sockets, keys.chat_presence_channel(user), user], client=pipe)
         pipe.sadd(keys.chat_node(self.holder), user)  # (listed with the check: one round trip)
@@ -102,7 +103,7 @@ class Presence:
         announced = 0
         retired = list(self.retired)
         for i in range(0, len(held), SLICE):
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = Pipeline(self.redis)
             part = held[i:i + SLICE]
             for user, n in part:
                 self.s_up(keys=[keys.chat_sockets(user)],
@@ -136,7 +137,7 @@ class Presence:
     def _sweep(self, holder, users):
         announced = 0
         for i in range(0, len(users), SLICE):
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = Pipeline(self.redis)
             for user in users[i:i + SLICE]:
                 self.s_down(keys=[keys.chat_sockets(user)], args=[holder, user, keys.chat_presence_channel(user)],
                             client=pipe)

@@ -25,11 +25,14 @@ Presence
     without a word is found in ``chat:nodes`` and its users (``chat:node:<holder>``) are swept
     one by one (:mod:`.presence`).
 
-Accounts (``user:<name>``) are looked up by the caller (:mod:`.accounts`), never here, and
-presence scripts work on one user's keys.  The private scripts work on one person's keys and
-publish on that person's channel; ``SEND_ROOM``, ``READ`` and ``HISTORY`` still mix a room's
-keys with a user's read markers (and the cid key), and no key has a hash tag yet, so chat
-does not run on a Redis Cluster yet (docs/cluster.md).
+One owner per call
+    Every script works on the keys of one owner, a person or a room, and publishes on that
+    owner's channel; the keys carry the owner's hash tag (``webchat_common.keys``), so on a
+    Redis Cluster each call runs on one slot (docs/cluster.md).  What spans owners is several
+    calls in an order that makes a failure in between harmless: a private message's two
+    copies, a room message and then the sender's read marker (:data:`MARK`), a read marker
+    checked against a room's stream and then moved.  Accounts (``user:<name>``) are looked up
+    by the caller (:mod:`.accounts`), never here.
 
 Publishing is SPUBLISH (sharded pub/sub, :mod:`.broker`).
 """
@@ -215,17 +218,15 @@ end
 return false
 """
 
-#: Room message.  KEYS: the room's clock, chat:room:<room>, chat:read:<sender>, optionally the
-#: cid key.
+#: Room message.  KEYS: the room's clock, chat:room:<room>, optionally the cid key.
 #: ARGV: frame tail (with sender, room, data, cid), max length, age ms, the room's channel,
-#: the cid key's TTL, the room.  Returns {id, ts, duplicate 0/1}.
-SEND_ROOM = _dedup(4, "{sid, sts, 1}") + _NEW_ID + """
+#: the cid key's TTL.  Returns {id, ts, duplicate 0/1}.  (The sender's read marker is moved by
+#: the caller's next call, :data:`MARK`, in the sender's slot.)
+SEND_ROOM = _dedup(3, "{sid, sts, 1}") + _NEW_ID + """
 local frame = '{"type":"message","id":"' .. id .. '","ts":' .. msstr .. ',' .. ARGV[1]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'f', frame)
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SPUBLISH', ARGV[4], id .. ' ' .. frame)
-redis.call('HSET', KEYS[3], '#' .. ARGV[6], id)
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
 local name""" + _DEDUP_SET + """
 return {id, msstr, 0}
 """
@@ -323,16 +324,16 @@ end
 #: What a user missed of their private messages: one clock's snapshot, atomic with its sends
 #: (so nothing published before it is missed, and everything after has a higher id).  KEYS:
 #: chat:convs:<user>, the user's clock.  ARGV: the exclusive start id, max entries per stream,
-#: the prefix of the private copies, the lower-cased user.  The copies read are the user's of
+#: the name of the user's copies without the other person's (lower-cased) name at its end
+#: (``webchat_common.keys.chat_pm(user, "")``).  The copies read are the user's of
 #: the conversations with a message since the start's ms (``chat:convs`` scores them by their
 #: last message).  Returns per stream read ``read``'s triple, and last: the clock's last id
 #: issued ("<ms>-<seq>", "0-0": none).
 REPLAY_PRIVATE = _ISSUED + _READ + """
 local out = {}
 local since_ms = string.match(ARGV[1], '^(%d+)-')
-local me = ARGV[4]
 for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since_ms, '+inf')) do
-  out[#out + 1] = read(ARGV[3] .. me .. ':' .. string.lower(peer), ARGV[1])
+  out[#out + 1] = read(ARGV[3] .. string.lower(peer), ARGV[1])
 end
 out[#out + 1] = issued(KEYS[2])
 return out
@@ -347,20 +348,19 @@ r[4] = issued(KEYS[2], KEYS[1])
 return r
 """
 
-#: One page of a conversation, newest first, for one of its people, with their read marker.
-#: KEYS: the stream (a room's, or the reader's copy), its chat:edits hash, the reader's
-#: chat:read, and for a named room its chat:members (only members read it; the default room is
-#: everyone's, and who may read a private conversation the caller checked).  ARGV: the
-#: exclusive upper id ("+": from the newest), how many messages, the reader (as a member of the
-#: set), the conversation's field in the reader's markers.  Returns {-1} (not a member), else
-#: {1, the reader's marker or false, then up to that many plus one message frames} (one more
-#: than asked: the caller knows whether there are more), each as it is now (edited text or
-#: tombstone from chat:edits); changes are skipped.  (The other person's marker of a private
-#: conversation is in their copy's ids: ``PEER_ID``.)
+#: One page of a conversation, newest first.  KEYS: the stream (a room's, or the reader's
+#: copy), its chat:edits hash, and for a named room its chat:members (only members read it; the
+#: default room is everyone's, and who may read a private conversation the caller checked).
+#: ARGV: the exclusive upper id ("+": from the newest), how many messages, the reader (as a
+#: member of the set).  Returns {-1} (not a member), else {1, then up to that many plus one
+#: message frames} (one more than asked: the caller knows whether there are more), each as it
+#: is now (edited text or tombstone from chat:edits); changes are skipped.  (The reader's
+#: marker is in their own slot; the other person's of a private conversation is in their
+#: copy's ids: ``PEER_ID``.)
 HISTORY = _PAGE + """
-if KEYS[4] and redis.call('SISMEMBER', KEYS[4], ARGV[3]) == 0 then return {-1} end
+if KEYS[3] and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0 then return {-1} end
 local frames = page(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]) + 1)
-local out = {1, redis.call('HGET', KEYS[3], ARGV[4])}
+local out = {1}
 for i = 1, #frames do out[#out + 1] = frames[i] end
 return out
 """
@@ -375,23 +375,30 @@ if ARGV[1] ~= '' then marker = ARGV[1] end
 return {last, unread(KEYS[1], marker, ARGV[2])}
 """
 
-#: Move a read marker forward.  KEYS: chat:read:<user>, the conversation's stream.  ARGV: the
-#: conversation's field, the id read up to (a message of that conversation), the most entries
-#: counted as unread, the marker's TTL ms.  Returns {-1} when the id is not a message of the
-#: conversation, else {1 moved / 0 not (the marker is already there or further), the marker,
-#: unread count after it}.
-READ = _AFTER + _UNREAD + """
-local e = redis.call('XRANGE', KEYS[2], ARGV[2], ARGV[2])
-if #e == 0 or e[1][2][3] == 'e' then return {-1} end
+#: How much of a conversation is unread after a point.  KEYS: its stream.  ARGV: the id read
+#: up to, the most entries counted, "check" when that id must be a message of the stream.
+#: Returns -1 when it must and is not, else the count of messages after it.
+UNREAD = _UNREAD + """
+if ARGV[3] == 'check' then
+  local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+  if #e == 0 or e[1][2][3] == 'e' then return -1 end
+end
+return unread(KEYS[1], ARGV[1], ARGV[2])
+"""
+
+#: Move a read marker forward.  KEYS: chat:read:<user>.  ARGV: the conversation's field, the
+#: id read up to, the marker's TTL ms.  Returns {1 moved / 0 not (the marker is already there
+#: or further), the marker}.
+MARK = _AFTER + """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local moved = 0
 if (not cur) or after(ARGV[2], cur) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
   cur = ARGV[2]
   moved = 1
 end
-return {moved, cur, unread(KEYS[2], cur, ARGV[3])}
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {moved, cur}
 """
 
 #: Edit or delete a message.  KEYS: the conversation's clock, its stream, its chat:edits hash.

@@ -25,16 +25,28 @@ write, one read for k messages).  Each socket still sends one message at a time,
 messages are stored in order.  A send's arguments are encoded in its sender's greenlet, so
 text that cannot be encoded fails that send alone, never the batch of other people's sends.
 """
+import logging
 import time
+from collections import defaultdict
 
 import gevent
 from gevent.event import AsyncResult, Event
-from redis.exceptions import NoScriptError, RedisError
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, ConnectionError, MovedError, NoScriptError, RedisClusterException, \
+    RedisError, TimeoutError, TryAgainError
+
+from webchat_common.redis_store import REDIS_ERRORS
 
 from webchat_common import keys
 
 from . import scripts
+from .lua import Lua, Pipeline
 from .wire import PRIVATE, ZERO, format_id, message_tail, parse_id, stored_json
+
+log = logging.getLogger(__name__)
+
+#: What a send on a Cluster answers when the slot map it was routed by is out of date.
+_MOVED = (MovedError, ClusterDownError, TryAgainError, ConnectionError, TimeoutError)
 
 #: Sends one pipeline carries at most.
 BATCH = 256
@@ -50,19 +62,21 @@ class NotReplicated(RedisError):
 class Store:
     def __init__(self, redis, cfg):
         self.redis = redis
+        self.cluster = isinstance(redis, RedisCluster)
         self.maxlen = cfg["CHAT_HISTORY_LENGTH"]
         self.age_ms = int(cfg["CHAT_HISTORY_AGE"] * 1000)
         self.dedup_window = cfg["CHAT_DEDUP_WINDOW"]
         self.ack_replicas = cfg["CHAT_ACK_REPLICAS"]
         self.ack_timeout_ms = int(cfg["CHAT_ACK_TIMEOUT"] * 1000)
-        self.s_mine = redis.register_script(scripts.SEND_MINE)
-        self.s_theirs = redis.register_script(scripts.SEND_THEIRS)
-        self.s_find_sent = redis.register_script(scripts.FIND_SENT)
-        self.s_room = redis.register_script(scripts.SEND_ROOM)
-        self.s_replay_private = redis.register_script(scripts.REPLAY_PRIVATE)
-        self.s_replay_room = redis.register_script(scripts.REPLAY_ROOM)
-        self.s_change = redis.register_script(scripts.CHANGE)
-        self.s_cursor = redis.register_script(scripts.CURSOR_MAX)
+        self.s_mine = Lua(redis, scripts.SEND_MINE)
+        self.s_theirs = Lua(redis, scripts.SEND_THEIRS)
+        self.s_find_sent = Lua(redis, scripts.FIND_SENT)
+        self.s_room = Lua(redis, scripts.SEND_ROOM)
+        self.s_replay_private = Lua(redis, scripts.REPLAY_PRIVATE)
+        self.s_replay_room = Lua(redis, scripts.REPLAY_ROOM)
+        self.s_change = Lua(redis, scripts.CHANGE)
+        self.s_cursor = Lua(redis, scripts.CURSOR_MAX)
+        self.s_mark = Lua(redis, scripts.MARK)
         self.sends = []          # (script, keys, args, AsyncResult) waiting for the next batch
         self.sends_ready = Event()
         self._sender = gevent.spawn(self._send_loop)
@@ -83,7 +97,7 @@ class Store:
         mid, ts, name, duplicate = self._run(
             self.s_mine,
             [keys.chat_user_clock(sender), keys.chat_pm(sender, receiver), keys.chat_convs(sender),
-             keys.chat_read(sender), keys.chat_sockets(sender), *self._dedup_key(sender, channel, cid)],
+             keys.chat_read(sender), keys.chat_sockets(sender), *self._dedup_key(sender, cid, receiver=receiver)],
             [tail, self.maxlen, self.age_ms, keys.chat_user_channel(sender), self.dedup_window, origin, receiver,
              "self" if alone else ""])
         if alone:
@@ -101,12 +115,19 @@ class Store:
         return self.s_find_sent(keys=[copy], args=[sid, look_back(sid)]) or None
 
     def send_room(self, sender, room, fields, cid):
-        """Store and publish a message in ``room``.  Returns (id, ts, duplicate?)."""
-        channel = keys.chat_room_channel(room)
-        mid, ts, duplicate = self._run(self.s_room, [keys.chat_room_clock(room), keys.chat_room(room), keys.chat_read(sender),
-                                                     *self._dedup_key(sender, channel, cid)],
-                                       [message_tail({"room": room, **fields}), self.maxlen, self.age_ms, channel,
-                                        self.dedup_window, room])
+        """Store and publish a message in ``room`` (SEND_ROOM), then move the sender's read
+        marker of the room to it (one has read what one writes; in the sender's slot, so a
+        second call: one that fails leaves the message unread for its sender only, and is
+        not the send's failure).  Returns
+        (id, ts, duplicate?)."""
+        mid, ts, duplicate = self._run(self.s_room, [keys.chat_room_clock(room), keys.chat_room(room),
+                                                     *self._dedup_key(sender, cid, room=room)],
+                                       [message_tail({"room": room, **fields}), self.maxlen, self.age_ms,
+                                        keys.chat_room_channel(room), self.dedup_window])
+        try:
+            self._run(self.s_mark, [keys.chat_read(sender)], ["#" + room, mid, self.age_ms])
+        except RedisError as exc:  # the message is sent: its ack does not depend on the marker
+            log.warning("could not move %s's read marker of a room (%s)", sender, exc.__class__.__name__)
         return mid, int(ts), bool(duplicate)
 
     def change(self, clock, stream, target, before, after, kind, window_ms, channels):
@@ -122,12 +143,12 @@ class Store:
             return res[0].decode() if isinstance(res[0], bytes) else res[0]
         return res[0], int(res[1])
 
-    def _dedup_key(self, sender, channel, cid):
+    def _dedup_key(self, sender, cid, **where):
         """The key that makes a re-sent ``cid`` count once (none without a cid, or with
         CHAT_DEDUP_WINDOW 0); see ``scripts._dedup``."""
         if cid is None or not self.dedup_window:
             return []
-        return [keys.chat_cid(sender, channel, cid)]
+        return [keys.chat_cid(sender, cid, **where)]
 
     def _run(self, script, keys_, args):
         """Run a send script in the next batch and return its result."""
@@ -159,19 +180,50 @@ class Store:
     def _run_batch(self, batch):
         results = self._pipeline(batch)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:  # Redis restarted (or SCRIPT FLUSH): load and run just those again
+        if missing:  # Redis restarted, a replica was promoted (or SCRIPT FLUSH): load, run those again
             for script in {batch[i][0] for i in missing}:
-                script.sha = self.redis.script_load(script.script)
+                script.load()
             for i, r in zip(missing, self._pipeline([batch[i] for i in missing])):
                 results[i] = r
         return results
 
     def _pipeline(self, batch):
-        """Run ``batch`` as one pipeline (one connection), then WAIT for CHAT_ACK_REPLICAS on
-        that connection: it covers every write the connection made, this batch's included."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Run ``batch``: on one Redis (or Sentinel's primary) as one pipeline; on a Redis
+        Cluster as one pipeline per primary, on that primary's own connection, all at once (a
+        send's keys are in one slot: its first key names it).  Each ends with its own WAIT, so
+        a message counts as sent once the shard that took it has replicated it."""
+        if not self.cluster:
+            return self._on_node(self.redis, batch)
+        groups = defaultdict(list)
+        results = [None] * len(batch)
+        for i, (_, keys_, _, _) in enumerate(batch):
+            try:
+                groups[self.redis.get_node_from_key(keys_[0]).name].append(i)
+            except (RedisClusterException, AttributeError):  # a slot no primary serves now
+                results[i] = ClusterDownError("no primary serves this message's slot now")
+        jobs = [(gevent.spawn(self._on_node, self.redis.get_redis_connection(self.redis.get_node(node_name=name)),
+                              [batch[i] for i in idx]), idx) for name, idx in groups.items()]
+        gevent.joinall([job for job, _ in jobs])
+        for job, idx in jobs:
+            out = job.value if job.successful() else [job.exception] * len(idx)
+            for i, r in zip(idx, out):
+                results[i] = r
+        if any(isinstance(r, _MOVED) for r in results):
+            # A slot moved, or a primary died: read the slot map again for the next batch (the
+            # senders of these are told "unavailable" and send again).
+            try:
+                self.redis.nodes_manager.initialize()
+            except REDIS_ERRORS as exc:
+                log.warning("could not read the Cluster's slot map again (%s)", exc.__class__.__name__)
+        return results
+
+    def _on_node(self, client, batch):
+        """``batch`` as one pipeline on ``client`` (one connection), then WAIT for
+        CHAT_ACK_REPLICAS on that connection: it covers every write the connection made, this
+        batch's included."""
+        pipe = client.pipeline(transaction=False)
         for script, keys_, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys_), *keys_, *args)
+            pipe.execute_command("EVALSHA", script.sha, len(keys_), *keys_, *args)
         if self.ack_replicas:
             pipe.execute_command("WAIT", self.ack_replicas, self.ack_timeout_ms)
         results = pipe.execute(raise_on_error=False)
@@ -197,11 +249,11 @@ class Store:
         clock of ``start``)."""
         count = self.maxlen * 2 + 100
         rooms = [c for c in start if c != PRIVATE]
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = Pipeline(self.redis)
         private = start.get(PRIVATE)  # (not LIVE: a socket's private messages are always read)
         if private is not None:
             self.s_replay_private(keys=[keys.chat_convs(user), keys.chat_user_clock(user)],
-                                  args=[format_id(private), count, keys.CHAT_PM_PREFIX, user.lower()], client=pipe)
+                                  args=[format_id(private), count, keys.chat_pm(user, "")], client=pipe)
         for room in rooms:
             self.s_replay_room(keys=[keys.chat_room(room), keys.chat_room_clock(room)],
                                args=["$" if start[room] is LIVE else format_id(start[room]), count], client=pipe)

@@ -196,7 +196,7 @@ class Watch:
 
     def heard(self, channel, data):
         """A presence change published on ``channel``."""
-        user = channel[len(_PRESENCE_PREFIX):].decode()
+        user = channel[len(_PRESENCE_PREFIX):-1].decode()
         if user not in self.watchers:
             return
         try:

@@ -19,6 +19,7 @@ from chat_service.store import Store
 from chat_service.wire import text_frame
 from webchat_common import keys
 
+U, R, P = keys.chat_user_channel, keys.chat_room_channel, keys.chat_presence_channel
 CHANNELS = [keys.chat_user_channel("alice"), keys.chat_user_channel("bob"), keys.chat_room_channel("lobby"),
             keys.chat_room_channel("den"), keys.chat_presence_channel("bob")]
 
@@ -76,37 +77,37 @@ def test_every_publish_of_chat_is_sharded(app, r, heard):
     # SEND_MINE: the sender's other sockets (alice has two open); SEND_THEIRS: the receiver
     r.hset(keys.chat_sockets("alice"), "n1/0", 2)
     ack = run(alice, type="message", receiver="bob", data="hi")[0]
-    expect(("chat:u:alice", "message"), ("chat:u:bob", "message"))
+    expect((U("alice"), "message"), (U("bob"), "message"))
     # SEND_ROOM
     run(alice, type="message", room="lobby", data="all")
-    expect(("chat:r:lobby", "message"))
+    expect((R("lobby"), "message"))
     # CHANGE: each person's copy, on their own channel
     run(alice, type="edit", target=ack["id"], data="hi!", **{"with": "bob"})
-    expect(("chat:u:alice", "edit"), ("chat:u:bob", "edit"))
+    expect((U("alice"), "edit"), (U("bob"), "edit"))
     # read marker: the reader's sockets and the other person's (commands.read)
     run(bob, type="message", receiver="alice", data="yo")
-    (got,) = expect(("chat:u:alice", "message"))
+    (got,) = expect((U("alice"), "message"))
     run(alice, type="read", up_to=got["id"], **{"with": "bob"})
-    expect(("chat:u:alice", "read"), ("chat:u:bob", "read"))
+    expect((U("alice"), "read"), (U("bob"), "read"))
     # typing, private and in a room (commands.typing)
     run(alice, type="typing", **{"with": "bob"})
     run(Sender(polls, "alice", "tab-alice-2", {"lobby"}), type="typing", room="lobby")
-    expect(("chat:u:bob", "typing"), ("chat:r:lobby", "typing"))
+    expect((U("bob"), "typing"), (R("lobby"), "typing"))
     # joining and leaving a room (commands.membership)
     run(alice, type="join", room="den")
     run(alice, type="leave", room="den")
-    expect(("chat:u:alice", "room"), ("chat:r:den", "member"), ("chat:u:alice", "room"), ("chat:r:den", "member"))
+    expect((U("alice"), "room"), (R("den"), "member"), (U("alice"), "room"), (R("den"), "member"))
     # a long-poll tab's watch list (poll.Sender.watch), and its frames handed over (poll.Polls._hand_over)
     run(alice, type="watch", users=["bob"])
     old = SimpleNamespace(user="alice", lower="alice", pid="tab-alice-1", out=[(None, text_frame({"type": "typing"}), None)],
                           expiry=None, closing=None, wake=lambda: None)
     polls._hand_over(old, 2)
-    assert [f for f in expect(("chat:u:alice", "poll"), ("chat:u:alice", "poll"))][1]["frames"] == [{"type": "typing"}]
+    assert [f for f in expect((U("alice"), "poll"), (U("alice"), "poll"))][1]["frames"] == [{"type": "typing"}]
     # presence (SOCKET_OPEN, PRESENCE_DOWN; PRESENCE_UP shares their announce)
     presence = Presence(r, "n9", cfg)
     assert presence.admit("bob", 1)
     presence.closed("bob", 0)
-    assert [f["online"] for f in expect(("chat:p:bob", "presence"), ("chat:p:bob", "presence"))] == [True, False]
+    assert [f["online"] for f in expect((P("bob"), "presence"), (P("bob"), "presence"))] == [True, False]
 
     assert classic.get_message(timeout=0.3) is None, "a classic SUBSCRIBE hears none of chat's channels"
 
@@ -128,10 +129,12 @@ _BROKER = textwrap.dedent('''
     import json, sys, time
     import gevent, redis
     from chat_service.broker import Broker
+    from webchat_common import keys
 
+    U, R, P = keys.chat_user_channel, keys.chat_room_channel, keys.chat_presence_channel
     url = sys.argv[1]
     r = redis.Redis.from_url(url, decode_responses=True)
-    wanted = {b"sessions:ended", b"chat:u:bob", b"chat:p:carol"}
+    wanted = {b"sessions:ended", U("bob").encode(), P("carol").encode()}
     heard, events = [], []
     broker = Broker({"REDIS_URL": url, "REDIS_SOCKET_TIMEOUT": 2.0, "CHAT_PUBSUB_HEALTH_INTERVAL": 0.5},
                     lambda: set(wanted), lambda ch: ch in wanted, lambda ch, data: heard.append([ch.decode(), data.decode()]),
@@ -145,14 +148,14 @@ _BROKER = textwrap.dedent('''
             gevent.sleep(0.02)
 
     def subscriptions():
-        return {"classic": dict(r.pubsub_numsub("sessions:ended", "chat:u:bob", "chat:p:carol")),
-                "sharded": dict(r.pubsub_shardnumsub("sessions:ended", "chat:u:bob", "chat:p:carol"))}
+        return {"classic": dict(r.pubsub_numsub("sessions:ended", U("bob"), P("carol"))),
+                "sharded": dict(r.pubsub_shardnumsub("sessions:ended", U("bob"), P("carol")))}
 
     def publish_all(n):
-        r.spublish("chat:u:bob", f"bob {n}")
-        r.spublish("chat:p:carol", f"carol {n}")
+        r.spublish(U("bob"), f"bob {n}")
+        r.spublish(P("carol"), f"carol {n}")
         r.publish("sessions:ended", f"ended {n}")
-        r.publish("chat:u:bob", f"classic {n}")  # nobody hears a classic PUBLISH of a chat channel
+        r.publish(U("bob"), f"classic {n}")  # nobody hears a classic PUBLISH of a chat channel
 
     out = {}
     broker.subscribe(sorted(wanted), wait=True)
@@ -170,12 +173,12 @@ _BROKER = textwrap.dedent('''
     until(lambda: len(heard) >= 3)
     gevent.sleep(0.2)
     out["heard_again"] = list(heard)
-    wanted.discard(b"chat:p:carol")
-    broker.unsubscribe([b"chat:p:carol"])
-    until(lambda: r.pubsub_shardnumsub("chat:p:carol")[0][1] == 0)
-    wanted.add(b"chat:r:den")
-    broker.subscribe([b"chat:r:den"], wait=True)
-    out["after"] = dict(r.pubsub_shardnumsub("chat:p:carol", "chat:r:den"))
+    wanted.discard(P("carol").encode())
+    broker.unsubscribe([P("carol").encode()])
+    until(lambda: r.pubsub_shardnumsub(P("carol"))[0][1] == 0)
+    wanted.add(R("den").encode())
+    broker.subscribe([R("den").encode()], wait=True)
+    out["after"] = dict(r.pubsub_shardnumsub(P("carol"), R("den")))
     print(json.dumps(out))
 ''')
 
@@ -184,14 +187,14 @@ def test_the_broker_hears_both_kinds_and_resubscribes_both_after_a_kill(redis_ur
     done = subprocess.run([sys.executable, "-c", _BROKER, redis_url], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-1000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    both = {"classic": {"sessions:ended": 1, "chat:u:bob": 0, "chat:p:carol": 0},
-            "sharded": {"sessions:ended": 0, "chat:u:bob": 1, "chat:p:carol": 1}}
+    both = {"classic": {"sessions:ended": 1, U("bob"): 0, P("carol"): 0},
+            "sharded": {"sessions:ended": 0, U("bob"): 1, P("carol"): 1}}
     assert out["first"] == both, "each channel subscribed with its own kind"
-    assert sorted(out["heard_first"]) == [["chat:p:carol", "carol 1"], ["chat:u:bob", "bob 1"],
+    assert sorted(out["heard_first"]) == [[P("carol"), "carol 1"], [U("bob"), "bob 1"],
                                           ["sessions:ended", "ended 1"]]
     assert out["killed"] == 1, "one connection carries both kinds"
     assert out["events"] == ["lost", "back"] and out["hears"] == [True, True, True]
     assert out["again"] == both, "every wanted channel subscribed again, with its own kind"
-    assert sorted(out["heard_again"]) == [["chat:p:carol", "carol 2"], ["chat:u:bob", "bob 2"],
+    assert sorted(out["heard_again"]) == [[P("carol"), "carol 2"], [U("bob"), "bob 2"],
                                           ["sessions:ended", "ended 2"]]
-    assert out["after"] == {"chat:p:carol": 0, "chat:r:den": 1}, "SUNSUBSCRIBE and SSUBSCRIBE after the reconnect"
+    assert out["after"] == {P("carol"): 0, R("den"): 1}, "SUNSUBSCRIBE and SSUBSCRIBE after the reconnect"

@@ -24,7 +24,7 @@ def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_6
     the sender's copy, ts, receiver's name, online, duplicate, id in the receiver's copy]."""
     tail = json.dumps({"sender": sender, "data": data})[1:]
     channel = keys.chat_user_channel(receiver)
-    dedup = [keys.chat_cid(sender, channel, cid)] if cid is not None else []
+    dedup = [keys.chat_cid(sender, cid, receiver=receiver)] if cid is not None else []
     name = Accounts(r).name(receiver) or receiver
     mid, ts, name, duplicate = r.register_script(scripts.SEND_MINE)(
         keys=[keys.chat_user_clock(sender), keys.chat_pm(sender, receiver), keys.chat_convs(sender),
@@ -40,10 +40,10 @@ def send_private(r, receiver, data="hi", sender="alice", maxlen=1000, age_ms=3_6
 def send_room(r, room, data="hi", maxlen=1000, cid=None, window=300):
     tail = json.dumps({"room": room, "sender": "alice", "data": data})[1:]
     channel = keys.chat_room_channel(room)
-    dedup = [keys.chat_cid("alice", channel, cid)] if cid is not None else []
+    dedup = [keys.chat_cid("alice", cid, room=room)] if cid is not None else []
     return r.register_script(scripts.SEND_ROOM)(
-        keys=[keys.chat_room_clock(room), keys.chat_room(room), keys.chat_read("alice"), *dedup],
-        args=[tail, maxlen, 3_600_000, channel, window, room])
+        keys=[keys.chat_room_clock(room), keys.chat_room(room), *dedup],
+        args=[tail, maxlen, 3_600_000, channel, window])
 
 
 def test_a_cid_sent_again_is_stored_once(r):
@@ -89,7 +89,7 @@ def test_the_receiver_s_copy_is_made_once_if_the_first_send_stopped_before_it(r)
 def test_a_cid_is_remembered_for_the_window_only(r):
     register(r, "bob")
     first = send_private(r, "bob", cid="c1", window=1)
-    assert 0 < r.ttl(keys.chat_cid("alice", keys.chat_user_channel("bob"), "c1")) <= 1
+    assert 0 < r.ttl(keys.chat_cid("alice", "c1", receiver="bob")) <= 1
     time.sleep(1.1)
     later = send_private(r, "bob", cid="c1", window=1)
     assert later[0] != first[0] and later[4] == 0
@@ -322,7 +322,7 @@ def replay(r, user, since):
     """REPLAY_PRIVATE: the private conversations after ``since``; returns (what was read per
     stream, the last private id issued)."""
     res = r.register_script(scripts.REPLAY_PRIVATE)(keys=[keys.chat_convs(user), keys.chat_user_clock(user)],
-                                                    args=[since, 1000, keys.CHAT_PM_PREFIX, user.lower()])
+                                                    args=[since, 1000, keys.chat_pm(user, "")])
     return res[:-1], res[-1]
 
 
@@ -487,15 +487,3 @@ def test_a_send_that_cannot_be_encoded_fails_alone(app):
     with pytest.raises(UnicodeEncodeError):
         store.send_room("mallory", "lobby", {"sender": "mallory", "data": "\ud800"}, None)
     assert store.sends == [], "nothing queued for the batch"
-
-
-def test_chat_refuses_a_redis_cluster_at_start(redis_url):
-    """Chat's scripts still touch keys of several slots (docs/cluster.md): a Cluster URL stops
-    it at start with a sentence saying so, before any Redis is contacted."""
-    from chat_service import create_app
-    from chat_service.config import ChatTestConfig
-    from webchat_common import as_mapping
-
-    with pytest.raises(RuntimeError, match="chat does not run on yet.*docs/cluster.md"):
-        create_app(as_mapping(ChatTestConfig, REDIS_URL="redis+cluster://h:7000"))
-    create_app(as_mapping(ChatTestConfig, REDIS_URL=redis_url))
