@@ -7,13 +7,13 @@ The chat suites run on one Redis and on a Redis Cluster (``chat_stack`` by topol
 :func:`pytest_generate_tests`) where chat's own behaviour over Redis is tested:
 ``test_chat.py``, ``test_conversations.py`` and ``test_longpoll.py`` (messages, rooms, resuming
 from positions, presence, history, read markers, edits, long-polling, a lost pub/sub
-connection, Redis coming back empty; about 2 minutes on one Redis).  The other users of
-``chat_stack`` run on one Redis only, so that ``make test`` stays short: the browser suites
-(``test_chat_page*.py``, about 70 s) add the page's own code, which does not see the topology,
-over server paths the three suites above already drive; ``test_chat_hostile.py`` (about 20 s)
-is hypothesis's frames, mostly refused by chat's parsers before any Redis call, and a re-sent
-``cid`` stored once is checked on a Cluster by the fault suite, under a failover (scenario h,
-``cluster_stack``)."""
+connection, Redis coming back empty; about 2 minutes on one Redis, as long again on the
+Cluster).  The other users of ``chat_stack`` run on one Redis only, so that ``make test``
+stays short: the browser suites (``test_chat_page*.py``, about 70 s) add the page's own code,
+which does not see the topology, over server paths the three suites above already drive;
+``test_chat_hostile.py`` (about 20 s) is hypothesis's frames, mostly refused by chat's parsers
+before any Redis call, and a re-sent ``cid`` stored once is checked on a Cluster by the fault
+suite, under a failover (scenario h, ``cluster_stack``)."""
 import re
 from types import SimpleNamespace
 
