@@ -260,8 +260,8 @@ def fault_stack(tmp_path_factory):
 def cluster_stack(tmp_path_factory):
     """A stack on a Redis Cluster (REDIS_TOPOLOGY=cluster: three primaries with a replica each;
     chat acknowledges a message once a replica of its shard holds it) with the fault suite's
-    settings, for the fault suite's Cluster failover scenario, which kills a primary and heals
-    the Cluster afterwards (``heal()``)."""
+    settings, for the fault suite's Cluster failover scenario, which kills a primary and starts
+    it again (``heal()``)."""
     with Stack(tmp_path_factory.mktemp("clusterstack"), chat_replicas=2, env=FAULT_ENV,
                redis_topology="cluster") as s:
         yield s

@@ -454,8 +454,8 @@ def fault_redis_failover(stack, clients, probe):
     """kill -9 of the primary, until a replica is promoted (the clients have been trying all
     along).  With Sentinel: the one primary; the test starts it again afterwards (two replicas:
     the new primary still has one).  On a Cluster: the primary of the scenario room's stream,
-    which every client writes to (sessions and private copies of the scenario have keys on it
-    too, by their slots); once its replica is promoted, the killed node is started again and
+    which every client writes to (the scenario's sessions and private copies are spread over
+    the shards by their slots); once its replica is promoted, the killed node is started again and
     rejoins as the new primary's replica, as a supervisor would restart it: with one replica
     per primary, the shard has none until then, and chat acknowledges none of its writes
     (CHAT_ACK_REPLICAS=1)."""
