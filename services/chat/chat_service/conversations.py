@@ -14,8 +14,8 @@ from webchat_common import keys
 from webchat_common.names import is_room_name, is_user_name
 
 from . import scripts
-from .lua import Lua, Pipeline
 from .accounts import Accounts
+from .lua import Lua, Pipeline
 from .wire import format_id, http_status, parse_id
 
 

@@ -41,27 +41,19 @@ from webchat_common.sessions import ENDED_CHANNEL, key_of_hash
 
 from . import capacity, metrics
 from .broker import Broker
-from .lua import Pipeline
 from .commands import Commands
+from .lua import Pipeline
 from .poll import CONTROL as POLL_CONTROL, Polls
 from .presence import SLICE, Presence
 from .store import Store
 from .watch import Watch
-from .wire import PRIVATE, ZERO, parse_id, split_published, ws_frame
+from .wire import PRIVATE, ZERO, channel_owner, parse_id, split_published, ws_frame
 
 log = logging.getLogger(__name__)
 
 _USER_PREFIX = keys.CHAT_USER_CHANNEL_PREFIX.encode()
 _ROOM_PREFIX = keys.CHAT_ROOM_CHANNEL_PREFIX.encode()
 _PRESENCE_PREFIX = keys.CHAT_PRESENCE_PREFIX.encode()
-
-
-def _owner(channel, prefix):
-    """The name in ``channel`` if it is one of ``prefix``'s (a channel is its prefix, a name,
-    then "}"), else None."""
-    if channel.startswith(prefix) and channel.endswith(b"}"):
-        return channel[len(prefix):-1].decode()
-    return None
 _ENDED = ENDED_CHANNEL.encode()
 
 
@@ -208,20 +200,22 @@ class Node:
 
     def _still_wanted(self, ch):
         if self.watch.is_presence(ch):
-            return self.watch.wants(_owner(ch, _PRESENCE_PREFIX))
+            return self.watch.wants(channel_owner(ch, _PRESENCE_PREFIX))
         for prefix, names in ((_USER_PREFIX, self.by_user), (_ROOM_PREFIX, self.by_room)):
-            name = _owner(ch, prefix)
+            name = channel_owner(ch, prefix)
             if name is not None:
                 return name in names
         return True
 
     def _dispatch(self, channel, data):
-        if channel.startswith(_USER_PREFIX) or channel.startswith(_ROOM_PREFIX):
-            if channel.startswith(_USER_PREFIX):
+        user = channel_owner(channel, _USER_PREFIX)
+        room = None if user is not None else channel_owner(channel, _ROOM_PREFIX)
+        if user is not None or room is not None:
+            if user is not None:
                 clock = PRIVATE
-                conns = self.by_user.get(channel[len(_USER_PREFIX):-1].decode())
+                conns = self.by_user.get(user)
             else:
-                clock = channel[len(_ROOM_PREFIX):-1].decode()
+                clock = room
                 conns = self.by_room.get(clock)
             if not conns:
                 return

@@ -35,9 +35,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, ConnectionError, MovedError, NoScriptError, RedisClusterException, \
     RedisError, TimeoutError, TryAgainError
 
-from webchat_common.redis_store import REDIS_ERRORS
-
 from webchat_common import keys
+from webchat_common.redis_store import REDIS_ERRORS
 
 from . import scripts
 from .lua import Lua, Pipeline
@@ -118,8 +117,7 @@ class Store:
         """Store and publish a message in ``room`` (SEND_ROOM), then move the sender's read
         marker of the room to it (one has read what one writes; in the sender's slot, so a
         second call: one that fails leaves the message unread for its sender only, and is
-        not the send's failure).  Returns
-        (id, ts, duplicate?)."""
+        not the send's failure).  Returns (id, ts, duplicate?)."""
         mid, ts, duplicate = self._run(self.s_room, [keys.chat_room_clock(room), keys.chat_room(room),
                                                      *self._dedup_key(sender, cid, room=room)],
                                        [message_tail({"room": room, **fields}), self.maxlen, self.age_ms,

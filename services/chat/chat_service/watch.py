@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from webchat_common import keys
 
 from . import metrics
-from .wire import error_frame, text_frame
+from .wire import channel_owner, error_frame, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class Watch:
 
     def heard(self, channel, data):
         """A presence change published on ``channel``."""
-        user = channel[len(_PRESENCE_PREFIX):-1].decode()
+        user = channel_owner(channel, _PRESENCE_PREFIX)
         if user not in self.watchers:
             return
         try:

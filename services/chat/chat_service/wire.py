@@ -83,6 +83,15 @@ def positions_fields(positions):
             "rooms": {clock: format_id(mid) for clock, mid in sorted(positions.items()) if clock != PRIVATE}}
 
 
+def channel_owner(channel, prefix):
+    """The name in ``channel`` (bytes, as pub/sub gives it) if it is a channel of ``prefix``
+    (bytes: ``webchat_common.keys``'s channel prefixes; a channel is its prefix, a name, then
+    "}"), else None."""
+    if channel.startswith(prefix) and channel.endswith(b"}"):
+        return channel[len(prefix):-1].decode()
+    return None
+
+
 def ws_frame(opcode, payload):
     """One unmasked, unfragmented server frame (RFC 6455 5.2): built here, once per message,
     instead of once per socket through wsproto."""
