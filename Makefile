@@ -11,7 +11,7 @@ UNIT_TESTS = $(wildcard lib/*/tests services/*/tests)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-run: system-deps venv ## run Redis, the services and nginx locally (GATEWAY_PORT=8080, CHAT_REPLICAS=2, REDIS_TOPOLOGY=single|sentinel)
+run: system-deps venv ## run Redis, the services and nginx locally (GATEWAY_PORT=8080, CHAT_REPLICAS=2, REDIS_TOPOLOGY=single|sentinel|cluster)
 	$(PY) -m localstack
 
 test: system-deps venv ## unit tests of each package, then integration tests through the gateway

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from webchat_testing import RedisServer, free_port, wait_until
+from webchat_testing.cluster import ClusterSet
 from webchat_testing.sentinel import SentinelSet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +26,17 @@ from render import render  # noqa: E402  (gateway/render.py is a script, not a p
 NGINX_MIME_TYPES = "/etc/nginx/mime.types"
 
 #: REDIS_TOPOLOGY: how the stack runs Redis (docs/configuration.md).  ``single``: one server;
-#: ``sentinel``: a primary, two replicas and three Sentinels (automatic failover).
+#: ``sentinel``: a primary, two replicas and three Sentinels (automatic failover);
+#: ``cluster``: a Redis Cluster of three primaries with a replica each (docs/cluster.md), its
+#: nodes' data in a directory of their own.
 TOPOLOGIES = {
     "single": lambda d: RedisServer(data_dir=str(d), persistent=True),
     "sentinel": SentinelSet,
+    "cluster": lambda d: ClusterSet(d / "cluster"),
 }
+#: The topologies with replicas: there chat acknowledges a message once a replica holds it
+#: (CHAT_ACK_REPLICAS=1; on a Cluster, a replica of the shard that took the write).
+REPLICATED = {"sentinel", "cluster"}
 
 
 @dataclass
@@ -83,7 +90,7 @@ class Stack:
             SERVICE_NAME=name,
             PYTHONUNBUFFERED="1",
         )
-        if self.redis_topology == "sentinel" and name == "chat":
+        if self.redis_topology in REPLICATED and name == "chat":
             env["CHAT_ACK_REPLICAS"] = "1"  # an ack: on a replica too (docs/durability.md)
         if name == "files":
             env.update(MEDIA_ROOT=str(self.media_root), MEDIA_GATEWAY="1", MEDIA_URL_SECRET=self.media_url_secret)

@@ -1,7 +1,7 @@
 """``python -m localstack``: run the stack until Ctrl-C or SIGTERM, then stop all of it.
 
 Environment: GATEWAY_PORT (default 8080), CHAT_REPLICAS (default 2), STATE_DIR (default var/stack),
-REDIS_TOPOLOGY (``single``, the default, or ``sentinel``);
+REDIS_TOPOLOGY (``single``, the default, ``sentinel`` or ``cluster``);
 every other variable is passed on to the services (see docs/configuration.md).
 """
 import os

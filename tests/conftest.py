@@ -1,12 +1,23 @@
 """Fixtures of the integration tests: the whole stack (real Redis, gunicorn services, nginx) on
 free ports, started by the same code as ``make run``; the chat tests' and the fault suite's own
 stacks; browsers; gunicorn around the ops test app.  Every fixture of tests/ is here; the
-helpers they use are in ``tests/support`` and ``webchat_testing``."""
+helpers they use are in ``tests/support`` and ``webchat_testing``.
+
+The chat suites run on one Redis and on a Redis Cluster (``chat_stack`` by topology, see
+:func:`pytest_generate_tests`) where chat's own behaviour over Redis is tested:
+``test_chat.py``, ``test_conversations.py`` and ``test_longpoll.py`` (messages, rooms, resuming
+from positions, presence, history, read markers, edits, long-polling, a lost pub/sub
+connection, Redis coming back empty; about 2 minutes on one Redis, as long again on the
+Cluster).  The other users of ``chat_stack`` run on one Redis only, so that ``make test``
+stays short: the browser suites (``test_chat_page*.py``, about 70 s) add the page's own code,
+which does not see the topology, over server paths the three suites above already drive;
+``test_chat_hostile.py`` (about 20 s) is hypothesis's frames, mostly refused by chat's parsers
+before any Redis call, and a re-sent ``cid`` stored once is checked on a Cluster by the fault
+suite, under a failover (scenario h, ``cluster_stack``)."""
 import re
 from types import SimpleNamespace
 
 import pytest
-import redis
 
 from localstack import Stack
 from support.chat import Person
@@ -14,6 +25,7 @@ from support.faults import FAULT_ENV, FAULT_FIGURES
 from support.gunicorn import Gunicorn
 from support.tls import self_signed
 from support.web import Browser
+from webchat_common.redis_store import open_client
 from webchat_testing.cluster import ClusterSet
 from webchat_testing.sessions import COOKIE
 
@@ -120,11 +132,30 @@ CHAT_TEST_ENV = {
 }
 
 
+#: The chat suites that run on each of :data:`CHAT_TOPOLOGIES` (every other user of
+#: ``chat_stack`` runs on the first only; why, in this module's docstring).
+CHAT_SUITES_ON_EVERY_TOPOLOGY = {"test_chat.py", "test_conversations.py", "test_longpoll.py"}
+CHAT_TOPOLOGIES = ("single", "cluster")
+
+
+def pytest_generate_tests(metafunc):
+    """``chat_stack`` by topology: a test of :data:`CHAT_SUITES_ON_EVERY_TOPOLOGY` runs once per
+    topology (``[single]``, ``[cluster]``), any other test of chat on one Redis (``[single]``)."""
+    if "chat_stack" in metafunc.fixturenames:
+        every = metafunc.definition.path.name in CHAT_SUITES_ON_EVERY_TOPOLOGY
+        metafunc.parametrize("chat_stack", CHAT_TOPOLOGIES if every else CHAT_TOPOLOGIES[:1],
+                             indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def chat_stack(tmp_path_factory):
+def chat_stack(request, tmp_path_factory):
     """A stack of its own for the chat tests (two chat processes behind nginx), because they
-    kill and restart chat processes and use short timeouts."""
-    with Stack(tmp_path_factory.mktemp("chatstack"), chat_replicas=2, env=CHAT_TEST_ENV) as s:
+    kill and restart chat processes and use short timeouts; on the REDIS_TOPOLOGY its
+    parameter names (:func:`pytest_generate_tests`).  pytest runs the tests of one topology
+    together, and stops that stack before it starts the next."""
+    topology = request.param
+    with Stack(tmp_path_factory.mktemp(f"chatstack-{topology}"), chat_replicas=2, env=CHAT_TEST_ENV,
+               redis_topology=topology) as s:
         yield s
 
 
@@ -149,8 +180,10 @@ def pytest_terminal_summary(terminalreporter, config):
 
 @pytest.fixture
 def r(chat_stack):
-    """A Redis client of the chat stack's Redis."""
-    client = redis.Redis.from_url(chat_stack.redis.url, decode_responses=True)
+    """A client of the chat stack's Redis, one Redis or a Cluster (the services' own
+    ``open_client``; a command without a key that must reach every primary of a Cluster goes
+    through ``support.chat``: ``shard_subscribers``, ``kill_subscribers``)."""
+    client = open_client(chat_stack.redis.url, decode_responses=True)
     yield client
     client.close()
 
@@ -220,6 +253,17 @@ def page_opener(chromium, stack):
 @pytest.fixture(scope="module")
 def fault_stack(tmp_path_factory):
     with Stack(tmp_path_factory.mktemp("faultstack"), chat_replicas=2, env=FAULT_ENV) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(tmp_path_factory):
+    """A stack on a Redis Cluster (REDIS_TOPOLOGY=cluster: three primaries with a replica each;
+    chat acknowledges a message once a replica of its shard holds it) with the fault suite's
+    settings, for the fault suite's Cluster failover scenario, which kills a primary and starts
+    it again (``heal()``)."""
+    with Stack(tmp_path_factory.mktemp("clusterstack"), chat_replicas=2, env=FAULT_ENV,
+               redis_topology="cluster") as s:
         yield s
 
 

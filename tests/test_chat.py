@@ -1,5 +1,6 @@
 """Chat through the real gateway: two chat processes (gunicorn, gevent worker) behind nginx,
-one real Redis, real WebSocket clients (websocket-client).
+one real Redis or a Redis Cluster (every test runs on both: ``chat_stack`` in tests/conftest.py),
+real WebSocket clients (websocket-client).
 
 Through nginx the kernel's reuse-port balancing decides which chat process a socket lands on;
 every socket's first frame (``hello``) names its node (``<host>-<pid>-<random>``), so tests
@@ -15,14 +16,15 @@ import time
 import uuid
 
 import pytest
-import redis
 import requests
 import websocket
 from websocket import ABNF
 
-from support.chat import Closed, ChatSock, Person, holders, person, two_nodes, wait_online
+from support.chat import (Closed, ChatSock, Person, holders, kill_subscribers, person, shard_subscribers, two_nodes,
+                          wait_online)
 from support.web import tiny_png
 from webchat_common import keys
+from webchat_common.redis_store import open_client
 from webchat_testing import wait_until
 from webchat_testing.sessions import COOKIE
 
@@ -279,15 +281,15 @@ def test_presence_on_and_off_across_processes(chat_stack, r):
     assert not [f for f in sc.collect(0.5) if f.get("type") == "presence"], "presence goes to watchers only"
     # a new list replaces the old one: bob is no longer watched, nor heard by any process
     assert sa.watch(carol.name)["online"] == [carol.name]
-    wait_until(lambda: r.pubsub_shardnumsub(keys.chat_presence_channel(bob.name))[0][1] == 0, timeout=5,
-               what="bob's presence channel left")
+    bobs = keys.chat_presence_channel(bob.name)
+    wait_until(lambda: shard_subscribers(r, bobs)[bobs] == 0, timeout=5, what="bob's presence channel left")
     sb = bob.connect()
     assert not [f for f in sa.collect(1.5) if f.get("type") == "presence" and f["user"] == bob.name]
     for s in (sa, sb, sc):
         s.close()
     # every watcher gone: no process listens to anyone's presence channel any more
     chans = [keys.chat_presence_channel(p.name) for p in (alice, bob, carol)]
-    wait_until(lambda: all(n == 0 for _, n in r.pubsub_shardnumsub(*chans)), timeout=5, what="presence channels left")
+    wait_until(lambda: shard_subscribers(r, *chans) == dict.fromkeys(chans, 0), timeout=5, what="presence channels left")
 
 
 def test_watch_bad_input_and_limits(chat_stack):
@@ -465,7 +467,7 @@ def test_slow_reader_is_closed_and_nobody_else_waits(chat_stack):
 
 
 def chat_stack_conn_alive(stack, name):
-    client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
+    client = open_client(stack.redis.url, decode_responses=True)
     try:
         return bool(holders(client, name))
     finally:
@@ -514,7 +516,7 @@ def test_pubsub_reconnect_catches_every_socket_up(chat_stack, r):
     sent = []
     for i in range(30):
         if i == 5:
-            assert r.client_kill_filter(_type="pubsub") >= 1  # every chat process loses its subscriber
+            assert kill_subscribers(r) >= 1  # every chat process loses its subscriber
         sa.send(receiver=bob.name, data=f"m{i}")
         sent.append(f"m{i}")
         time.sleep(0.02)
@@ -530,15 +532,17 @@ def test_pubsub_reconnect_catches_every_socket_up(chat_stack, r):
     assert got == sent, "every message exactly once, in order, after the subscriber came back"
     logs = "".join(p.read_text() for p in chat_stack.log_dir.glob("chat-*.log"))
     assert "pub/sub connection lost" in logs and "pub/sub back: caught up" in logs
-    assert r.pubsub_shardnumsub(keys.chat_user_channel(bob.name))[0][1] >= 1
+    bobs = keys.chat_user_channel(bob.name)
+    assert shard_subscribers(r, bobs)[bobs] >= 1
     # presence too: a change made while the subscriber was away is not lost
     carol = person(chat_stack)
     sc = carol.connect()
     assert sa.watch(carol.name)["online"] == [carol.name]
-    assert r.client_kill_filter(_type="pubsub") >= 1
+    assert kill_subscribers(r) >= 1
     sc.close()
     wait_online(sa, carol.name, online=False, timeout=10)
-    assert r.pubsub_shardnumsub(keys.chat_presence_channel(carol.name))[0][1] >= 1
+    carols = keys.chat_presence_channel(carol.name)
+    assert shard_subscribers(r, carols)[carols] >= 1
     sa.close()
     sb.close()
 

@@ -23,7 +23,11 @@ e. kill -9 of Redis, started again;
 f. ``nginx -s reload``;
 g. kill -9 of the Redis primary of a stack on Redis with failover (``REDIS_TOPOLOGY=sentinel``:
    the Sentinels promote a replica; chat acknowledges only what a replica holds), on a stack of
-   its own (the ``ha_stack`` fixture).
+   its own (the ``ha_stack`` fixture);
+h. kill -9 of the Redis Cluster primary that holds the scenario room's stream, on a stack on a
+   Redis Cluster (``REDIS_TOPOLOGY=cluster``: the other nodes promote its replica; chat
+   acknowledges only what a replica of the shard that took the write holds), started again
+   once its replica is promoted, on a stack of its own (the ``cluster_stack`` fixture).
 
 Then sending goes on until every client has been sending and receiving since the fault,
 stops, every client waits for its acks, every receiver for its messages, and the figures are
@@ -447,10 +451,20 @@ def fault_nginx_reload(stack, clients, probe):
 
 
 def fault_redis_failover(stack, clients, probe):
-    """kill -9 of the primary; the fault is over once the Sentinels promoted a replica (the
-    clients have been trying all along).  The test starts the old primary again afterwards."""
+    """kill -9 of the primary, until a replica is promoted (the clients have been trying all
+    along).  With Sentinel: the one primary; the test starts it again afterwards (two replicas:
+    the new primary still has one).  On a Cluster: the primary of the scenario room's stream,
+    which every client writes to (the scenario's sessions and private copies are spread over
+    the shards by their slots); once its replica is promoted, the killed node is started again and
+    rejoins as the new primary's replica, as a supervisor would restart it: with one replica
+    per primary, the shard has none until then, and chat acknowledges none of its writes
+    (CHAT_ACK_REPLICAS=1)."""
     t = time.monotonic()
-    stack.redis.wait_failover(stack.redis.kill_primary())
+    if stack.redis_topology == "cluster":
+        stack.redis.wait_failover(stack.redis.kill_primary(keys.chat_room(clients[0].room)))
+        stack.redis.heal()
+    else:
+        stack.redis.wait_failover(stack.redis.kill_primary())
     return [t]
 
 
@@ -462,8 +476,11 @@ SCENARIOS = {
     "e": ("kill -9 of Redis, started again", redis_down_for_a_second("kill")),
     "f": ("nginx -s reload", fault_nginx_reload),
 }
-#: On the ``ha_stack`` (Redis with Sentinel).
-FAILOVER = ("g", "kill -9 of the Redis primary, Sentinel failover", fault_redis_failover)
+#: Each on a stack with Redis failover of its own (the fixture named): the primary killed.
+FAILOVERS = {
+    "g": ("kill -9 of the Redis primary, Sentinel failover", "ha_stack"),
+    "h": ("kill -9 of a Redis Cluster primary (the room's), Cluster failover, started again", "cluster_stack"),
+}
 
 
 # ---- one scenario ----------------------------------------------------------------------------
@@ -561,11 +578,14 @@ def test_fault(fault_stack, letter, report):
     run_scenario(fault_stack, letter, *SCENARIOS[letter], report)
 
 
-def test_fault_redis_failover(ha_stack, report):
+@pytest.mark.parametrize("letter", sorted(FAILOVERS))
+def test_fault_redis_failover(letter, request, report):
+    title, fixture = FAILOVERS[letter]
+    stack = request.getfixturevalue(fixture)
     try:
-        run_scenario(ha_stack, *FAILOVER, report)
+        run_scenario(stack, letter, title, fault_redis_failover, report)
     finally:
-        ha_stack.redis.heal()
+        stack.redis.heal()
 
 
 def run_scenario(stack, letter, title, fault, report):

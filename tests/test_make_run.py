@@ -40,7 +40,8 @@ def alive(pid):
     return state != "Z"
 
 
-@pytest.mark.parametrize("how, topology", [("ctrl-c", "single"), ("sigterm", "single"), ("sigterm", "sentinel")])
+@pytest.mark.parametrize("how, topology", [("ctrl-c", "single"), ("sigterm", "single"), ("sigterm", "sentinel"),
+                                           ("sigterm", "cluster")])
 def test_make_run_serves_and_stops_everything(tmp_path, how, topology):
     port = free_port()
     env = dict(os.environ, GATEWAY_PORT=str(port), CHAT_REPLICAS="2", STATE_DIR=str(tmp_path),
@@ -63,11 +64,11 @@ def test_make_run_serves_and_stops_everything(tmp_path, how, topology):
         started = descendants(proc.pid)
         names = {Path(f"/proc/{p}/comm").read_text().strip() for p in started if alive(p)}
         assert {"redis-server", "nginx"} <= names, names
-        if topology == "sentinel":  # a primary, two replicas, three Sentinels
+        if topology != "single":  # a primary, two replicas, three Sentinels; three primaries, three replicas
             redis_procs = [p for p in started if alive(p) and Path(f"/proc/{p}/comm").read_text().strip() == "redis-server"]
             assert len(redis_procs) == 6, redis_procs
             b = Browser(f"http://127.0.0.1:{port}")
-            assert b.register("sentinel_user").status_code == 303 and b.me()["user"] == "sentinel_user"
+            assert b.register(f"{topology}_user").status_code == 303 and b.me()["user"] == f"{topology}_user"
         assert sum(1 for p in started if "gunicorn" in Path(f"/proc/{p}/cmdline").read_text()) >= 4
 
         if how == "ctrl-c":

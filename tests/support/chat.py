@@ -1,6 +1,7 @@
 """A chat client for the integration tests: JSON frames in and out of a real WebSocket through
 the gateway (websocket-client), close codes as exceptions, people who register and log in, and
-a tab on the long-poll transport (:class:`Poller`)."""
+a tab on the long-poll transport (:class:`Poller`); what the tests read of chat in Redis, on one
+Redis or a Cluster."""
 import json
 import struct
 import time
@@ -10,6 +11,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 import websocket
+from redis.cluster import RedisCluster
 from websocket import ABNF
 
 from support.web import Browser
@@ -285,3 +287,23 @@ def holders(r, name):
     """The chat processes (node ids, as in ``hello``) that hold sockets of ``name`` now, read
     from Redis (``chat:sockets``: one field per process's holder id, ``<node>/<n>``)."""
     return {h.rsplit("/", 1)[0] for h in r.hkeys(keys.chat_sockets(name))}
+
+
+def _every_primary(r):
+    """The options that send a command without a key to every primary of a Cluster client
+    (redis-py sends it to one node, the same one every time), none on one Redis."""
+    return {"target_nodes": RedisCluster.PRIMARIES} if isinstance(r, RedisCluster) else {}
+
+
+def shard_subscribers(r, *channels):
+    """``{channel: connections subscribed to it}`` (``SSUBSCRIBE``).  On a Cluster a sharded
+    channel's subscribers are on the primary of its slot: every primary is asked, and the
+    counts added up."""
+    return dict(r.pubsub_shardnumsub(*channels, **_every_primary(r)))
+
+
+def kill_subscribers(r):
+    """Close every pub/sub connection (``CLIENT KILL TYPE pubsub``): a chat process's
+    subscriber, or on a Cluster its subscriber on each primary.  Returns how many were closed."""
+    killed = r.client_kill_filter(_type="pubsub", **_every_primary(r))
+    return sum(killed.values()) if isinstance(killed, dict) else killed

@@ -1,8 +1,8 @@
 """``ClusterSet``, a Redis Cluster of real processes: keys spread over its three primaries, the
 services' client (``open_client`` with a ``redis+cluster://`` URL) reaches them on blocking
 pools, a write acknowledged by a replica (``WAIT 1``) survives a kill -9 of its primary and the
-failover, the same client follows the failover by itself, and stopping and starting the set
-keeps every write."""
+failover, the same client follows the failover by itself, stopping and starting the set
+keeps every write, and a wiped set starts again empty."""
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -84,5 +84,17 @@ def test_writes_acknowledged_by_a_replica_survive_a_kill_and_a_restart(tmp_path)
     again.start()
     try:
         assert again.client().get("after") == "yes"
+    finally:
+        again.stop()
+    # Wiped, it comes back as the same Cluster (its slots where they were) with no data.
+    again.wipe()
+    again.start()
+    try:
+        client = again.client()
+        assert again.primary_of(victim).port == new.port
+        assert [client.get(key) for key in keys + ["after"]] == [None] * (len(keys) + 1)
+        client.set("after", "again")
+        assert client.get("after") == "again"
+        client.close()
     finally:
         again.stop()

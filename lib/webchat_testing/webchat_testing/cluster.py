@@ -27,6 +27,11 @@ from . import RedisServer, free_port, wait_until
 #: A node that does not answer for this long is failed and its replica promoted (Redis'
 #: default is 15 s).  Short here so that a failover test takes seconds.
 NODE_TIMEOUT_MS = 1000
+#: A replica's full sync (its first, or after it rejoins as the replica of its successor)
+#: starts at once: Redis' default waits 5 s for more replicas to share the transfer, which
+#: would hold every start of the set, and a shard's acknowledgements after a failover
+#: (CHAT_ACK_REPLICAS), 5 s for nothing with one replica per primary.
+SYNC_DELAY_S = 0
 FULL_COVERAGE = "no"
 SLOTS = 16384
 #: A node's Cluster bus listens on its port plus this.
@@ -72,7 +77,7 @@ class ClusterSet:
             d = os.path.join(self.data_dir, f"redis-{i}")
             self.servers.append(RedisServer(port=port, data_dir=d, extra_args=(
                 "--cluster-enabled", "yes", "--cluster-config-file", os.path.join(d, "nodes.conf"),
-                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--repl-diskless-sync-delay", str(SYNC_DELAY_S),
                 "--cluster-require-full-coverage", FULL_COVERAGE)))
         self._killed_slots = {}
 
@@ -268,6 +273,12 @@ class ClusterSet:
             server.stop()
         for server in self.servers:
             server.stop()
+
+    def wipe(self):
+        """Delete the stopped nodes' data (each :meth:`RedisServer.wipe`), not their
+        ``nodes.conf``: the same Cluster (its nodes, slots and roles) starts again empty."""
+        for server in self.servers:
+            server.wipe()
 
     def __enter__(self):
         return self.start()
