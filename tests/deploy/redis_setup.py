@@ -1,8 +1,10 @@
 """The Redis choices of the deploy files (the base's single Redis, the component redis-sentinel,
 the component external-redis; docker-compose.yml alone or with docker-compose.sentinel.yml) and
 the contract they share with the services' code: the ``redis+sentinel://`` URL and the settings
-the deploy files set for it.  Also: running redis/redis-ha.sh, the script that starts every Redis
-server and Sentinel of the Sentinel setups, outside any container."""
+the deploy files set for it.  Also: running the scripts that start the Redis servers of those
+setups outside any container (redis/redis-ha.sh: every Redis server and Sentinel of the Sentinel
+setups; redis/cluster/redis-cluster.sh: every node of a Redis Cluster, and the making of the
+Cluster)."""
 import importlib
 import os
 import re
@@ -15,6 +17,7 @@ from pathlib import Path
 from support.deploy import ROOT, allowed_env as code_allowed_env, variants
 
 REDIS_HA_SCRIPT = ROOT / "redis" / "redis-ha.sh"
+REDIS_CLUSTER_SCRIPT = ROOT / "redis" / "cluster" / "redis-cluster.sh"
 COMPOSE_SENTINEL_FILE = ROOT / "docker-compose.sentinel.yml"
 SENTINEL = "redis-sentinel"
 EXTERNAL = "external-redis"
@@ -147,14 +150,47 @@ def written_config(script_text, role, tmp_dir, name, password_file, default_pass
             "password_file": read.read_text() if read.exists() else None, "conf_path": args[0]}
 
 
+def assert_password_kept_private(script, role, name, password, source, tmp_dir):
+    """What ``script`` execs for ``role`` as pod/container ``name``, recorded by a redis-server
+    that writes down its arguments and its environment (redis-server's own /proc/PID/cmdline and
+    environ show its process title, not them): the password, from the Secret's file (``source``
+    "file", Kubernetes) or from REDIS_PASSWORD ("environment", compose, which the script must
+    remove), is in the config file it names (the owner's only), never in its arguments nor in
+    its environment."""
+    tmp_dir = Path(tmp_dir)
+    password_file = tmp_dir / "password"
+    password_file.write_text(password)
+    bin_dir = tmp_dir / "bin"
+    bin_dir.mkdir()
+    record = tmp_dir / "exec"
+    (bin_dir / "redis-server").write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > {record}.args\nenv -0 > {record}.env\n')
+    (bin_dir / "redis-server").chmod(0o755)
+    (bin_dir / "redis-cli").write_text("#!/bin/sh\nexit 1\n")  # nobody to ask
+    (bin_dir / "redis-cli").chmod(0o755)
+    env = script_env(tmp_dir, name, password_file, START_WAIT=0)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    if source == "environment":
+        env["PASSWORD_FILE"] = str(tmp_dir / "missing")
+        env["REDIS_PASSWORD"] = password
+    proc = subprocess.run(["sh", str(script), role], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = Path(f"{record}.args").read_bytes()
+    environ = Path(f"{record}.env").read_bytes()
+    assert args.split(b"\0")[0].endswith(b".conf") and password.encode() not in args
+    assert password.encode() not in environ and b"REDIS_PASSWORD=" not in environ
+    conf = Path(args.split(b"\0")[0].decode())
+    assert f"requirepass {password}" in conf.read_text()
+    assert conf.stat().st_mode & 0o077 == 0, "the config file is the owner's only"
+
+
 def config_lines(text):
     return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def script_default(setting):
-    """The default redis-ha.sh gives a setting (``NAME=${NAME:-default}``)."""
-    m = re.search(rf"^{setting}=\$\{{{setting}:-([^}}]*)\}}$", REDIS_HA_SCRIPT.read_text(), re.M)
-    assert m, f"redis-ha.sh has no default for {setting}"
+def script_default(setting, script=REDIS_HA_SCRIPT):
+    """The default a script (redis-ha.sh unless named) gives a setting (``NAME=${NAME:-default}``)."""
+    m = re.search(rf"^{setting}=\$\{{{setting}:-([^}}]*)\}}$", script.read_text(), re.M)
+    assert m, f"{script.name} has no default for {setting}"
     return m.group(1)
 
 
