@@ -4,7 +4,7 @@ the contract they share with the services' code: the ``redis+sentinel://`` URL a
 the deploy files set for it.  Also: running the scripts that start the Redis servers of those
 setups outside any container (redis/redis-ha.sh: every Redis server and Sentinel of the Sentinel
 setups; redis/cluster/redis-cluster.sh: every node of a Redis Cluster, and the making of the
-Cluster)."""
+Cluster), and reading what a render's pods run."""
 import importlib
 import os
 import re
@@ -14,7 +14,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from support.deploy import ROOT, allowed_env as code_allowed_env, variants
+from support.deploy import (
+    COMPOSE_FILE,
+    DEPLOY_DOC,
+    ROOT,
+    allowed_env as code_allowed_env,
+    container,
+    docker_compose_binary,
+    find,
+    variants,
+    workload,
+)
 
 REDIS_HA_SCRIPT = ROOT / "redis" / "redis-ha.sh"
 REDIS_CLUSTER_SCRIPT = ROOT / "redis" / "cluster" / "redis-cluster.sh"
@@ -24,6 +34,8 @@ EXTERNAL = "external-redis"
 #: Components that replace the base's single Redis: at most one in a render, listed after the
 #: other components (they remove or complete what network-policies made, when it is there).
 REDIS_CHOICES = (SENTINEL, EXTERNAL)
+#: The password the tests give the scripts (the Secret's file, compose's REDIS_PASSWORD).
+PASSWORD = "test-redis-password"
 
 #: The services' connection URL with Sentinels:
 #: ``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]``.
@@ -221,3 +233,89 @@ def wait_for(what, check, timeout=30, interval=0.2):
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(interval)
+
+
+# --- what a render's Redis pods run (the scripts of the ConfigMaps they mount) ---
+
+
+def script_of(objects, name):
+    """The script a workload's (or a Job's) container runs: ``(script text, role)``, from the
+    ConfigMap volume its command names."""
+    pod, c = pod_and_container(objects, name)
+    assert c["command"][0] == "sh" and len(c["command"]) == 3, c["command"]
+    _, path, role = c["command"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    (cm,) = find(objects, "ConfigMap", volumes[mount["name"]]["configMap"]["name"])
+    return cm["data"][path[len(mount["mountPath"].rstrip("/")) + 1:]], role
+
+
+def pod_and_container(objects, name):
+    """The pod spec and the one container of the workload or Job ``name``."""
+    jobs = find(objects, "Job", name)
+    if jobs:
+        (job,) = jobs
+        pod = job["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        return pod, c
+    return workload(objects, name)["spec"]["template"]["spec"], container(objects, name)
+
+
+def secret_file(objects, name, key="password"):
+    """The path at which a workload's (or a Job's) container sees the key of the Secret webchat-redis."""
+    pod, c = pod_and_container(objects, name)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for m in c["volumeMounts"]:
+        secret = volumes.get(m["name"], {}).get("secret")
+        if secret and secret["secretName"] == "webchat-redis":
+            for item in secret["items"]:
+                if item["key"] == key:
+                    return m["mountPath"].rstrip("/") + "/" + item["path"]
+    raise AssertionError(f"{name} does not mount the key {key} of the Secret webchat-redis")
+
+
+def run_pod(objects, name, ordinal, tmp_path):
+    """What the script of pod ``name``-``ordinal`` writes and execs (:func:`written_config`),
+    the password in the file the pod mounts from the Secret."""
+    script, role = script_of(objects, name)
+    password = tmp_path / "password"
+    password.write_text(PASSWORD)
+    out = written_config(script, role, tmp_path, f"{name}-{ordinal}", None, default_password_file=password)
+    assert out["password_file"] == secret_file(objects, name), "the script reads the password where the pod mounts it"
+    return out
+
+
+def directive(conf, *key):
+    """The values of a config directive (``key`` its first words), one list per line."""
+    return [line[len(key):] for line in conf if tuple(line[:len(key)]) == key]
+
+
+def headless_service(objects, workload_name):
+    w = workload(objects, workload_name)
+    (svc,) = find(objects, "Service", w["spec"]["serviceName"])
+    assert svc["spec"].get("clusterIP") == "None", f"{svc['metadata']['name']}: per-pod names need a headless Service"
+    assert svc["spec"].get("publishNotReadyAddresses") is True, "names that resolve before the pods are ready (peers find each other at start)"
+    return svc
+
+
+def documented_url(scheme):
+    """The URL of the ``scheme`` (``redis+sentinel``, ``redis+cluster``) that docs/deploy.md says
+    to put in the Secret (key url)."""
+    urls = re.findall(rf'--from-literal=url="({re.escape(scheme)}://[^"]+)"', DEPLOY_DOC.read_text())
+    assert len(set(urls)) == 1, f"docs/deploy.md: one Secret URL of the form {scheme}://, found {urls}"
+    return urls[0]
+
+
+# --- docker-compose.yml with an override file ---
+
+
+def compose_override_config(override, env, tmp_dir):
+    """``docker compose -f docker-compose.yml -f OVERRIDE config``, as support.deploy's
+    compose_config does it for the main file (exactly ``env`` as the variables)."""
+    env_file = Path(tmp_dir) / "compose.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return subprocess.run(
+        [docker_compose_binary(), "-f", str(COMPOSE_FILE), "-f", str(override),
+         "--project-directory", str(ROOT), "--env-file", str(env_file), "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_dir)})
