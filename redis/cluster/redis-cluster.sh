@@ -173,11 +173,16 @@ all_ok() {  # all_ok ADDRESS...: every one says cluster_state:ok
 }
 
 forget_failed() {  # forget_failed NAME NEW_ID ADDRESS...: every node forgets NAME's old, failed entries
-    ids=$(cli "$3" CLUSTER NODES | awk -v name="$1" -v new="$2" '
-        { split($2, parts, ","); split($3, flags, ",") }
-        parts[2] == name && $1 != new { for (i in flags) if (flags[i] == "fail") print $1 }')
     name=$1
+    new=$2
     shift 2
+    # Asked of every node: the one just added may not know the old entry (a failed node without
+    # slots is not gossiped).
+    ids=$(for a in "$@"; do
+        cli "$a" CLUSTER NODES | awk -v name="$name" -v new="$new" '
+            { split($2, parts, ","); split($3, flags, ",") }
+            parts[2] == name && $1 != new { for (i in flags) if (flags[i] == "fail") print $1 }'
+    done | sort -u)
     for id in $ids; do
         for a in "$@"; do
             cli "$a" CLUSTER FORGET "$id" > /dev/null || true
