@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 
 from redis_setup import (
     REDIS_CLUSTER_SCRIPT,
@@ -139,13 +139,14 @@ class Nodes:
         return out
 
     def client(self):
-        """A Cluster client that reaches the nodes by the names they announce (resolved as the
-        hosts file says, as the services' resolve them in the cluster's DNS)."""
+        """A Cluster client that starts from every node, as the services' URL names them all,
+        and reaches them by the names they announce (resolved as the hosts file says, as the
+        services resolve them in the cluster's DNS)."""
         def remap(address):
             host, port = address
             return (self.addresses[NAMES.index(host)] if host in NAMES else host, port)
-        return RedisCluster(host=self.addresses[0], port=self.port, password=PASSWORD, decode_responses=True,
-                            socket_timeout=2, address_remap=remap)
+        return RedisCluster(startup_nodes=[ClusterNode(a, self.port) for a in self.addresses], password=PASSWORD,
+                            decode_responses=True, socket_timeout=2, address_remap=remap)
 
     def close(self):
         for proc in self.procs.values():
