@@ -1,9 +1,10 @@
-"""The Redis choices of the deploy files (the base's single Redis, the component redis-sentinel,
-the component external-redis; docker-compose.yml alone or with docker-compose.sentinel.yml) and
-the contract they share with the services' code: the ``redis+sentinel://`` URL and the settings
-the deploy files set for it.  Also: running the scripts that start the Redis servers of those
-setups outside any container (redis/redis-ha.sh: every Redis server and Sentinel of the Sentinel
-setups; redis/cluster/redis-cluster.sh: every node of a Redis Cluster, and the making of the
+"""The Redis choices of the deploy files (the base's single Redis, the components redis-sentinel,
+redis-cluster and external-redis; docker-compose.yml alone or with docker-compose.sentinel.yml)
+and the contract they share with the services' code: the
+``redis+sentinel://`` and ``redis+cluster://`` URLs and the settings the deploy files set for
+them.  Also: running the scripts that start the Redis servers of those setups outside any
+container (redis/redis-ha.sh: every Redis server and Sentinel of the Sentinel setups;
+redis/cluster/redis-cluster.sh: every node of the Cluster setups, and the making of the
 Cluster), and reading what a render's pods run."""
 import importlib
 import os
@@ -30,10 +31,16 @@ REDIS_HA_SCRIPT = ROOT / "redis" / "redis-ha.sh"
 REDIS_CLUSTER_SCRIPT = ROOT / "redis" / "cluster" / "redis-cluster.sh"
 COMPOSE_SENTINEL_FILE = ROOT / "docker-compose.sentinel.yml"
 SENTINEL = "redis-sentinel"
+CLUSTER = "redis-cluster"
 EXTERNAL = "external-redis"
 #: Components that replace the base's single Redis: at most one in a render, listed after the
 #: other components (they remove or complete what network-policies made, when it is there).
-REDIS_CHOICES = (SENTINEL, EXTERNAL)
+REDIS_CHOICES = (SENTINEL, CLUSTER, EXTERNAL)
+#: The workloads each in-cluster choice runs for Redis: their pods are closed by the choice's own
+#: NetworkPolicies, with network-policies on or not.
+REDIS_TIERS = {SENTINEL: ("redis", SENTINEL), CLUSTER: (CLUSTER,)}
+#: The choices whose replicas hold every acknowledged chat message: chat gets CHAT_ACK_REPLICAS=1.
+ACK_REPLICA_CHOICES = (SENTINEL, CLUSTER)
 #: The password the tests give the scripts (the Secret's file, compose's REDIS_PASSWORD).
 PASSWORD = "test-redis-password"
 
@@ -79,7 +86,7 @@ def contract_values_parse(name, env):
 
 
 def choice(components):
-    """The Redis choice of a render's components: "single", "redis-sentinel" or "external-redis"."""
+    """The Redis choice of a render's components: "single", or one of REDIS_CHOICES."""
     found = [c.name for c in components if c.name in REDIS_CHOICES]
     assert len(found) <= 1, f"several Redis choices: {found}"
     return found[0] if found else "single"
