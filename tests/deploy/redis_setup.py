@@ -1,6 +1,6 @@
 """The Redis choices of the deploy files (the base's single Redis, the components redis-sentinel,
-redis-cluster and external-redis; docker-compose.yml alone or with docker-compose.sentinel.yml)
-and the contract they share with the services' code: the
+redis-cluster and external-redis; docker-compose.yml alone or with docker-compose.sentinel.yml
+or docker-compose.cluster.yml) and the contract they share with the services' code: the
 ``redis+sentinel://`` and ``redis+cluster://`` URLs and the settings the deploy files set for
 them.  Also: running the scripts that start the Redis servers of those setups outside any
 container (redis/redis-ha.sh: every Redis server and Sentinel of the Sentinel setups;
@@ -30,6 +30,7 @@ from support.deploy import (
 REDIS_HA_SCRIPT = ROOT / "redis" / "redis-ha.sh"
 REDIS_CLUSTER_SCRIPT = ROOT / "redis" / "cluster" / "redis-cluster.sh"
 COMPOSE_SENTINEL_FILE = ROOT / "docker-compose.sentinel.yml"
+COMPOSE_CLUSTER_FILE = ROOT / "docker-compose.cluster.yml"
 SENTINEL = "redis-sentinel"
 CLUSTER = "redis-cluster"
 EXTERNAL = "external-redis"

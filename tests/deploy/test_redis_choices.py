@@ -57,7 +57,7 @@ def test_the_docs_say_what_url_each_choice_takes():
     assert m, f"docs/deploy.md has no section '## {SECTION}'"
     section = m.group(1)
     for form in ('`redis://:$P@redis:6379/0`', "rediss://", "redis+sentinel://", "redis+cluster://", "CHAT_ACK_REPLICAS=1",
-                 *(f"k8s/components/{c}" for c in REDIS_CHOICES), "docker-compose.sentinel.yml",
+                 *(f"k8s/components/{c}" for c in REDIS_CHOICES), "docker-compose.sentinel.yml", "docker-compose.cluster.yml",
                  "](cluster.md"):
         assert form in section, f"the Redis section does not mention {form}"
     for scheme in ("redis+sentinel", "redis+cluster"):

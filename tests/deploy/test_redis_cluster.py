@@ -1,21 +1,32 @@
 """The Redis Cluster choice against the services' contract: in Kubernetes (every render with the
-redis-cluster component).
+redis-cluster component) and in compose (docker-compose.yml with docker-compose.cluster.yml).
 
 Every node runs the repository's redis/cluster/redis-cluster.sh, which gives it requirepass and
-masterauth from the Secret's file, cluster-enabled with nodes.conf on its volume, the AOF as
-everywhere, its own stable name announced on the port and bus port its container has; the Job
-that makes the Cluster names exactly the StatefulSet's nodes, enough of them for 3 primaries with
-their replicas, and the policies let it in; the services' redis+cluster:// URL (docs/deploy.md's,
-for the Secret), read by the services' own parser, names every node on that port; the base's
-single Redis is gone.  The configs are the ones the rendered ConfigMap's script writes (run with
-redis-server replaced by a recorder; test_redis_cluster_script.py runs it for real)."""
+masterauth from the Secret's file (compose: REDIS_PASSWORD), cluster-enabled with nodes.conf on
+its volume, the AOF as everywhere, its own stable name announced on the port and bus port its
+container has; the Job (compose: the one-shot service) that makes the Cluster names exactly the
+StatefulSet's (compose: the node services') nodes, enough of them for 3 primaries with their
+replicas, and the policies let it in; the services' redis+cluster:// URL (docs/deploy.md's, for
+the Secret; compose's REDIS_URL), read by the services' own parser, names every node on that
+port; the base's single Redis is gone.  The configs are the ones the rendered ConfigMap's script
+writes (run with redis-server replaced by a recorder; test_redis_cluster_script.py runs it for
+real)."""
 import copy
+import re
+
+import jsonschema
+import pytest
+import yaml
 
 from redis_setup import (
     CLUSTER,
+    COMPOSE_CLUSTER_FILE,
     PASSWORD,
     REDIS_CLUSTER_SCRIPT,
+    allowed_env as contract_allowed_env,
     choice,
+    compose_override_config,
+    contract_values_parse,
     directive,
     documented_url,
     headless_service,
@@ -24,8 +35,13 @@ from redis_setup import (
     script_default,
     script_of,
     secret_file,
+    written_config,
 )
 from support.deploy import (
+    COMPOSE_TEST_ENV,
+    SERVICES,
+    compose,
+    compose_schema,
     container,
     find,
     label_match,
@@ -37,7 +53,7 @@ from webchat_common.redis_store import parse_cluster_url
 from webchat_testing import PERSISTENT_ARGS
 from webchat_testing.cluster import FULL_COVERAGE
 
-#: The Job that makes the Cluster.
+#: The Job (compose: the one-shot service) that makes the Cluster.
 JOB = "redis-cluster-create"
 #: The nodes the script knows when nothing else is said: the Kubernetes component's.
 NODES = script_default("NODES", REDIS_CLUSTER_SCRIPT).split()
@@ -202,3 +218,104 @@ def test_the_single_redis_is_gone(rendered):
     for w in workloads(objects):
         for c in w["spec"]["template"]["spec"]["containers"]:
             assert not c["image"].startswith("redis:") or w["metadata"]["name"] == CLUSTER, w["metadata"]["name"]
+
+
+# --- compose: docker-compose.yml with docker-compose.cluster.yml ---
+
+
+@pytest.fixture(scope="module")
+def cluster_compose(tmp_path_factory):
+    proc = compose_override_config(COMPOSE_CLUSTER_FILE, COMPOSE_TEST_ENV, tmp_path_factory.mktemp("compose-cluster"))
+    assert proc.returncode == 0, proc.stderr
+    return yaml.safe_load(proc.stdout)
+
+
+def compose_nodes(config):
+    """The node services, in the order of the NODES every one of them (and the one-shot) gets."""
+    services = config["services"]
+    lists = {str(spec.get("environment", {}).get("NODES")) for name, spec in services.items() if name.startswith("redis")}
+    (nodes,) = lists
+    return nodes.split()
+
+
+def test_compose_cluster_file_matches_the_compose_spec_schema(cluster_compose):
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    for config in (yaml.safe_load(COMPOSE_CLUSTER_FILE.read_text()), cluster_compose):
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)]
+        assert not errors, "\n".join(errors)
+
+
+def test_compose_cluster_refuses_to_start_without_the_password(tmp_path):
+    for value in (None, ""):
+        env = {k: v for k, v in COMPOSE_TEST_ENV.items() if k != "REDIS_PASSWORD"}
+        if value is not None:
+            env["REDIS_PASSWORD"] = value
+        proc = compose_override_config(COMPOSE_CLUSTER_FILE, env, tmp_path)
+        assert proc.returncode != 0 and "REDIS_PASSWORD" in proc.stderr, proc.stderr
+
+
+def test_compose_cluster_nodes_are_locked_down_and_run_the_script(cluster_compose):
+    services = cluster_compose["services"]
+    nodes = compose_nodes(cluster_compose)
+    assert nodes[0] == "redis", "docker-compose.yml's redis is the first node (compose cannot take it away)"
+    assert_enough_nodes(len(nodes))
+    assert set(services) == set(compose()["services"]) | set(nodes) | {JOB}
+    data = []
+    for name in nodes + [JOB]:
+        spec = services[name]
+        assert spec["image"] == compose()["services"]["redis"]["image"], name
+        assert spec.get("read_only") is True and spec.get("tmpfs") == ["/tmp"], name
+        assert spec.get("cap_drop") == ["ALL"] and spec.get("security_opt") == ["no-new-privileges:true"], name
+        assert set(spec["networks"]) == {"back"} and not spec.get("ports"), f"{name}: only on the services' network"
+        mounts = {v["target"]: v for v in spec["volumes"]}
+        sh, script, role = spec["command"]
+        assert sh == "sh" and role == ("create" if name == JOB else "redis"), name
+        assert mounts[script]["source"] == str(REDIS_CLUSTER_SCRIPT) and mounts[script].get("read_only"), name
+        if name == JOB:
+            continue
+        assert spec["restart"] == "unless-stopped" and spec["healthcheck"]["test"], name
+        # The node's data and nodes.conf on a named volume of its own, which outlives the container.
+        assert mounts[setting("DATA_DIR")]["type"] == "volume", name
+        data.append(mounts[setting("DATA_DIR")]["source"])
+        # They start together (after a `down`, each finds the others by name).
+        assert not set(spec.get("depends_on") or {}) & set(nodes), f"{name} waits for another node"
+    assert len(set(data)) == len(nodes), f"one data volume each: {data}"
+    base = {v["target"]: v["source"] for v in compose()["services"]["redis"]["volumes"]}
+    assert base[setting("DATA_DIR")] not in data, "the single Redis' volume (its keys) is no node's"
+    # The one-shot runs once the nodes answer, at every `up`; the services once it is done.
+    job = services[JOB]
+    assert job["restart"] == "no"
+    assert {n: d["condition"] for n, d in job["depends_on"].items()} == {n: "service_healthy" for n in nodes}
+    for name in SERVICES:
+        assert services[name]["depends_on"][JOB]["condition"] == "service_completed_successfully", name
+
+
+def test_compose_cluster_services_url_names_every_node(cluster_compose, tmp_path):
+    """The services' URL names every node on the port it listens on, with the password; every
+    node announces the name compose gives it; chat waits for a replica."""
+    services = cluster_compose["services"]
+    nodes = compose_nodes(cluster_compose)
+    password = COMPOSE_TEST_ENV["REDIS_PASSWORD"]
+    script = REDIS_CLUSTER_SCRIPT.read_text()
+    assert {str(v) for k, v in services[JOB]["environment"].items() if k == "REDIS_PASSWORD"} == {password}
+    ports = set()
+    for name in nodes:
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        assert env["ANNOUNCE_HOST"] == name and env["REDIS_PASSWORD"] == password
+        out = written_config(script, "redis", tmp_path, name, tmp_path / "unused", **env)
+        assert out["password_file"] is None, "compose gives the password in REDIS_PASSWORD"
+        (port,) = directive(out["conf"], "port")
+        ports.add(int(port[0]))
+        assert_node_config(out, name, port[0], setting("BUS_PORT"), password)
+    (port,) = ports
+    for name in SERVICES:
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        url = parse_cluster_url(env["REDIS_URL"])
+        assert url.password == password and [tuple(n) for n in url.nodes] == [(n, port) for n in nodes], name
+        unknown = set(env) - contract_allowed_env(name)
+        assert not unknown, f"docker-compose.cluster.yml sets variables {name} does not read: {unknown}"
+        assert contract_values_parse(name, env)
+        assert env.get("CHAT_ACK_REPLICAS") == ("1" if name == "chat" else None), name
+    raw = COMPOSE_CLUSTER_FILE.read_text()
+    assert re.findall(r"\$\{REDIS_PASSWORD:\?", raw), "the password from the environment, required"

@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from redis_setup import COMPOSE_SENTINEL_FILE, REDIS_CLUSTER_SCRIPT, REDIS_HA_SCRIPT
+from redis_setup import COMPOSE_CLUSTER_FILE, COMPOSE_SENTINEL_FILE, REDIS_CLUSTER_SCRIPT, REDIS_HA_SCRIPT
 from support.deploy import (
     DEPLOY_DOC,
     K8S,
@@ -97,7 +97,7 @@ def test_no_secret_values_in_the_deploy_files():
 def test_no_redis_password_in_the_redis_choices_files():
     """The Sentinel, Cluster and own-Redis files (and the deploy files again) with the patterns of their forms."""
     for path in deploy_files() + [COMPOSE_SENTINEL_FILE, REDIS_HA_SCRIPT, REDIS_HA_SCRIPT.parent / "kustomization.yaml",
-                                  REDIS_CLUSTER_SCRIPT, REDIS_CLUSTER_SCRIPT.parent / "kustomization.yaml"]:
+                                  COMPOSE_CLUSTER_FILE, REDIS_CLUSTER_SCRIPT, REDIS_CLUSTER_SCRIPT.parent / "kustomization.yaml"]:
         text = path.read_text()
         for pattern in LITERAL_SECRETS + MORE_LITERAL_SECRETS:
             m = pattern.search(text)
