@@ -214,6 +214,11 @@ case $ROLE in
             # The other primaries go on serving their slots while one primary and its replicas
             # are all gone (docs/cluster.md, "Status").
             printf 'cluster-require-full-coverage no\n'
+            # A replica's full sync (its first, or after it rejoins as the replica of its
+            # successor) starts at once: waiting for more replicas to share it, Redis' default
+            # 5 s, is for nothing with one replica per primary, and the shard's acks
+            # (CHAT_ACK_REPLICAS) wait meanwhile.  As the local Cluster.
+            printf 'repl-diskless-sync-delay 0\n'
         } > "$CONF"
         echo "redis-cluster.sh: node $ME starts"
         # Persistence as everywhere else (docs/durability.md): the append-only file, fsynced

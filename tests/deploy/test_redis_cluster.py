@@ -51,7 +51,7 @@ from support.deploy import (
 )
 from webchat_common.redis_store import parse_cluster_url
 from webchat_testing import PERSISTENT_ARGS
-from webchat_testing.cluster import FULL_COVERAGE
+from webchat_testing.cluster import FULL_COVERAGE, SYNC_DELAY_S
 
 #: The Job (compose: the one-shot service) that makes the Cluster.
 JOB = "redis-cluster-create"
@@ -89,6 +89,7 @@ def assert_node_config(out, name, port, bus_port, password):
     assert directive(conf, "cluster-announce-hostname") == [[name]]
     assert directive(conf, "cluster-preferred-endpoint-type") == [["hostname"]]
     assert directive(conf, "cluster-require-full-coverage") == [[FULL_COVERAGE]], "as the local Cluster (docs/cluster.md)"
+    assert directive(conf, "repl-diskless-sync-delay") == [[str(SYNC_DELAY_S)]], "a replica syncs at once, as in the local Cluster"
     (timeout,) = directive(conf, "cluster-node-timeout")
     assert 2000 <= int(timeout[0]) <= 15000, f"cluster-node-timeout {timeout[0]} ms: a failover after seconds, not on a hiccup"
     # A primary whose one replica is down goes on taking writes (chat's acks wait for a replica
