@@ -1,8 +1,11 @@
-"""The Redis choices of the deploy files (the base's single Redis, the component redis-sentinel,
-the component external-redis; docker-compose.yml alone or with docker-compose.sentinel.yml) and
-the contract they share with the services' code: the ``redis+sentinel://`` URL and the settings
-the deploy files set for it.  Also: running redis/redis-ha.sh, the script that starts every Redis
-server and Sentinel of the Sentinel setups, outside any container."""
+"""The Redis choices of the deploy files (the base's single Redis, the components redis-sentinel,
+redis-cluster and external-redis; docker-compose.yml alone or with docker-compose.sentinel.yml
+or docker-compose.cluster.yml) and the contract they share with the services' code: the
+``redis+sentinel://`` and ``redis+cluster://`` URLs and the settings the deploy files set for
+them.  Also: running the scripts that start the Redis servers of those setups outside any
+container (redis/redis-ha.sh: every Redis server and Sentinel of the Sentinel setups;
+redis/cluster/redis-cluster.sh: every node of the Cluster setups, and the making of the
+Cluster), and reading what a render's pods run."""
 import importlib
 import os
 import re
@@ -12,15 +15,35 @@ import subprocess
 import time
 from pathlib import Path
 
-from support.deploy import ROOT, allowed_env as code_allowed_env, variants
+from support.deploy import (
+    COMPOSE_FILE,
+    DEPLOY_DOC,
+    ROOT,
+    allowed_env as code_allowed_env,
+    container,
+    docker_compose_binary,
+    find,
+    variants,
+    workload,
+)
 
 REDIS_HA_SCRIPT = ROOT / "redis" / "redis-ha.sh"
+REDIS_CLUSTER_SCRIPT = ROOT / "redis" / "cluster" / "redis-cluster.sh"
 COMPOSE_SENTINEL_FILE = ROOT / "docker-compose.sentinel.yml"
+COMPOSE_CLUSTER_FILE = ROOT / "docker-compose.cluster.yml"
 SENTINEL = "redis-sentinel"
+CLUSTER = "redis-cluster"
 EXTERNAL = "external-redis"
 #: Components that replace the base's single Redis: at most one in a render, listed after the
 #: other components (they remove or complete what network-policies made, when it is there).
-REDIS_CHOICES = (SENTINEL, EXTERNAL)
+REDIS_CHOICES = (SENTINEL, CLUSTER, EXTERNAL)
+#: The workloads each in-cluster choice runs for Redis: their pods are closed by the choice's own
+#: NetworkPolicies, with network-policies on or not.
+REDIS_TIERS = {SENTINEL: ("redis", SENTINEL), CLUSTER: (CLUSTER,)}
+#: The choices whose replicas hold every acknowledged chat message: chat gets CHAT_ACK_REPLICAS=1.
+ACK_REPLICA_CHOICES = (SENTINEL, CLUSTER)
+#: The password the tests give the scripts (the Secret's file, compose's REDIS_PASSWORD).
+PASSWORD = "test-redis-password"
 
 #: The services' connection URL with Sentinels:
 #: ``redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]``.
@@ -64,7 +87,7 @@ def contract_values_parse(name, env):
 
 
 def choice(components):
-    """The Redis choice of a render's components: "single", "redis-sentinel" or "external-redis"."""
+    """The Redis choice of a render's components: "single", or one of REDIS_CHOICES."""
     found = [c.name for c in components if c.name in REDIS_CHOICES]
     assert len(found) <= 1, f"several Redis choices: {found}"
     return found[0] if found else "single"
@@ -147,14 +170,47 @@ def written_config(script_text, role, tmp_dir, name, password_file, default_pass
             "password_file": read.read_text() if read.exists() else None, "conf_path": args[0]}
 
 
+def assert_password_kept_private(script, role, name, password, source, tmp_dir):
+    """What ``script`` execs for ``role`` as pod/container ``name``, recorded by a redis-server
+    that writes down its arguments and its environment (redis-server's own /proc/PID/cmdline and
+    environ show its process title, not them): the password, from the Secret's file (``source``
+    "file", Kubernetes) or from REDIS_PASSWORD ("environment", compose, which the script must
+    remove), is in the config file it names (the owner's only), never in its arguments nor in
+    its environment."""
+    tmp_dir = Path(tmp_dir)
+    password_file = tmp_dir / "password"
+    password_file.write_text(password)
+    bin_dir = tmp_dir / "bin"
+    bin_dir.mkdir()
+    record = tmp_dir / "exec"
+    (bin_dir / "redis-server").write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > {record}.args\nenv -0 > {record}.env\n')
+    (bin_dir / "redis-server").chmod(0o755)
+    (bin_dir / "redis-cli").write_text("#!/bin/sh\nexit 1\n")  # nobody to ask
+    (bin_dir / "redis-cli").chmod(0o755)
+    env = script_env(tmp_dir, name, password_file, START_WAIT=0)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    if source == "environment":
+        env["PASSWORD_FILE"] = str(tmp_dir / "missing")
+        env["REDIS_PASSWORD"] = password
+    proc = subprocess.run(["sh", str(script), role], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = Path(f"{record}.args").read_bytes()
+    environ = Path(f"{record}.env").read_bytes()
+    assert args.split(b"\0")[0].endswith(b".conf") and password.encode() not in args
+    assert password.encode() not in environ and b"REDIS_PASSWORD=" not in environ
+    conf = Path(args.split(b"\0")[0].decode())
+    assert f"requirepass {password}" in conf.read_text()
+    assert conf.stat().st_mode & 0o077 == 0, "the config file is the owner's only"
+
+
 def config_lines(text):
     return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def script_default(setting):
-    """The default redis-ha.sh gives a setting (``NAME=${NAME:-default}``)."""
-    m = re.search(rf"^{setting}=\$\{{{setting}:-([^}}]*)\}}$", REDIS_HA_SCRIPT.read_text(), re.M)
-    assert m, f"redis-ha.sh has no default for {setting}"
+def script_default(setting, script=REDIS_HA_SCRIPT):
+    """The default a script (redis-ha.sh unless named) gives a setting (``NAME=${NAME:-default}``)."""
+    m = re.search(rf"^{setting}=\$\{{{setting}:-([^}}]*)\}}$", script.read_text(), re.M)
+    assert m, f"{script.name} has no default for {setting}"
     return m.group(1)
 
 
@@ -185,3 +241,89 @@ def wait_for(what, check, timeout=30, interval=0.2):
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(interval)
+
+
+# --- what a render's Redis pods run (the scripts of the ConfigMaps they mount) ---
+
+
+def script_of(objects, name):
+    """The script a workload's (or a Job's) container runs: ``(script text, role)``, from the
+    ConfigMap volume its command names."""
+    pod, c = pod_and_container(objects, name)
+    assert c["command"][0] == "sh" and len(c["command"]) == 3, c["command"]
+    _, path, role = c["command"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    (cm,) = find(objects, "ConfigMap", volumes[mount["name"]]["configMap"]["name"])
+    return cm["data"][path[len(mount["mountPath"].rstrip("/")) + 1:]], role
+
+
+def pod_and_container(objects, name):
+    """The pod spec and the one container of the workload or Job ``name``."""
+    jobs = find(objects, "Job", name)
+    if jobs:
+        (job,) = jobs
+        pod = job["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        return pod, c
+    return workload(objects, name)["spec"]["template"]["spec"], container(objects, name)
+
+
+def secret_file(objects, name, key="password"):
+    """The path at which a workload's (or a Job's) container sees the key of the Secret webchat-redis."""
+    pod, c = pod_and_container(objects, name)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for m in c["volumeMounts"]:
+        secret = volumes.get(m["name"], {}).get("secret")
+        if secret and secret["secretName"] == "webchat-redis":
+            for item in secret["items"]:
+                if item["key"] == key:
+                    return m["mountPath"].rstrip("/") + "/" + item["path"]
+    raise AssertionError(f"{name} does not mount the key {key} of the Secret webchat-redis")
+
+
+def run_pod(objects, name, ordinal, tmp_path):
+    """What the script of pod ``name``-``ordinal`` writes and execs (:func:`written_config`),
+    the password in the file the pod mounts from the Secret."""
+    script, role = script_of(objects, name)
+    password = tmp_path / "password"
+    password.write_text(PASSWORD)
+    out = written_config(script, role, tmp_path, f"{name}-{ordinal}", None, default_password_file=password)
+    assert out["password_file"] == secret_file(objects, name), "the script reads the password where the pod mounts it"
+    return out
+
+
+def directive(conf, *key):
+    """The values of a config directive (``key`` its first words), one list per line."""
+    return [line[len(key):] for line in conf if tuple(line[:len(key)]) == key]
+
+
+def headless_service(objects, workload_name):
+    w = workload(objects, workload_name)
+    (svc,) = find(objects, "Service", w["spec"]["serviceName"])
+    assert svc["spec"].get("clusterIP") == "None", f"{svc['metadata']['name']}: per-pod names need a headless Service"
+    assert svc["spec"].get("publishNotReadyAddresses") is True, "names that resolve before the pods are ready (peers find each other at start)"
+    return svc
+
+
+def documented_url(scheme):
+    """The URL of the ``scheme`` (``redis+sentinel``, ``redis+cluster``) that docs/deploy.md says
+    to put in the Secret (key url)."""
+    urls = re.findall(rf'--from-literal=url="({re.escape(scheme)}://[^"]+)"', DEPLOY_DOC.read_text())
+    assert len(set(urls)) == 1, f"docs/deploy.md: one Secret URL of the form {scheme}://, found {urls}"
+    return urls[0]
+
+
+# --- docker-compose.yml with an override file ---
+
+
+def compose_override_config(override, env, tmp_dir):
+    """``docker compose -f docker-compose.yml -f OVERRIDE config``, as support.deploy's
+    compose_config does it for the main file (exactly ``env`` as the variables)."""
+    env_file = Path(tmp_dir) / "compose.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return subprocess.run(
+        [docker_compose_binary(), "-f", str(COMPOSE_FILE), "-f", str(override),
+         "--project-directory", str(ROOT), "--env-file", str(env_file), "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_dir)})

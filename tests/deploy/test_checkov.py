@@ -1,6 +1,6 @@
 """checkov's default Kubernetes policies on every overlay as rendered (kubectl kustomize
 k8s/overlays/<name>), and on every overlay with each Redis choice added to its components
-(k8s/components/redis-sentinel, external-redis): no failed check, and every skip carries its reason (an annotation
+(k8s/components/redis-sentinel, redis-cluster, external-redis): no failed check, and every skip carries its reason (an annotation
 ``checkov.io/skipN: CHECK=reason`` on the workload, or a commented entry of ``skip-check`` in
 .checkov.yaml), listed in docs/deploy.md.  checkov runs from its own pinned virtualenv
 (checkov_env.py: it cannot share the project's), made on first use."""

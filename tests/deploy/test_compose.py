@@ -4,9 +4,7 @@ gives each service (only what the code reads, every required setting).  The same
 docker-compose.yml with docker-compose.sentinel.yml, whose services' redis+sentinel:// URL must
 name what its Sentinels monitor.  Also: every YAML file of the repository parses."""
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -45,12 +43,12 @@ from redis_setup import (
     COMPOSE_SENTINEL_FILE,
     REDIS_HA_SCRIPT,
     allowed_env as contract_allowed_env,
+    compose_override_config,
     contract_values_parse,
     parse_sentinel_url,
     script_default,
     written_config,
 )
-from support.deploy import docker_compose_binary
 from webchat_common.config import _coerce
 
 
@@ -167,21 +165,9 @@ SENTINEL_SERVICES = ("redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3")
 REDIS_SERVERS = ("redis", "redis-replica", "redis-replica-2")
 
 
-def compose_sentinel_config(env, tmp_dir):
-    """``docker compose -f docker-compose.yml -f docker-compose.sentinel.yml config``, as
-    compose_config does it for the main file."""
-    env_file = Path(tmp_dir) / "compose.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    return subprocess.run(
-        [docker_compose_binary(), "-f", str(COMPOSE_FILE), "-f", str(COMPOSE_SENTINEL_FILE),
-         "--project-directory", str(ROOT), "--env-file", str(env_file), "config", "--format", "json"],
-        capture_output=True, text=True, timeout=60,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_dir)})
-
-
 @pytest.fixture(scope="module")
 def sentinel_compose(tmp_path_factory):
-    proc = compose_sentinel_config(COMPOSE_TEST_ENV, tmp_path_factory.mktemp("compose-sentinel"))
+    proc = compose_override_config(COMPOSE_SENTINEL_FILE, COMPOSE_TEST_ENV, tmp_path_factory.mktemp("compose-sentinel"))
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -199,7 +185,7 @@ def test_compose_sentinel_refuses_to_start_without_the_password(tmp_path):
         env = {k: v for k, v in COMPOSE_TEST_ENV.items() if k != "REDIS_PASSWORD"}
         if value is not None:
             env["REDIS_PASSWORD"] = value
-        proc = compose_sentinel_config(env, tmp_path)
+        proc = compose_override_config(COMPOSE_SENTINEL_FILE, env, tmp_path)
         assert proc.returncode != 0 and "REDIS_PASSWORD" in proc.stderr, proc.stderr
 
 

@@ -3,6 +3,7 @@ looks at one object at a time, cannot see), over every overlay x optional compon
 Services -> pods and ports, probes -> container ports, PodDisruptionBudgets -> workloads,
 HorizontalPodAutoscalers -> Deployments (and no replicas field to fight them), spreading of the
 workloads that run several pods, NetworkPolicies -> pods and ports."""
+from redis_setup import REDIS_TIERS
 from support.deploy import (
     find,
     hpas_of,
@@ -99,13 +100,14 @@ def test_every_hpa_targets_a_deployment_without_replicas(rendered):
 
 def test_every_stateless_deployment_is_autoscaled(rendered):
     """auth, files, chat, gateway have an autoscaler; the StatefulSets (Redis, one pod and its
-    volume or three with Sentinels; the Sentinels) do not: they say how many pods they run."""
+    volume or three with Sentinels; the Sentinels; the six nodes of a Redis Cluster) do not: they
+    say how many pods they run."""
     objects = rendered["objects"]
     for w in workloads(objects):
         if w["kind"] == "Deployment":
             assert len(hpas_of(objects, w)) == 1, f"{name_of(w)} has no HorizontalPodAutoscaler"
         else:
-            assert not hpas_of(objects, w) and w["spec"]["replicas"] in (1, 3), name_of(w)
+            assert not hpas_of(objects, w) and w["spec"]["replicas"] in (1, 3, 6), name_of(w)
 
 
 def test_multi_pod_workloads_spread_over_zones_and_nodes(rendered):
@@ -136,10 +138,12 @@ def test_network_policies_cover_every_pod_and_name_real_ports(rendered):
     objects = rendered["objects"]
     policies = find(objects, "NetworkPolicy")
     if "network-policies" not in {c.name for c in rendered["components"]}:
-        # Only the Redis tier's own policies (the redis-sentinel component's), selecting only it.
+        # Only the Redis tier's own policies (the redis-sentinel or redis-cluster component's),
+        # selecting only it.
+        tiers = set().union(*REDIS_TIERS.values())
         for policy in policies:
             selected = selected_workloads(objects, policy["spec"]["podSelector"], policy)
-            assert selected and {w["metadata"]["name"] for w in selected} <= {"redis", "redis-sentinel"}, name_of(policy)
+            assert selected and {w["metadata"]["name"] for w in selected} <= tiers, name_of(policy)
         if not policies:
             return
     else:

@@ -1,19 +1,26 @@
 """The network-policies component and the Redis choices: who may reach whom, computed from the
 rendered NetworkPolicies for every render.  Without the component nothing is enforced, except
-that the redis-sentinel component always closes its Redis and Sentinel pods to all but their
-flows; external-redis leaves no Redis pod and no policy for one."""
-from redis_setup import EXTERNAL, SENTINEL, choice
+that the redis-sentinel and redis-cluster components always close their Redis pods (and
+Sentinels) to all but their flows; external-redis leaves no Redis pod and no policy for one."""
+from redis_setup import CLUSTER, EXTERNAL, REDIS_CLUSTER_SCRIPT, REDIS_TIERS, SENTINEL, choice, script_default
 from support.deploy import GATEWAY, SERVICES, find, gateway_image_env, gunicorn_port, reachable, workloads
 
 REDIS_PORT, SENTINEL_PORT = 6379, 26379
+#: A Cluster node's bus port, where the nodes talk to each other (redis-cluster.sh's cluster-port).
+BUS_PORT = int(script_default("BUS_PORT", REDIS_CLUSTER_SCRIPT))
 
 
 def redis_flows(redis_choice):
     """What the Redis tier needs: the services reach Redis; with Sentinels, the services and the
     Sentinels reach the Sentinels, and the Sentinels and the Redis servers (replication) reach
-    the Redis servers."""
+    the Redis servers; with a Cluster, the services and the nodes (replication) reach the nodes,
+    and the nodes only reach each other's bus (the Job that makes the Cluster is no workload:
+    test_redis_cluster.py checks its flow)."""
     if redis_choice == EXTERNAL:
         return set()
+    if redis_choice == CLUSTER:
+        return ({(s, CLUSTER, REDIS_PORT) for s in SERVICES + (CLUSTER,)}
+                | {(CLUSTER, CLUSTER, BUS_PORT)})
     flows = {(s, "redis", REDIS_PORT) for s in SERVICES}
     if redis_choice == SENTINEL:
         flows |= {(s, SENTINEL, SENTINEL_PORT) for s in SERVICES + (SENTINEL,)}
@@ -27,9 +34,9 @@ def test_network_policies(rendered):
     redis_choice = choice(rendered["components"])
     pods = {w["metadata"]["name"] for w in workloads(objects)}
     everyone = tuple(sorted(pods)) + ("outside",)
-    redis_tier = {"redis", SENTINEL} & pods if redis_choice == SENTINEL else set()
+    redis_tier = set(REDIS_TIERS.get(redis_choice, ())) & pods
     if "network-policies" not in {c.name for c in rendered["components"]}:
-        # Open, but for the Sentinel setup's pods.
+        # Open, but for the Sentinel or Cluster setup's pods.
         ports = {(w["metadata"]["name"], p["containerPort"]) for w in workloads(objects)
                  for c in w["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         expected = {(src, dst, port) for src in everyone for dst, port in ports if dst not in redis_tier}

@@ -17,6 +17,7 @@ import pytest
 
 from redis_setup import (
     REDIS_HA_SCRIPT,
+    assert_password_kept_private,
     cli,
     free_port,
     info,
@@ -187,33 +188,10 @@ def test_the_script_runs_a_sentinel_setup_that_fails_over_and_restarts_right(clu
 @pytest.mark.parametrize("source", ["file", "environment"])
 @pytest.mark.parametrize("role", ["redis", "sentinel"])
 def test_the_password_is_never_on_a_command_line_nor_in_the_servers_environment(role, source, tmp_path):
-    """What the script execs, recorded by a redis-server that writes down its arguments and its
-    environment (redis-server's own /proc/PID/cmdline and environ show its process title, not
-    them).  The password comes from the Secret's file (Kubernetes) or from REDIS_PASSWORD
-    (compose, which the script removes from the environment)."""
-    password_file = tmp_path / "password"
-    password_file.write_text(PASSWORD)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    record = tmp_path / "exec"
-    (bin_dir / "redis-server").write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" > {record}.args\nenv -0 > {record}.env\n')
-    (bin_dir / "redis-server").chmod(0o755)
-    (bin_dir / "redis-cli").write_text("#!/bin/sh\nexit 1\n")  # no Sentinel to ask
-    (bin_dir / "redis-cli").chmod(0o755)
-    env = script_env(tmp_path, "redis-0" if role == "redis" else "redis-sentinel-0", password_file, START_WAIT=0)
-    env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    if source == "environment":
-        env["PASSWORD_FILE"] = str(tmp_path / "missing")
-        env["REDIS_PASSWORD"] = PASSWORD
-    proc = subprocess.run(["sh", str(REDIS_HA_SCRIPT), role], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    args = Path(f"{record}.args").read_bytes()
-    environ = Path(f"{record}.env").read_bytes()
-    assert args.split(b"\0")[0].endswith(b".conf") and PASSWORD.encode() not in args
-    assert PASSWORD.encode() not in environ and b"REDIS_PASSWORD=" not in environ
-    conf = Path(args.split(b"\0")[0].decode())
-    assert f"requirepass {PASSWORD}" in conf.read_text()
-    assert conf.stat().st_mode & 0o077 == 0, "the config file is the owner's only"
+    """The password from the Secret's file (Kubernetes) or from REDIS_PASSWORD (compose) reaches
+    the server through its config file only (redis_setup.assert_password_kept_private)."""
+    assert_password_kept_private(REDIS_HA_SCRIPT, role, "redis-0" if role == "redis" else "redis-sentinel-0",
+                                 PASSWORD, source, tmp_path)
 
 
 # --- a restart of everything at once after a failover ---

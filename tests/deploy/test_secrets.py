@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from redis_setup import COMPOSE_SENTINEL_FILE, REDIS_HA_SCRIPT
+from redis_setup import COMPOSE_CLUSTER_FILE, COMPOSE_SENTINEL_FILE, REDIS_CLUSTER_SCRIPT, REDIS_HA_SCRIPT
 from support.deploy import (
     DEPLOY_DOC,
     K8S,
@@ -22,10 +22,11 @@ from support.deploy import (
 )
 
 
-#: Beyond LITERAL_SECRETS, the forms of the Sentinel setups and of your own Redis: a password in
-#: any Redis URL (rediss://, redis+sentinel://), a replica's or a Sentinel's password directive.
+#: Beyond LITERAL_SECRETS, the forms of the Sentinel and Cluster setups and of your own Redis: a
+#: password in any Redis URL (rediss://, redis+sentinel://, redis+cluster://), a replica's or a
+#: Sentinel's password directive.
 MORE_LITERAL_SECRETS = [
-    re.compile(r"rediss?(?:\+sentinel)?://:(?!\$)[^@\s'\"]+@"),
+    re.compile(r"rediss?(?:\+sentinel|\+cluster)?://:(?!\$)[^@\s'\"]+@"),
     re.compile(r"\b(?:masterauth|sentinel-pass)\s+(?![%$\"'])\S+"),
     re.compile(r"\bauth-pass\s+\S+\s+(?![%$\"'])\S+"),
 ]
@@ -94,17 +95,19 @@ def test_no_secret_values_in_the_deploy_files():
 
 
 def test_no_redis_password_in_the_redis_choices_files():
-    """The Sentinel and own-Redis files (and the deploy files again) with the patterns of their forms."""
-    for path in deploy_files() + [COMPOSE_SENTINEL_FILE, REDIS_HA_SCRIPT, REDIS_HA_SCRIPT.parent / "kustomization.yaml"]:
+    """The Sentinel, Cluster and own-Redis files (and the deploy files again) with the patterns of their forms."""
+    for path in deploy_files() + [COMPOSE_SENTINEL_FILE, REDIS_HA_SCRIPT, REDIS_HA_SCRIPT.parent / "kustomization.yaml",
+                                  COMPOSE_CLUSTER_FILE, REDIS_CLUSTER_SCRIPT, REDIS_CLUSTER_SCRIPT.parent / "kustomization.yaml"]:
         text = path.read_text()
         for pattern in LITERAL_SECRETS + MORE_LITERAL_SECRETS:
             m = pattern.search(text)
             assert not m, f"{path.relative_to(ROOT)}: {m.group(0)!r} looks like a committed secret"
     # The patterns do catch a literal, and leave variables alone.
-    for literal in ("redis+sentinel://:hunter2@s1:26379/webchat/0", "rediss://:hunter2@host:6380/0",
+    for literal in ("redis+sentinel://:hunter2@s1:26379/webchat/0", "rediss://:hunter2@host:6380/0", "redis+cluster://:hunter2@n1:6379,n2",
                     "masterauth hunter2", "sentinel sentinel-pass hunter2", "sentinel auth-pass webchat hunter2"):
         assert any(p.search(literal) for p in MORE_LITERAL_SECRETS), literal
     for variable in ("redis+sentinel://:${REDIS_PASSWORD:?x}@s1:26379/webchat/0", 'rediss://:$P@host:6380/0',
+                     "redis+cluster://:${REDIS_PASSWORD:?x}@n1:6379,n2:6379",
                      "printf 'masterauth %s\\n'", "printf 'sentinel auth-pass %s %s\\n'"):
         assert not any(p.search(variable) for p in MORE_LITERAL_SECRETS), variable
 
