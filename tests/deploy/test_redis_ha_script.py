@@ -204,12 +204,15 @@ def sentinel_flags(c, ordinal, kind):
 
 
 def settled(c, primary):
-    """Every Sentinel names ``primary``, which is the primary; every other server replicates it
-    (link up) and every Sentinel knows the two replicas and the two other Sentinels, all up."""
+    """Every Sentinel names ``primary``, which is the primary and counts both replicas as good
+    for ``min-replicas-to-write`` (each has acknowledged it within the allowed lag: a replica's
+    link is up on its side a moment before); every other server replicates it (link up) and
+    every Sentinel knows the two replicas and the two other Sentinels, all up."""
     rp = c.redis_port
     if not all(c.sentinel_primary(i) == [primary, str(rp)] for i in range(3)):
         return False
-    if info(primary, rp, c.password).get("role") != "master":
+    own = info(primary, rp, c.password)
+    if own.get("role") != "master" or int(own.get("min_slaves_good_slaves", "2")) < 2:
         return False
     for r in REDIS:
         if r != primary:
