@@ -1,17 +1,22 @@
-"""What the Redis choices of Kubernetes share, and how they stand to each other: chat waits for a
-replica exactly with the choices that have replicas (Sentinel, Cluster); the choices are never
-combined (two of them fail to render) and come after network-policies; docs/deploy.md says what
-URL each one takes; the contract's settings agree with the code."""
+"""What the Redis choices share, and how they stand to each other: chat waits for a replica
+exactly with the choices that have replicas (Sentinel, Cluster); the choices are never combined
+(two of them fail to render) and come after network-policies; docs/deploy.md says what URL each
+one takes; the contract's settings agree with the code; each compose override file (Sentinel,
+Cluster) is valid compose and refuses to start without the Redis password."""
 import itertools
+import json
 import os
 import re
 import subprocess
 
+import jsonschema
 import pytest
 import yaml
 
-from redis_setup import ACK_REPLICA_CHOICES, CLUSTER, CONTRACT_SETTINGS, EXTERNAL, REDIS_CHOICES, choice, documented_url
-from support.deploy import DEPLOY_DOC, K8S, OVERLAYS, SERVICES, container, k8s_env, kustomization, kustomize_command, settings
+from redis_setup import (ACK_REPLICA_CHOICES, CLUSTER, COMPOSE_CLUSTER_FILE, COMPOSE_SENTINEL_FILE, CONTRACT_SETTINGS, EXTERNAL,
+                         REDIS_CHOICES, choice, compose_override_config, documented_url)
+from support.deploy import (COMPOSE_TEST_ENV, DEPLOY_DOC, K8S, OVERLAYS, SERVICES, compose_schema, container, k8s_env,
+                            kustomization, kustomize_command, settings)
 
 #: The docs' section on the Redis choices.
 SECTION = "Redis: single, Sentinel, Cluster, or your own"
@@ -19,6 +24,8 @@ SECTION = "Redis: single, Sentinel, Cluster, or your own"
 #: includes it): listed before another choice, they make it fail to render.  (redis-sentinel
 #: first, then one of them, renders: Sentinels with no Redis to watch; docs/deploy.md says so.)
 REMOVERS = (EXTERNAL, CLUSTER)
+#: The compose files that choose Redis, over docker-compose.yml.
+COMPOSE_OVERRIDES = (COMPOSE_SENTINEL_FILE, COMPOSE_CLUSTER_FILE)
 
 
 def test_chat_waits_for_a_replica_with_replicas_only(rendered):
@@ -72,3 +79,25 @@ def test_the_contract_settings_agree_with_the_code_where_it_has_them():
         for key, default in contract.items():
             if key in code:
                 assert type(code[key]) is type(default) and code[key] == default, (name, key, code[key])
+
+
+@pytest.mark.parametrize("override", COMPOSE_OVERRIDES, ids=lambda p: p.name)
+def test_each_compose_override_file_matches_the_compose_spec_schema(override, tmp_path):
+    """The file itself and what compose makes of it over docker-compose.yml."""
+    proc = compose_override_config(override, COMPOSE_TEST_ENV, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    for config in (yaml.safe_load(override.read_text()), json.loads(proc.stdout)):
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)]
+        assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("override", COMPOSE_OVERRIDES, ids=lambda p: p.name)
+def test_each_compose_override_refuses_to_start_without_the_password(override, tmp_path):
+    for value in (None, ""):
+        env = {k: v for k, v in COMPOSE_TEST_ENV.items() if k != "REDIS_PASSWORD"}
+        if value is not None:
+            env["REDIS_PASSWORD"] = value
+        proc = compose_override_config(override, env, tmp_path)
+        assert proc.returncode != 0 and "REDIS_PASSWORD" in proc.stderr, proc.stderr

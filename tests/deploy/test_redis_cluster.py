@@ -14,7 +14,6 @@ real)."""
 import copy
 import re
 
-import jsonschema
 import pytest
 import yaml
 
@@ -41,7 +40,6 @@ from support.deploy import (
     COMPOSE_TEST_ENV,
     SERVICES,
     compose,
-    compose_schema,
     container,
     find,
     label_match,
@@ -237,23 +235,6 @@ def compose_nodes(config):
     lists = {str(spec.get("environment", {}).get("NODES")) for name, spec in services.items() if name.startswith("redis")}
     (nodes,) = lists
     return nodes.split()
-
-
-def test_compose_cluster_file_matches_the_compose_spec_schema(cluster_compose):
-    schema = compose_schema()
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    for config in (yaml.safe_load(COMPOSE_CLUSTER_FILE.read_text()), cluster_compose):
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(config)]
-        assert not errors, "\n".join(errors)
-
-
-def test_compose_cluster_refuses_to_start_without_the_password(tmp_path):
-    for value in (None, ""):
-        env = {k: v for k, v in COMPOSE_TEST_ENV.items() if k != "REDIS_PASSWORD"}
-        if value is not None:
-            env["REDIS_PASSWORD"] = value
-        proc = compose_override_config(COMPOSE_CLUSTER_FILE, env, tmp_path)
-        assert proc.returncode != 0 and "REDIS_PASSWORD" in proc.stderr, proc.stderr
 
 
 def test_compose_cluster_nodes_are_locked_down_and_run_the_script(cluster_compose):
