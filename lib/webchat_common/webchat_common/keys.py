@@ -73,9 +73,9 @@ CHAT_MIGRATED = "chat:migrated"
 CHAT_MIGRATING = "chat:migrating"
 #: Prefixes of the channels of a user (their messages), a room, a user's presence: a channel is
 #: the prefix, the name, then "}".
-CHAT_USER_CHANNEL_PREFIX = "chat:u:{u:"
-CHAT_ROOM_CHANNEL_PREFIX = "chat:r:{r:"
-CHAT_PRESENCE_PREFIX = "chat:p:{u:"
+CHAT_USER_CHANNEL_PREFIX = "chat:u:" + _user_tag("")[:-1]
+CHAT_ROOM_CHANNEL_PREFIX = "chat:r:" + _room_tag("")[:-1]
+CHAT_PRESENCE_PREFIX = "chat:p:" + _user_tag("")[:-1]
 
 
 def chat_pm(owner, other):
@@ -193,15 +193,15 @@ def chat_typing(name, poll_id):
 
 
 def chat_user_channel(name):
-    return CHAT_USER_CHANNEL_PREFIX + name.lower() + "}"
+    return "chat:u:" + _user_tag(name)
 
 
 def chat_room_channel(room):
-    return CHAT_ROOM_CHANNEL_PREFIX + room + "}"
+    return "chat:r:" + _room_tag(room)
 
 
 def chat_presence_channel(name):
     """Pub/sub channel of ``name``'s presence changes, heard by the processes whose sockets
     watch ``name``."""
-    return CHAT_PRESENCE_PREFIX + name.lower() + "}"
+    return "chat:p:" + _user_tag(name)
 
