@@ -29,8 +29,8 @@ from redis.exceptions import RedisError
 from webchat_common import keys
 
 from . import metrics, scripts, transport
-from .lua import Lua
 from .client import Client
+from .lua import Lua
 from .wire import Refused, control_payload, error, http_status, parse_frame, payloads, positions_fields, text_frame
 
 log = logging.getLogger(__name__)
